@@ -1,0 +1,297 @@
+"""The run directory: the only module that knows the file names inside it.
+
+```
+checkpoints/<run>/
+  run.json                 model config, training config, vocabulary, corpus, versions
+  ckpt-00001200/           one checkpoint per save (the last two are kept)
+    weights.npz            every model variable (weights, carried LSTM state, RNG state)
+    optimizer.npz          every optimizer variable, in order
+    state.json             progress (epoch, step, data position), metrics history
+    manifest.json          SHA-256 of each file above; written last
+  best/                    weights.npz + state.json + manifest.json of the best validation loss
+```
+
+Every checkpoint is written into a hidden temporary directory and renamed into place, so a
+crash never leaves a half-written checkpoint under a name that loads. Everything is numpy
+`.npz` (loaded with `allow_pickle=False`) and JSON: loading never executes code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from textgen.corpus import atomic_write_json
+from textgen.errors import CheckpointError
+
+RUN_FILE = "run.json"
+WEIGHTS = "weights.npz"
+OPTIMIZER = "optimizer.npz"
+STATE = "state.json"
+MANIFEST = "manifest.json"
+BEST = "best"
+KEEP_LATEST = 2
+_CKPT = re.compile(r"^ckpt-(\d{8})$")
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def default_checkpoints_dir() -> Path:
+    return Path(os.environ.get("TEXTGEN_CHECKPOINTS", "checkpoints"))
+
+
+def check_run_name(name: str) -> str:
+    if not _RUN_NAME.match(name or "") or name in (".", ".."):
+        raise CheckpointError(
+            "Run names may use letters, digits, '.', '_' and '-' (no path separators), "
+            f"starting with a letter or digit. Received: run={name!r}"
+        )
+    return name
+
+
+def new_run_name(root: Path) -> str:
+    base = time.strftime("run-%Y%m%d-%H%M%S")
+    name, k = base, 1
+    while (root / name).exists():
+        k += 1
+        name = f"{base}-{k}"
+    return name
+
+
+def run_dir(root: Path, name: str) -> Path:
+    return Path(root) / check_run_name(name)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _save_npz(path: Path, arrays: dict) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_json(path: Path, obj) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_run_file(directory: Path, info: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(directory / RUN_FILE, info)
+
+
+def read_run_file(directory: Path) -> dict:
+    path = Path(directory) / RUN_FILE
+    if not path.exists():
+        raise CheckpointError(f"Not a textgen run (no {RUN_FILE}). Received: {str(directory)!r}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{str(path)!r} is damaged and cannot be read: {e}") from None
+
+
+def _write_checkpoint_dir(directory: Path, final_name: str, files: dict) -> Path:
+    """Write `files` ({name: ('npz', arrays) | ('json', obj)}) as `directory/final_name`."""
+    tmp = directory / f".tmp-{final_name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        manifest = {}
+        for name, (kind, payload) in files.items():
+            target = tmp / name
+            if kind == "npz":
+                _save_npz(target, payload)
+            else:
+                _write_json(target, payload)
+            manifest[name] = _sha256(target)
+        _write_json(tmp / MANIFEST, {"files": manifest, "written": time.time()})
+        _fsync_dir(tmp)
+        final = directory / final_name
+        if final.exists():
+            old = directory / f".old-{final_name}-{os.getpid()}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        _fsync_dir(directory)
+        return final
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    state: dict
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"])
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Complete checkpoint directories, oldest first."""
+    if not Path(directory).is_dir():
+        return []
+    found = [p for p in Path(directory).iterdir() if _CKPT.match(p.name) and p.is_dir()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def clean_temporaries(directory: Path) -> None:
+    """Remove temporary directories left behind by a process that died mid-write."""
+    for p in Path(directory).glob(".tmp-*"):
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    for p in Path(directory).glob(".old-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def save(directory: Path, step: int, weights: dict, optimizer: dict | None, state: dict,
+         best: bool = False) -> Path:
+    """Write checkpoint `ckpt-<step>` (and `best/` when `best`), then prune old ones."""
+    directory = Path(directory)
+    files = {WEIGHTS: ("npz", weights), STATE: ("json", state)}
+    if optimizer is not None:
+        files[OPTIMIZER] = ("npz", optimizer)
+    path = _write_checkpoint_dir(directory, f"ckpt-{step:08d}", files)
+    if best:
+        _write_checkpoint_dir(directory, BEST, {WEIGHTS: ("npz", weights), STATE: ("json", state)})
+    for old in list_checkpoints(directory)[:-KEEP_LATEST]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def verify(path: Path) -> None:
+    """Check every file of a checkpoint against its manifest; name the damaged one."""
+    manifest_path = Path(path) / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(f"Checkpoint {str(path)!r} is damaged: {MANIFEST} is missing or unreadable") from None
+    for name, digest in manifest.items():
+        file = Path(path) / name
+        if not file.exists():
+            raise CheckpointError(f"Checkpoint {str(path)!r} is damaged: {name} is missing")
+        if _sha256(file) != digest:
+            raise CheckpointError(
+                f"Checkpoint {str(path)!r} is damaged: {name} does not match its SHA-256 "
+                "(truncated or modified)"
+            )
+
+
+def load_state(path: Path) -> dict:
+    return json.loads((Path(path) / STATE).read_text(encoding="utf-8"))
+
+
+def load_arrays(path: Path, name: str = WEIGHTS) -> dict:
+    try:
+        with np.load(Path(path) / name, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise CheckpointError(f"Cannot read {name} in {str(path)!r}: {e}") from None
+
+
+def latest(directory: Path, use_previous: bool = False) -> Checkpoint:
+    """The newest verified checkpoint of a run.
+
+    A damaged newest checkpoint is an error that names the damaged file and says that an
+    older good one exists; `use_previous=True` falls back to it (and says so via the
+    returned checkpoint's `fell_back_from`).
+    """
+    candidates = list_checkpoints(directory)
+    if not candidates:
+        raise CheckpointError(f"Run {str(directory)!r} has no checkpoint yet.")
+    newest = candidates[-1]
+    try:
+        verify(newest)
+        return Checkpoint(newest, load_state(newest))
+    except CheckpointError as damage:
+        older = []
+        for p in reversed(candidates[:-1]):
+            try:
+                verify(p)
+                older.append(p)
+            except CheckpointError:
+                continue
+        if not older:
+            raise
+        if not use_previous:
+            raise CheckpointError(
+                f"{damage} An older good checkpoint exists ({older[0].name}); "
+                "pass --use-previous to load it."
+            ) from None
+        ckpt = Checkpoint(older[0], load_state(older[0]))
+        ckpt.state["fell_back_from"] = newest.name
+        return ckpt
+
+
+def best(directory: Path) -> Checkpoint | None:
+    path = Path(directory) / BEST
+    if not path.is_dir():
+        return None
+    verify(path)
+    return Checkpoint(path, load_state(path))
+
+
+def find_run(root: Path, name: str | None) -> Path:
+    """The directory of run `name`, or of the most recently updated run when `name` is None."""
+    root = Path(root)
+    if name is not None:
+        directory = run_dir(root, name)
+        if not (directory / RUN_FILE).exists():
+            known = ", ".join(sorted(p.name for p in list_runs(root))) or "none"
+            raise CheckpointError(
+                f"Unknown run {name!r} in {str(root)!r} (runs there: {known})."
+            )
+        return directory
+    runs = list_runs(root)
+    if not runs:
+        raise CheckpointError(
+            f"No trained runs in {str(root)!r}. Train one first: textgen train"
+        )
+    return max(runs, key=last_update)
+
+
+def list_runs(root: Path) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return [p for p in root.iterdir() if p.is_dir() and (p / RUN_FILE).exists()]
+
+
+def last_update(directory: Path) -> float:
+    times = [p.stat().st_mtime for p in list_checkpoints(directory)]
+    times.append((Path(directory) / RUN_FILE).stat().st_mtime)
+    return max(times)

@@ -1,0 +1,391 @@
+"""The `textgen` command line: Typer commands that call the library and print with Rich.
+
+Errors: every `TextgenError` (and every usage error) is printed as one line on stderr,
+`Error: ...`, with a non-zero exit code and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from textgen.errors import ConfigError, TextgenError
+
+try:  # Typer >= 0.24 vendors Click; older releases use the click package.
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = 1):
+    """Print one line to stderr and exit with `code`."""
+    sys.stdout.flush()
+    text = " ".join(str(message).split())
+    print(f"Error: {text}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+class OneLineErrors(TyperGroup):
+    """Turns user mistakes (ours and Click's) into one-line messages without tracebacks."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except TextgenError as e:
+            fail(str(e), e.exit_code)
+        except click_exceptions.NoArgsIsHelpError as e:
+            print(e.ctx.get_help() if e.ctx else str(e))
+            sys.exit(0)
+        except click_exceptions.UsageError as e:
+            hint = f" (see: {e.ctx.command_path} --help)" if e.ctx else ""
+            fail(f"{e.format_message()}{hint}", 2)
+        except (click_exceptions.Abort, typer.Abort):
+            fail("Aborted.", 130)
+        except typer.Exit as e:
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            fail("Interrupted.", 130)
+        except BrokenPipeError:
+            sys.stderr.close()  # the reader went away (e.g. `| head`): not an error
+            sys.exit(0)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    cls=OneLineErrors,
+    help="Character-level LSTM text generation: prepare a corpus, train, sample, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+CheckpointsOption = Annotated[
+    Path, typer.Option("--checkpoints", help="Directory holding the runs.", envvar="TEXTGEN_CHECKPOINTS")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
+
+
+def emit_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _positive(name: str, value):
+    if value is not None and value <= 0:
+        raise ConfigError(f"--{name} must be positive. Received: {name.replace('-', '_')}={value}")
+    return value
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+@app.command()
+def prepare(
+    corpus: Annotated[Optional[str], typer.Argument(help="A text file, or a named corpus (default: shakespeare).")] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = "utf-8",
+    val_fraction: Annotated[float, typer.Option(help="Share of the corpus (its tail) kept for validation.")] = 0.1,
+    as_json: JsonOption = False,
+):
+    """Encode a corpus into the cache and show its statistics, without training.
+
+    Example: [bold]textgen prepare my_corpus.txt --val-fraction 0.05[/]
+    """
+    from textgen import corpus as corpus_lib
+    from textgen import named
+
+    path, name = named.resolve(corpus)
+    start = time.time()
+    prepared = corpus_lib.prepare(path, encoding=encoding)
+    stats = corpus_lib.split_stats(prepared, val_fraction)
+    stats = {"corpus": name, **stats, "seconds": round(time.time() - start, 2)}
+    if as_json:
+        emit_json(stats)
+        return
+    table = Table(title=f"Corpus {name}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("characters", f"{stats['characters']:,}")
+    table.add_row("vocabulary", f"{stats['vocab_size']:,} distinct characters")
+    table.add_row("train", f"{stats['train_chars']:,}")
+    table.add_row("validation", f"{stats['val_chars']:,} (last {val_fraction:.0%})")
+    unseen = stats["val_chars_unseen_in_train"]
+    shown = "".join(stats["val_unseen_vocab"][:20])
+    table.add_row("validation chars never seen in training", f"{unseen:,}" + (f"  {shown!r}" if unseen else ""))
+    table.add_row("ids", f"{stats['ids_dtype']} memmap, {stats['cache']}")
+    table.add_row("sha256", stats["sha256"][:16] + "…")
+    out.print(table)
+
+
+# ----------------------------------------------------------------------------- train
+
+
+class RichProgress:
+    """Draws training progress on stderr; the trainer calls these hooks."""
+
+    def __init__(self, enabled: bool = True):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.enabled = enabled
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(),
+            TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+            TextColumn("ETA {task.fields[eta]}"), console=err, disable=not enabled,
+        )
+        self.task = None
+        self.val = ""
+        self.rate_window: list = []
+
+    def on_train_begin(self, info):
+        self.info = info
+        limit = f", time limit {info['time_limit']:.0f}s" if info["time_limit"] else ""
+        if self.enabled:
+            err.print(f"[dim]{info['parameters']:,} parameters · {info['train_chars']:,} training / "
+                      f"{info['val_chars']:,} validation characters · {info['steps_per_epoch']:,} steps per "
+                      f"epoch · starting at step {info['step']:,}{limit}[/]")
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=info["total_steps"], completed=info["step"],
+                                           status="compiling…", eta="?")
+
+    def on_step(self, step, logs):
+        now = time.time()
+        self.rate_window = (self.rate_window + [(now, step)])[-50:]
+        rate = 0.0
+        if len(self.rate_window) > 1:
+            (t0, s0), (t1, s1) = self.rate_window[0], self.rate_window[-1]
+            rate = (s1 - s0) / max(t1 - t0, 1e-9)
+        cps = rate * logs["chars_per_step"]
+        remaining = (self.info["total_steps"] - step) / rate if rate > 0 else math.inf
+        if self.info["time_limit"]:
+            remaining = min(remaining, max(0.0, self.info["time_limit"] - logs["elapsed"]))
+        eta = "?" if math.isinf(remaining) else time.strftime("%H:%M:%S", time.gmtime(remaining))
+        self.progress.update(
+            self.task, completed=step, eta=eta,
+            status=f"epoch {logs['epoch']:.2f} · loss {logs['loss']:.3f}{self.val} · {cps:,.0f} chars/s",
+        )
+
+    def on_eval(self, record):
+        self.val = f" · val {record['val_loss']:.3f} ({record['val_bpc']:.3f} bpc)"
+        self.progress.console.print(
+            f"step {record['step']:,} (epoch {record['epoch']:.2f}): val loss {record['val_loss']:.4f} "
+            f"nats/char, {record['val_bpc']:.4f} bpc [dim](eval {record['eval_seconds']:.1f}s)[/]"
+        )
+
+    def on_sample(self, text):
+        if self.enabled:
+            self.progress.console.print("[dim]sample:[/]")
+            self.progress.console.print(text, markup=False, highlight=False)
+
+    def on_checkpoint(self, path):
+        pass
+
+    def on_train_end(self, summary):
+        self.progress.stop()
+
+
+@app.command()
+def train(
+    corpus: Annotated[Optional[str], typer.Argument(help="A text file, or a named corpus. Default: shakespeare.")] = None,
+    run: Annotated[Optional[str], typer.Option(help="Run name (a directory under --checkpoints). Default: run-<date>-<time>.")] = None,
+    checkpoints_dir: CheckpointsOption = Path("checkpoints"),
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run (default: the latest) exactly where it stopped.")] = False,
+    use_previous: Annotated[bool, typer.Option("--use-previous", help="With --resume: if the newest checkpoint is damaged, continue from the previous good one.")] = False,
+    layers: Annotated[Optional[int], typer.Option(help="Number of LSTM layers. [default: 2]")] = None,
+    units: Annotated[Optional[int], typer.Option(help="Units per LSTM layer. [default: 256]")] = None,
+    embedding_dim: Annotated[Optional[int], typer.Option(help="Size of the character embedding. [default: 64]")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers, in [0, 1). [default: 0]")] = None,
+    seq_len: Annotated[Optional[int], typer.Option(help="Characters per training segment (back-propagation length). [default: 100]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Parallel text streams per step. [default: 64]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training text. [default: 20]")] = None,
+    time_limit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds of training, then evaluate and checkpoint.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate. [default: 0.002]")] = None,
+    clip_norm: Annotated[Optional[float], typer.Option(help="Clip the global gradient norm to this value. [default: 1.0]")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Share of the corpus (its tail) used for validation. [default: 0.1]")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (and checkpoint) every N steps. [default: every epoch]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (weights, data order, dropout). [default: 0]")] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the corpus file.")] = "utf-8",
+    as_json: JsonOption = False,
+):
+    """Train a character-level LSTM on a corpus, with checkpoints you can resume exactly.
+
+    Example: [bold]textgen train my_corpus.txt --time-limit 600[/]
+
+    Ctrl-C or SIGTERM saves a checkpoint; continue with [bold]textgen train --resume[/].
+    """
+    from textgen import corpus as corpus_lib
+    from textgen import named
+
+    for name, value in (("layers", layers), ("units", units), ("embedding-dim", embedding_dim),
+                        ("seq-len", seq_len), ("batch-size", batch_size), ("epochs", epochs),
+                        ("time-limit", time_limit), ("learning-rate", learning_rate),
+                        ("clip-norm", clip_norm), ("eval-every", eval_every)):
+        _positive(name, value)
+    path, name = named.resolve(corpus)
+    prepared = corpus_lib.prepare(path, encoding=encoding)
+    from textgen.train import open_run
+
+    progress = RichProgress(enabled=not as_json)
+    trainer = open_run(
+        prepared, name, checkpoints_dir, run,
+        model_options={"num_layers": layers, "units": units, "embedding_dim": embedding_dim, "dropout": dropout},
+        train_options={"seq_len": seq_len, "batch_size": batch_size, "epochs": epochs,
+                       "time_limit": time_limit, "learning_rate": learning_rate, "clip_norm": clip_norm,
+                       "val_fraction": val_fraction, "eval_every": eval_every, "seed": seed},
+        resume=resume, callbacks=progress, use_previous=use_previous,
+    )
+    summary = trainer.run()
+    if as_json:
+        emit_json(summary)
+        return
+    reason = {"finished": "finished", "time_limit": "time limit reached",
+              "SIGINT": "interrupted (Ctrl-C)", "SIGTERM": "stopped by SIGTERM"}.get(summary["stopped"], summary["stopped"])
+    val = (f"val loss {summary['val_loss']:.4f} nats/char ({summary['val_bpc']:.4f} bpc)"
+           if summary["val_loss"] is not None else "no evaluation")
+    out.print(f"[bold]{summary['run']}[/]: {reason} at step {summary['step']:,} (epoch {summary['epoch']:.2f}); "
+              f"{val}; {summary['chars_per_second'] or 0:,.0f} chars/s; saved in {summary['run_dir']}")
+    if summary["stopped"] != "finished":
+        out.print(f"Continue with: textgen train --run {summary['run']} --resume")
+
+
+# ----------------------------------------------------------------------------- sample
+
+
+def _temperatures(values: list[str]) -> list[float]:
+    from textgen.sampling import check_temperature
+
+    temps = []
+    for value in values:
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                t = float(part)
+            except ValueError:
+                raise ConfigError(f"temperature must be a number. Received: temperature={part!r}") from None
+            temps.append(check_temperature(t))
+    if not temps:
+        raise ConfigError("Give at least one --temperature.")
+    return temps
+
+
+@app.command()
+def sample(
+    temperature: Annotated[List[str], typer.Option(help="Sampling temperature; 0 is greedy. Repeat or comma-separate for several.")] = ["0.8"],
+    length: Annotated[int, typer.Option(help="Characters to generate per sample.")] = 500,
+    prime: Annotated[str, typer.Option(help="Text the samples continue from.")] = "",
+    num_samples: Annotated[int, typer.Option(help="Samples per temperature, generated as one batch.")] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed: the same seed gives the same text. [default: random]")] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k most likely characters.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Sample only from the smallest set of characters with probability mass >= p.")] = None,
+    run: Annotated[Optional[str], typer.Option(help="Run to sample from. [default: the most recently trained]")] = None,
+    checkpoint: Annotated[str, typer.Option(help="latest, best, or a checkpoint directory name such as ckpt-00001200.")] = "latest",
+    checkpoints_dir: CheckpointsOption = Path("checkpoints"),
+    use_previous: Annotated[bool, typer.Option("--use-previous", help="If the newest checkpoint is damaged, use the previous good one.")] = False,
+    as_json: JsonOption = False,
+):
+    """Generate text from a trained run, streamed as it is written.
+
+    Example: [bold]textgen sample --temperature 0.7 --length 500 --prime "ROMEO:"[/]
+    """
+    from textgen import checkpoints, sampling
+    from textgen.corpus import Vocabulary
+
+    temps = _temperatures(temperature)
+    if length < 1:
+        raise ConfigError(f"--length must be a positive integer. Received: length={length}")
+    if num_samples < 1:
+        raise ConfigError(f"--num-samples must be a positive integer. Received: num_samples={num_samples}")
+    sampling.check_top_k(top_k)
+    sampling.check_top_p(top_p)
+    directory = checkpoints.find_run(checkpoints_dir, run)
+    info, ckpt, engine = sampling.load_run(directory, checkpoint, use_previous=use_previous)
+    vocab = Vocabulary(info["vocab"])
+    prime_ids = vocab.encode(prime).tolist() if prime else []
+    start_id = vocab.index.get("\n", 0)
+    if seed is None:
+        seed = int.from_bytes(__import__("os").urandom(4), "little")
+    if "fell_back_from" in ckpt.state:
+        err.print(f"[yellow]Newest checkpoint {ckpt.state['fell_back_from']} is damaged; using {ckpt.path.name}.[/]")
+    stream = not as_json and num_samples == 1 and len(temps) == 1
+    results = []
+    for t in temps:
+        if not as_json and not stream:
+            pass
+        chunks = [[] for _ in range(num_samples)]
+        if stream:
+            sys.stdout.write(prime)
+            sys.stdout.flush()
+            last_flush = time.time()
+        for ids in sampling.generate(engine, prime_ids, length, t, num_samples, seed, top_k, top_p, start_id):
+            for i, c in enumerate(ids):
+                chunks[i].append(vocab.chars[c])
+            if stream:
+                sys.stdout.write(vocab.chars[ids[0]])
+                now = time.time()
+                if now - last_flush > 0.02:
+                    sys.stdout.flush()
+                    last_flush = now
+        if stream:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+        for i, c in enumerate(chunks):
+            results.append({"index": i, "temperature": t, "text": "".join(c)})
+    if as_json:
+        emit_json({"run": directory.name, "checkpoint": ckpt.path.name, "step": ckpt.step, "seed": seed,
+                   "prime": prime, "length": length, "top_k": top_k, "top_p": top_p, "samples": results})
+    elif not stream:
+        for r in results:
+            out.rule(f"sample {r['index'] + 1} · temperature {r['temperature']:g}", style="dim")
+            out.print(prime + r["text"], markup=False, highlight=False)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+@app.command()
+def evaluate(
+    text_file: Annotated[Path, typer.Argument(help="Text to score under the model.")],
+    run: Annotated[Optional[str], typer.Option(help="Run to evaluate. [default: the most recently trained]")] = None,
+    checkpoint: Annotated[str, typer.Option(help="latest or best.")] = "latest",
+    checkpoints_dir: CheckpointsOption = Path("checkpoints"),
+    encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = "utf-8",
+    as_json: JsonOption = False,
+):
+    """Bits per character of a text under a trained model (state carried through the text).
+
+    Example: [bold]textgen evaluate held_out.txt --run shakespeare[/]
+    """
+    from textgen import checkpoints
+    from textgen.evaluate import evaluate_file
+
+    if checkpoint not in ("latest", "best"):
+        raise ConfigError(f"--checkpoint must be latest or best. Received: checkpoint={checkpoint!r}")
+    directory = checkpoints.find_run(checkpoints_dir, run)
+    result = evaluate_file(directory, text_file, encoding=encoding, which=checkpoint)
+    if as_json:
+        emit_json(result)
+        return
+    out.print(f"{result['file']}: {result['nats_per_char']:.4f} nats/char = [bold]{result['bits_per_char']:.4f} "
+              f"bits/char[/] over {result['scored']:,} characters (run {result['run']}, step {result['step']:,})")
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""Read, decode, normalise and encode a corpus into memory-mapped character ids.
+
+A corpus is streamed in chunks: it is never held as one Python string, never as Python
+objects per character and never one-hot. Preparation makes two passes over the file:
+the first decodes and counts code points (and hashes the bytes), the second maps every
+code point to its id through a dense lookup table and appends the ids to `ids.bin`.
+The vocabulary is the set of distinct characters sorted by code point.
+
+Prepared corpora are cached by (absolute path, size, mtime, encoding) under the cache
+directory (`TEXTGEN_CACHE_DIR`, default `./corpora/cache`), so `train` re-uses `prepare`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from textgen.errors import CorpusError
+
+CHUNK_BYTES = 16 * 1024 * 1024
+MAX_VOCAB = 65536
+DEFAULT_VAL_FRACTION = 0.1
+
+
+def cache_root() -> Path:
+    """Directory where prepared corpora (and built named corpora) are cached."""
+    return Path(os.environ.get("TEXTGEN_CACHE_DIR", Path("corpora") / "cache"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see either the old file or the new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def _check_source(path: Path) -> None:
+    if not path.exists():
+        raise CorpusError(f"Corpus file not found. Received: {str(path)!r}")
+    if path.is_dir():
+        raise CorpusError(f"Corpus must be a text file, not a directory. Received: {str(path)!r}")
+    if path.stat().st_size == 0:
+        raise CorpusError(f"Corpus file is empty. Received: {str(path)!r}")
+
+
+def _check_encoding(encoding: str) -> str:
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        raise CorpusError(f"Unknown text encoding. Received: encoding={encoding!r}") from None
+
+
+def iter_text(path: Path, encoding: str = "utf-8", chunk_bytes: int = CHUNK_BYTES,
+              hasher=None) -> Iterator[str]:
+    """Yield the decoded, normalised text of `path` in chunks.
+
+    Normalisation: a leading byte-order mark is dropped and CRLF becomes LF (a CR at the
+    end of a chunk is held back until the next chunk shows whether an LF follows).
+    Decoding errors raise `CorpusError` with the byte offset and a hint about `--encoding`.
+    A NUL character means the file is binary (or UTF-16/32 read as UTF-8) and is refused.
+    """
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    offset = 0
+    first = True
+    carry = ""
+    with open(path, "rb") as f:
+        while True:
+            raw = f.read(chunk_bytes)
+            final = not raw
+            if hasher is not None and raw:
+                hasher.update(raw)
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(raw, final=final)
+            except UnicodeDecodeError as e:
+                where = offset - pending + e.start
+                raise CorpusError(
+                    f"Cannot decode {str(path)!r} as {encoding} at byte {where} "
+                    f"(byte {raw[e.start:e.start + 1].hex() if 0 <= e.start < len(raw) else '??'}): "
+                    "is it a binary file? If it is text in another encoding, pass "
+                    "--encoding (for example --encoding latin-1 or --encoding cp1251)."
+                ) from None
+            offset += len(raw)
+            if first and text:
+                if text[0] == "\ufeff":
+                    text = text[1:]
+                first = False
+            text = carry + text
+            carry = ""
+            if not final and text.endswith("\r"):
+                carry, text = "\r", text[:-1]
+            text = text.replace("\r\n", "\n")
+            if "\x00" in text:
+                raise CorpusError(
+                    f"{str(path)!r} contains NUL characters, so it looks like a binary file "
+                    f"(decoded as {encoding}). If it is UTF-16 or UTF-32 text, pass "
+                    "--encoding utf-16 (or utf-32)."
+                )
+            if text:
+                yield text
+            if final:
+                return
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+@dataclass
+class PreparedCorpus:
+    """An encoded corpus in the cache: `ids.bin` (uint8/uint16) and `meta.json`."""
+
+    directory: Path
+    source: str
+    sha256: str
+    encoding: str
+    vocab: list[str]
+    num_chars: int
+    dtype: str
+    counts: list[int] = field(default_factory=list)
+
+    @property
+    def ids_path(self) -> Path:
+        return self.directory / "ids.bin"
+
+    def ids(self) -> np.ndarray:
+        """The whole corpus as a read-only memory map of ids."""
+        return np.memmap(self.ids_path, dtype=self.dtype, mode="r", shape=(self.num_chars,))
+
+    @classmethod
+    def load(cls, directory: Path) -> "PreparedCorpus":
+        meta = json.loads((Path(directory) / "meta.json").read_text(encoding="utf-8"))
+        return cls(directory=Path(directory), source=meta["source"], sha256=meta["sha256"],
+                   encoding=meta["encoding"], vocab=meta["vocab"], num_chars=meta["num_chars"],
+                   dtype=meta["dtype"], counts=meta["counts"])
+
+
+def _cache_key(path: Path, encoding: str) -> str:
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{encoding}|v1"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+
+
+def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | None = None,
+            force: bool = False) -> PreparedCorpus:
+    """Encode `path` into the cache (or re-use the cached encoding) and return it."""
+    path = Path(path)
+    _check_source(path)
+    encoding = _check_encoding(encoding)
+    root = Path(cache_dir) if cache_dir is not None else cache_root()
+    directory = root / f"{path.stem[:40]}-{_cache_key(path, encoding)}"
+    if not force and (directory / "meta.json").exists():
+        try:
+            return PreparedCorpus.load(directory)
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is rebuilt below
+    directory.mkdir(parents=True, exist_ok=True)
+
+    # Pass 1: count code points and hash the bytes.
+    hasher = hashlib.sha256()
+    counts = np.zeros(0, dtype=np.int64)
+    total = 0
+    for text in iter_text(path, encoding, hasher=hasher):
+        cps = _code_points(text)
+        chunk_counts = np.bincount(cps)
+        if len(chunk_counts) > len(counts):
+            chunk_counts[: len(counts)] += counts
+            counts = chunk_counts
+        else:
+            counts[: len(chunk_counts)] += chunk_counts
+        total += len(cps)
+    if total == 0:
+        raise CorpusError(f"Corpus has no characters after decoding. Received: {str(path)!r}")
+    code_points = np.flatnonzero(counts)
+    if len(code_points) > MAX_VOCAB:
+        raise CorpusError(
+            f"Corpus has more than {MAX_VOCAB} distinct characters; textgen stores ids as "
+            f"uint16. Received: {len(code_points)} distinct characters in {str(path)!r}"
+        )
+    dtype = np.uint8 if len(code_points) <= 256 else np.uint16
+    lookup = np.zeros(int(code_points[-1]) + 1, dtype=dtype)
+    lookup[code_points] = np.arange(len(code_points), dtype=dtype)
+
+    # Pass 2: map to ids and append to the ids file.
+    tmp = directory / f".ids.bin.tmp-{os.getpid()}"
+    written = 0
+    try:
+        with open(tmp, "wb") as out:
+            for text in iter_text(path, encoding):
+                ids = lookup[_code_points(text)]
+                ids.tofile(out)
+                written += len(ids)
+        if written != total:
+            raise CorpusError(f"Corpus changed while it was being prepared: {str(path)!r}")
+        os.replace(tmp, directory / "ids.bin")
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    vocab = [chr(int(c)) for c in code_points]
+    meta = {
+        "source": str(path.resolve()),
+        "sha256": hasher.hexdigest(),
+        "encoding": encoding,
+        "vocab": vocab,
+        "num_chars": int(total),
+        "dtype": np.dtype(dtype).name,
+        "counts": [int(counts[c]) for c in code_points],
+    }
+    atomic_write_json(directory / "meta.json", meta)
+    return PreparedCorpus.load(directory)
+
+
+def split_point(num_chars: int, val_fraction: float) -> int:
+    """Index where the validation tail starts (the last `val_fraction` of the corpus)."""
+    if not (0.0 <= val_fraction < 1.0) or val_fraction != val_fraction:
+        raise CorpusError(f"--val-fraction must be in [0, 1). Received: val_fraction={val_fraction}")
+    return num_chars - int(round(num_chars * val_fraction))
+
+
+def split_stats(corpus: PreparedCorpus, val_fraction: float) -> dict:
+    """Statistics shown by `prepare`: sizes and validation characters never seen in training."""
+    ids = corpus.ids()
+    split = split_point(corpus.num_chars, val_fraction)
+    vocab_size = len(corpus.vocab)
+    seen = np.zeros(vocab_size, dtype=bool)
+    unseen_in_val = np.zeros(vocab_size, dtype=np.int64)
+    step = 64 * 1024 * 1024
+    for start in range(0, split, step):
+        seen |= np.bincount(ids[start:min(split, start + step)], minlength=vocab_size) > 0
+    for start in range(split, corpus.num_chars, step):
+        unseen_in_val += np.bincount(ids[start:min(corpus.num_chars, start + step)],
+                                     minlength=vocab_size)
+    unseen_in_val[seen] = 0
+    unseen_chars = [corpus.vocab[i] for i in np.flatnonzero(unseen_in_val)]
+    return {
+        "source": corpus.source,
+        "sha256": corpus.sha256,
+        "encoding": corpus.encoding,
+        "characters": corpus.num_chars,
+        "vocab_size": vocab_size,
+        "train_chars": split,
+        "val_chars": corpus.num_chars - split,
+        "val_fraction": val_fraction,
+        "val_chars_unseen_in_train": int(unseen_in_val.sum()),
+        "val_unseen_vocab": unseen_chars,
+        "ids_dtype": corpus.dtype,
+        "cache": str(corpus.directory),
+    }
+
+
+class Vocabulary:
+    """Maps characters to ids and back; the order is the run's vocabulary order."""
+
+    def __init__(self, chars: list[str]):
+        self.chars = list(chars)
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> np.ndarray:
+        missing = sorted({c for c in text if c not in self.index})
+        if missing:
+            shown = ", ".join(repr(c) for c in missing[:20])
+            more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+            raise CorpusError(
+                f"Text has characters that are not in the model's vocabulary: {shown}{more}"
+            )
+        return np.fromiter((self.index[c] for c in text), dtype=np.int32, count=len(text))
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids)

@@ -1,0 +1,86 @@
+"""Batches of (inputs, targets) read from the memory-mapped ids, backend-neutral numpy.
+
+Training uses contiguous streams (truncated back-propagation through time): the training
+split is cut into `batch_size` streams and step k of an epoch gives every stream its k-th
+segment of `seq_len` characters, so the LSTM state carried from one batch to the next is
+the state of the preceding text. Every position is a target. Each epoch starts the streams
+at a different offset in [0, seq_len) drawn from (seed, epoch), so an epoch's batches are a
+pure function of (seed, epoch, step): resuming needs only those three numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from textgen.errors import ConfigError, CorpusError
+
+
+class StreamBatches:
+    """The batch for (epoch, step) over ids[start:end], as int32 arrays (B, T)."""
+
+    def __init__(self, ids: np.ndarray, start: int, end: int, batch_size: int, seq_len: int,
+                 seed: int = 0):
+        if batch_size < 1 or seq_len < 1:
+            raise ConfigError(
+                f"batch_size and seq_len must be positive. Received: batch_size={batch_size}, seq_len={seq_len}"
+            )
+        self.ids = ids
+        self.start, self.end = int(start), int(end)
+        self.batch_size, self.seq_len, self.seed = int(batch_size), int(seq_len), int(seed)
+        length = self.end - self.start
+        if length < seq_len + 1:
+            raise CorpusError(
+                f"The training text is shorter than --seq-len + 1 = {seq_len + 1} characters. "
+                f"Received: {length} training characters (use a longer corpus or a smaller --seq-len)"
+            )
+        # Room for the per-epoch offset: streams never read past `end`.
+        usable = length - 1 - (seq_len - 1 if length - 1 >= 2 * seq_len else 0)
+        self.stream_len = usable // batch_size
+        self.steps_per_epoch = self.stream_len // seq_len
+        if self.steps_per_epoch < 1:
+            raise CorpusError(
+                f"The training text ({length} characters) is too short for --batch-size "
+                f"{batch_size} x --seq-len {seq_len}; it needs at least "
+                f"{batch_size * seq_len + 1} characters. Reduce --batch-size or --seq-len."
+            )
+        self._max_offset = (length - 1) - batch_size * self.stream_len
+
+    @property
+    def chars_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    def offset(self, epoch: int) -> int:
+        if self._max_offset <= 0:
+            return 0
+        rng = np.random.default_rng([self.seed, epoch])
+        return int(rng.integers(0, min(self.seq_len, self._max_offset + 1)))
+
+    def batch(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= step < self.steps_per_epoch:
+            raise IndexError(step)
+        base = (self.start + self.offset(epoch) + step * self.seq_len
+                + np.arange(self.batch_size) * self.stream_len)
+        index = base[:, None] + np.arange(self.seq_len + 1)
+        chunk = np.asarray(self.ids[index], dtype=np.int32)
+        return chunk[:, :-1], chunk[:, 1:]
+
+
+def scoring_windows(num_predictions: int, num_streams: int, burn_in: int) -> list:
+    """Cut `num_predictions` target positions into streams with a warm-up prefix.
+
+    Returns (window_start, window_stop, owned_start) per stream, in prediction positions:
+    the stream runs the model over [window_start, window_stop) and scores only positions
+    >= owned_start. Stream 0 starts at the text's beginning; the others first read the
+    `burn_in` characters before their own part, so each scored character is predicted from
+    at least `burn_in` characters of true context (all of them for stream 0).
+    """
+    num_streams = max(1, min(num_streams, num_predictions))
+    length = -(-num_predictions // num_streams)
+    windows = []
+    for s in range(num_streams):
+        owned = s * length
+        if owned >= num_predictions:
+            break
+        start = max(0, owned - burn_in)
+        windows.append((start, min(num_predictions, owned + length), owned))
+    return windows

@@ -1,0 +1,128 @@
+"""The character language model: Embedding -> LSTM x L -> Dense(vocab) logits.
+
+Each LSTM is wrapped in `CarriedLSTM`, which keeps its last (h, c) in non-trainable
+variables so that consecutive batches continue the same text streams (truncated
+back-propagation through time, as char-rnn does). The state lives in tracked Keras
+variables, so it is saved with the checkpoint and works on every Keras backend.
+
+The inner `keras.layers.LSTM` keeps the arguments that let TensorFlow (and, since Keras
+3.14, JAX and PyTorch) pick the fused cuDNN kernel: tanh / sigmoid, recurrent_dropout=0,
+unroll=False, use_bias=True, no masking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from textgen.backend import quiet_import_keras
+from textgen.errors import ConfigError
+
+keras = quiet_import_keras()
+layers = keras.layers
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network (saved as `config.json["model"]`)."""
+
+    vocab_size: int
+    embedding_dim: int = 64
+    units: int = 256
+    num_layers: int = 2
+    dropout: float = 0.0
+
+    def validate(self) -> "ModelConfig":
+        for name in ("vocab_size", "embedding_dim", "units", "num_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer. Received: {name}={value!r}")
+        if self.vocab_size < 2:
+            raise ConfigError(
+                "The corpus has a one-character vocabulary; there is nothing to predict. "
+                f"Received: vocab_size={self.vocab_size}"
+            )
+        if not (0.0 <= self.dropout < 1.0):
+            raise ConfigError(f"dropout must be in [0, 1). Received: dropout={self.dropout}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def num_parameters(self) -> int:
+        v, e, u = self.vocab_size, self.embedding_dim, self.units
+        total = v * e + u * v + v
+        inputs = e
+        for _ in range(self.num_layers):
+            total += 4 * u * (inputs + u + 1)
+            inputs = u
+        return total
+
+
+@keras.saving.register_keras_serializable(package="textgen")
+class CarriedLSTM(layers.Layer):
+    """An LSTM whose final state is carried into the next call (for a fixed batch size)."""
+
+    def __init__(self, units: int, batch_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.batch_size = batch_size
+        self.lstm = layers.LSTM(
+            units,
+            activation="tanh",
+            recurrent_activation="sigmoid",
+            recurrent_dropout=0.0,
+            unroll=False,
+            use_bias=True,
+            return_sequences=True,
+            return_state=True,
+            name="lstm",
+        )
+
+    def build(self, input_shape):
+        self.lstm.build(input_shape)
+        shape = (self.batch_size, self.units)
+        self.h = self.add_weight(shape=shape, initializer="zeros", trainable=False, name="h")
+        self.c = self.add_weight(shape=shape, initializer="zeros", trainable=False, name="c")
+
+    def call(self, inputs, training=None):
+        outputs, h, c = self.lstm(inputs, initial_state=[self.h, self.c], training=training)
+        self.h.assign(h)
+        self.c.assign(c)
+        return outputs
+
+    def reset_state(self):
+        self.h.assign(keras.ops.zeros_like(self.h))
+        self.c.assign(keras.ops.zeros_like(self.c))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "batch_size": self.batch_size}
+
+
+def build_model(config: ModelConfig, batch_size: int, seq_len: int | None = None):
+    """Build the LM for a fixed batch size (the carried state needs one).
+
+    `seq_len=None` accepts any sequence length (used for evaluation).
+    """
+    config.validate()
+    inputs = keras.Input(batch_shape=(batch_size, seq_len), dtype="int32", name="ids")
+    x = layers.Embedding(config.vocab_size, config.embedding_dim, name="embedding")(inputs)
+    for i in range(config.num_layers):
+        x = CarriedLSTM(config.units, batch_size, name=f"lstm_{i}")(x)
+        if config.dropout > 0:
+            x = layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
+    logits = layers.Dense(config.vocab_size, name="logits", dtype="float32")(x)
+    return keras.Model(inputs, logits, name="char_lstm")
+
+
+def lstm_layers(model):
+    return [layer for layer in model.layers if isinstance(layer, CarriedLSTM)]
+
+
+def reset_states(model) -> None:
+    for layer in lstm_layers(model):
+        layer.reset_state()
+
+
+def trainable_weights_by_name(model) -> dict:
+    """Trainable weights keyed by stable path (e.g. `lstm_0/lstm/lstm_cell/kernel`)."""
+    return {v.path: v for v in model.trainable_variables}

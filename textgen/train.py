@@ -1,0 +1,462 @@
+"""Training: a loop of `model.train_on_batch` steps over contiguous streams, with exact resume.
+
+The loop is small on purpose: one optimizer step per batch, evaluation and checkpoints at
+fixed points, and a `TrainingCallbacks` object (like minGPT's trainer callbacks) through
+which the CLI shows progress. The trainer knows nothing about Rich or the terminal.
+
+Exact resume: a checkpoint holds every model variable (weights, carried LSTM state,
+dropout RNG state), every optimizer variable (moments, iteration count) and the step
+number; the batch for a step is a pure function of (seed, step). Resuming therefore
+continues the very same computation as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from textgen import checkpoints
+from textgen.backend import quiet_import_keras
+from textgen.corpus import PreparedCorpus, split_point
+from textgen.data import StreamBatches, scoring_windows
+from textgen.errors import CheckpointError, ConfigError, CorpusError
+from textgen.model import ModelConfig, build_model, lstm_layers, reset_states
+from textgen.sampling import LSTMEngine, generate, log_softmax
+
+keras = quiet_import_keras()
+LN2 = math.log(2.0)
+
+
+@dataclass
+class TrainConfig:
+    """How a run trains (saved as `run.json["training"]`)."""
+
+    seq_len: int = 100
+    batch_size: int = 64
+    epochs: int = 20
+    time_limit: float | None = None
+    learning_rate: float = 2e-3
+    clip_norm: float | None = 1.0
+    val_fraction: float = 0.1
+    seed: int = 0
+    eval_every: int | None = None  # steps; None = at the end of every epoch
+    eval_chars: int = 1_000_000  # validation characters scored per evaluation (from the start of the split)
+    checkpoint_seconds: float = 120.0  # also checkpoint this often (wall clock)
+    sample_chars: int = 200  # sample printed after each evaluation (0 = none)
+    sample_temperature: float = 0.8
+
+    def validate(self) -> "TrainConfig":
+        for name in ("seq_len", "batch_size", "epochs", "eval_chars"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer. Received: {name}={value!r}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ConfigError(f"eval_every must be a positive integer. Received: eval_every={self.eval_every}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ConfigError(f"learning_rate must be a positive number. Received: learning_rate={self.learning_rate}")
+        if self.clip_norm is not None and not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
+            raise ConfigError(f"clip_norm must be a positive number. Received: clip_norm={self.clip_norm}")
+        if self.time_limit is not None and not (self.time_limit > 0 and math.isfinite(self.time_limit)):
+            raise ConfigError(f"time_limit must be a positive number of seconds. Received: time_limit={self.time_limit}")
+        if not (0.0 < self.val_fraction < 1.0):
+            raise ConfigError(f"val_fraction must be in (0, 1). Received: val_fraction={self.val_fraction}")
+        return self
+
+
+# Options that must stay fixed for a run: resuming with others would not continue it.
+FIXED_ON_RESUME = ("seq_len", "batch_size", "seed", "val_fraction")
+
+
+class TrainingCallbacks:
+    """Hooks the trainer calls; the CLI overrides them to draw progress."""
+
+    def on_train_begin(self, info: dict) -> None: ...
+    def on_step(self, step: int, logs: dict) -> None: ...
+    def on_eval(self, record: dict) -> None: ...
+    def on_sample(self, text: str) -> None: ...
+    def on_checkpoint(self, path: Path) -> None: ...
+    def on_train_end(self, summary: dict) -> None: ...
+
+
+def versions() -> dict:
+    info = {"python": platform.python_version(), "keras": keras.__version__,
+            "backend": keras.backend.backend(), "numpy": np.__version__}
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+    from textgen import __version__
+
+    info["textgen"] = __version__
+    return info
+
+
+# ----------------------------------------------------------------------------- variables <-> arrays
+
+
+def _variable_keys(model) -> list:
+    keys, seeds = [], 0
+    for v in model.variables:
+        if "seed_generator" in v.path:
+            keys.append(f"seed_state/{seeds}")
+            seeds += 1
+        else:
+            keys.append(v.path)
+    return keys
+
+
+def model_arrays(model) -> dict:
+    return {k: np.asarray(v.numpy()) for k, v in zip(_variable_keys(model), model.variables)}
+
+
+def assign_model_arrays(model, arrays: dict, include_state: bool = True) -> None:
+    """Load saved variables into `model`; without `include_state`, only trainable weights."""
+    for key, v in zip(_variable_keys(model), model.variables):
+        if not include_state and not v.trainable:
+            continue
+        if key not in arrays:
+            raise CheckpointError(f"Checkpoint has no value for {key!r}: it does not match this model")
+        value = arrays[key]
+        if tuple(value.shape) != tuple(v.shape):
+            raise CheckpointError(
+                f"Checkpoint value {key!r} has shape {tuple(value.shape)}, the model expects {tuple(v.shape)}"
+            )
+        v.assign(value)
+
+
+def optimizer_arrays(optimizer) -> dict:
+    return {f"{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
+
+
+def assign_optimizer_arrays(optimizer, arrays: dict) -> None:
+    if len(arrays) != len(optimizer.variables):
+        raise CheckpointError(
+            f"Optimizer state has {len(arrays)} variables, expected {len(optimizer.variables)}"
+        )
+    for i, v in enumerate(optimizer.variables):
+        v.assign(arrays[f"{i:04d}"])
+
+
+def trainable_arrays(model) -> dict:
+    return {v.path: np.asarray(v.numpy()) for v in model.trainable_variables}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def score_ids(model, ids: np.ndarray, chunk_len: int = 256, burn_in: int = 256) -> tuple[float, int]:
+    """Sum of -log p(next char) over `ids[1:]` given the preceding text, and the count.
+
+    The text is cut into as many streams as the model's batch size; each stream after the
+    first reads `burn_in` characters of preceding text before it starts scoring.
+    """
+    n = len(ids) - 1
+    if n < 1:
+        return 0.0, 0
+    batch = model.inputs[0].shape[0]
+    windows = scoring_windows(n, batch, burn_in)
+    width = max(stop - start for start, stop, _ in windows)
+    inputs = np.zeros((batch, width), dtype=np.int32)
+    targets = np.zeros((batch, width), dtype=np.int32)
+    mask = np.zeros((batch, width), dtype=bool)
+    for s, (start, stop, owned) in enumerate(windows):
+        length = stop - start
+        inputs[s, :length] = ids[start:stop]
+        targets[s, :length] = ids[start + 1: stop + 1]
+        mask[s, owned - start: length] = True
+    reset_states(model)
+    total = 0.0
+    for t0 in range(0, width, chunk_len):
+        logits = model.predict_on_batch(inputs[:, t0:t0 + chunk_len])
+        logp = log_softmax(np.asarray(logits))
+        picked = np.take_along_axis(logp, targets[:, t0:t0 + chunk_len, None], axis=-1)[..., 0]
+        total -= float(picked[mask[:, t0:t0 + chunk_len]].sum())
+    return total, int(mask.sum())
+
+
+def build_scorer(model_config: ModelConfig, streams: int = 32):
+    """A model for evaluation: any sequence length, `streams` parallel streams."""
+    return build_model(model_config, batch_size=streams, seq_len=None)
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+@dataclass
+class Trainer:
+    run_dir: Path
+    model_config: ModelConfig
+    config: TrainConfig
+    corpus: PreparedCorpus
+    callbacks: TrainingCallbacks = field(default_factory=TrainingCallbacks)
+    resume: checkpoints.Checkpoint | None = None
+    stop_reason: str | None = None
+
+    def __post_init__(self):
+        self.config.validate()
+        self.model_config.validate()
+        ids = self.corpus.ids()
+        self.split = split_point(self.corpus.num_chars, self.config.val_fraction)
+        if self.split < 2:
+            raise CorpusError(
+                f"Corpus too short to split: {self.corpus.num_chars} characters with "
+                f"--val-fraction {self.config.val_fraction}"
+            )
+        self.batches = StreamBatches(ids, 0, self.split, self.config.batch_size,
+                                     self.config.seq_len, self.config.seed)
+        self.val_ids = ids[self.split: self.split + self.config.eval_chars + 1]
+        keras.utils.set_random_seed(self.config.seed)
+        self.model = build_model(self.model_config, self.config.batch_size, self.config.seq_len)
+        self.optimizer = keras.optimizers.Adam(
+            learning_rate=self.config.learning_rate, global_clipnorm=self.config.clip_norm
+        )
+        self.model.compile(
+            optimizer=self.optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=False,
+        )
+        self.optimizer.build(self.model.trainable_variables)
+        self.scorer = None
+        self.step = 0
+        self.history: list = []
+        self.train_seconds = 0.0
+        self.best_val = math.inf
+        if self.resume is not None:
+            self._restore(self.resume)
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _restore(self, ckpt: checkpoints.Checkpoint) -> None:
+        assign_model_arrays(self.model, checkpoints.load_arrays(ckpt.path))
+        assign_optimizer_arrays(self.optimizer, checkpoints.load_arrays(ckpt.path, checkpoints.OPTIMIZER))
+        state = ckpt.state
+        self.step = int(state["step"])
+        self.history = list(state.get("history", []))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.best_val = min([r["val_loss"] for r in self.history if "val_loss" in r] or [math.inf])
+
+    def _state(self) -> dict:
+        spe = self.batches.steps_per_epoch
+        return {
+            "step": self.step,
+            "epoch": self.step // spe,
+            "step_in_epoch": self.step % spe,
+            "steps_per_epoch": spe,
+            "chars_seen": self.step * self.batches.chars_per_step,
+            "train_seconds": round(self.train_seconds, 3),
+            "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
+            "history": self.history,
+            "saved_at": time.time(),
+        }
+
+    def save(self, best: bool = False) -> Path:
+        path = checkpoints.save(self.run_dir, self.step, model_arrays(self.model),
+                                optimizer_arrays(self.optimizer), self._state(), best=best)
+        self.callbacks.on_checkpoint(path)
+        return path
+
+    # -- evaluation ----------------------------------------------------------------------
+
+    def evaluate(self) -> dict:
+        if self.scorer is None:
+            self.scorer = build_scorer(self.model_config)
+        self._copy_weights_to_scorer()
+        start = time.time()
+        total, count = score_ids(self.scorer, self.val_ids)
+        loss = total / max(count, 1)
+        return {"val_loss": loss, "val_bpc": loss / LN2, "val_chars": count,
+                "eval_seconds": round(time.time() - start, 2)}
+
+    def _copy_weights_to_scorer(self) -> None:
+        source = {v.path: v for v in self.model.trainable_variables}
+        for v in self.scorer.trainable_variables:
+            v.assign(source[v.path])
+
+    def sample_text(self, length: int, temperature: float) -> str:
+        engine = LSTMEngine(trainable_arrays(self.model), self.model_config.num_layers)
+        vocab = self.corpus.vocab
+        start = vocab.index("\n") if "\n" in vocab else 0
+        ids = [int(i[0]) for i in generate(engine, [], length, temperature, seed=self.step,
+                                           start_id=start)]
+        return "".join(vocab[i] for i in ids)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _on_signal(self, signum, frame):
+        if self.stop_reason is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C aborts without saving
+        self.stop_reason = signal.Signals(signum).name
+
+    def run(self) -> dict:
+        cfg = self.config
+        spe = self.batches.steps_per_epoch
+        total_steps = cfg.epochs * spe
+        eval_every = cfg.eval_every or spe
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.callbacks.on_train_begin({
+            "step": self.step, "total_steps": total_steps, "steps_per_epoch": spe,
+            "chars_per_step": self.batches.chars_per_step, "time_limit": cfg.time_limit,
+            "parameters": self.model_config.num_parameters(), "train_chars": self.split,
+            "val_chars": len(self.val_ids) - 1,
+        })
+        started = time.time()
+        last_save = started
+        last_logs: dict = {}
+        needs_save = False
+        try:
+            while self.step < total_steps and self.stop_reason is None:
+                if cfg.time_limit is not None and time.time() - started >= cfg.time_limit:
+                    self.stop_reason = "time_limit"
+                    break
+                epoch, k = divmod(self.step, spe)
+                if k == 0:
+                    reset_states(self.model)
+                x, y = self.batches.batch(epoch, k)
+                t0 = time.time()
+                logs = self.model.train_on_batch(x, y, return_dict=True)
+                now = time.time()
+                self.train_seconds += now - t0
+                self.step += 1
+                needs_save = True
+                loss = float(logs["loss"])
+                if not math.isfinite(loss):
+                    raise ConfigError(
+                        f"Training diverged: loss became {loss} at step {self.step}. The last "
+                        "checkpoint is intact; try a lower --learning-rate or a --clip-norm."
+                    )
+                last_logs = {"loss": loss, "epoch": self.step / spe,
+                             "elapsed": now - started, "chars_per_step": self.batches.chars_per_step}
+                self.callbacks.on_step(self.step, last_logs)
+                if self.step % eval_every == 0 or self.step == total_steps:
+                    self._evaluate_and_save(loss)
+                    last_save, needs_save = time.time(), False
+                elif now - last_save >= cfg.checkpoint_seconds:
+                    self.save()
+                    last_save, needs_save = time.time(), False
+            if self.stop_reason is None:
+                self.stop_reason = "finished"
+            if needs_save:
+                # Stopped between evaluations (time limit, Ctrl-C, SIGTERM): evaluate and save.
+                self._evaluate_and_save(last_logs.get("loss"))
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        summary = {
+            "run": self.run_dir.name, "run_dir": str(self.run_dir), "stopped": self.stop_reason,
+            "step": self.step, "epoch": round(self.step / spe, 3),
+            "chars_seen": self.step * self.batches.chars_per_step,
+            "train_seconds": round(self.train_seconds, 2),
+            "wall_seconds": round(time.time() - started, 2),
+            "chars_per_second": round(self.step * self.batches.chars_per_step / self.train_seconds, 1)
+            if self.train_seconds > 0 else None,
+            "val_loss": self.history[-1]["val_loss"] if self.history else None,
+            "val_bpc": self.history[-1]["val_bpc"] if self.history else None,
+            "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
+            "parameters": self.model_config.num_parameters(),
+        }
+        self.callbacks.on_train_end(summary)
+        return summary
+
+    def _evaluate_and_save(self, train_loss) -> None:
+        if self.history and self.history[-1]["step"] == self.step:
+            self.save()
+            return
+        metrics = self.evaluate()
+        record = {"step": self.step, "epoch": round(self.step / self.batches.steps_per_epoch, 4),
+                  "chars_seen": self.step * self.batches.chars_per_step,
+                  "train_loss": train_loss, **metrics, "train_seconds": round(self.train_seconds, 2),
+                  "time": time.time()}
+        self.history.append(record)
+        self.callbacks.on_eval(record)
+        is_best = metrics["val_loss"] < self.best_val
+        if is_best:
+            self.best_val = metrics["val_loss"]
+        self.save(best=is_best)
+        if self.config.sample_chars > 0:
+            self.callbacks.on_sample(self.sample_text(self.config.sample_chars,
+                                                      self.config.sample_temperature))
+
+
+# ----------------------------------------------------------------------------- setting up a run
+
+
+def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | None,
+             model_options: dict, train_options: dict, resume: bool,
+             callbacks: TrainingCallbacks | None = None, use_previous: bool = False) -> Trainer:
+    """Create a new run (or reopen one with `resume`) and return its trainer.
+
+    `model_options` / `train_options` hold only the options the user gave (others None);
+    a new run fills the rest with defaults, a resumed run with its own recorded values.
+    """
+    root = Path(root)
+    vocab = corpus.vocab
+    given_model = {k: v for k, v in model_options.items() if v is not None}
+    given_train = {k: v for k, v in train_options.items() if v is not None}
+    if resume:
+        if run is None:
+            directory = checkpoints.find_run(root, None)
+        else:
+            directory = checkpoints.find_run(root, run)
+        info = checkpoints.read_run_file(directory)
+        if info["vocab"] != vocab:
+            missing = sorted(set(vocab) - set(info["vocab"]))
+            extra = sorted(set(info["vocab"]) - set(vocab))
+            raise CheckpointError(
+                f"The corpus vocabulary differs from run {directory.name!r}'s: "
+                f"{len(vocab)} characters vs the run's {len(info['vocab'])}"
+                + (f"; new characters: {', '.join(map(repr, missing[:10]))}" if missing else "")
+                + (f"; characters the corpus lacks: {', '.join(map(repr, extra[:10]))}" if extra else "")
+                + ". Resume with the run's corpus, or train a new run."
+            )
+        model_config = ModelConfig(**info["model"])
+        for key, value in given_model.items():
+            if getattr(model_config, key) != value:
+                raise ConfigError(
+                    f"Run {directory.name!r} has {key}={getattr(model_config, key)}; it cannot change "
+                    f"on --resume. Received: {key}={value}"
+                )
+        recorded = dict(info["training"])
+        for key in FIXED_ON_RESUME:
+            if key in given_train and given_train[key] != recorded.get(key):
+                raise ConfigError(
+                    f"Run {directory.name!r} was trained with {key}={recorded.get(key)}; it cannot "
+                    f"change on --resume. Received: {key}={given_train[key]}"
+                )
+        recorded.update(given_train)
+        config = TrainConfig(**recorded).validate()
+        checkpoints.clean_temporaries(directory)
+        ckpt = checkpoints.latest(directory, use_previous=use_previous)
+        info["training"] = asdict(config)
+        info["updated"] = time.time()
+        checkpoints.write_run_file(directory, info)
+    else:
+        name = run or checkpoints.new_run_name(root)
+        directory = checkpoints.run_dir(root, name)
+        if (directory / checkpoints.RUN_FILE).exists():
+            raise CheckpointError(
+                f"Run {name!r} already exists in {str(root)!r}. Pass --resume to continue it, "
+                "or choose another --run name."
+            )
+        model_config = ModelConfig(vocab_size=len(vocab), **given_model).validate()
+        config = TrainConfig(**given_train).validate()
+        ckpt = None
+    trainer = Trainer(directory, model_config, config, corpus,
+                      callbacks=callbacks or TrainingCallbacks(), resume=ckpt)
+    if not resume:
+        checkpoints.write_run_file(directory, {
+            "name": directory.name,
+            "created": time.time(),
+            "model": model_config.to_dict(),
+            "training": asdict(config),
+            "vocab": vocab,
+            "corpus": {"name": corpus_name, "source": corpus.source, "sha256": corpus.sha256,
+                       "encoding": corpus.encoding, "characters": corpus.num_chars},
+            "versions": versions(),
+        })
+    return trainer
