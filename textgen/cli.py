@@ -215,6 +215,7 @@ def train(
     clip_norm: Annotated[Optional[float], typer.Option(help="Clip the global gradient norm to this value. [default: 1.0]")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(help="Share of the corpus (its tail) used for validation. [default: 0.1]")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (and checkpoint) every N steps. [default: every epoch]")] = None,
+    eval_chars: Annotated[Optional[int], typer.Option(help="Validation characters scored per evaluation, from the start of the split. [default: 1000000]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (weights, data order, dropout). [default: 0]")] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus file.")] = "utf-8",
     as_json: JsonOption = False,
@@ -231,7 +232,7 @@ def train(
     for name, value in (("layers", layers), ("units", units), ("embedding-dim", embedding_dim),
                         ("seq-len", seq_len), ("batch-size", batch_size), ("epochs", epochs),
                         ("time-limit", time_limit), ("learning-rate", learning_rate),
-                        ("clip-norm", clip_norm), ("eval-every", eval_every)):
+                        ("clip-norm", clip_norm), ("eval-every", eval_every), ("eval-chars", eval_chars)):
         _positive(name, value)
     path, name = named.resolve(corpus)
     prepared = corpus_lib.prepare(path, encoding=encoding)
@@ -243,7 +244,8 @@ def train(
         model_options={"num_layers": layers, "units": units, "embedding_dim": embedding_dim, "dropout": dropout},
         train_options={"seq_len": seq_len, "batch_size": batch_size, "epochs": epochs,
                        "time_limit": time_limit, "learning_rate": learning_rate, "clip_norm": clip_norm,
-                       "val_fraction": val_fraction, "eval_every": eval_every, "seed": seed},
+                       "val_fraction": val_fraction, "eval_every": eval_every, "eval_chars": eval_chars,
+                       "seed": seed},
         resume=resume, callbacks=progress, use_previous=use_previous,
     )
     summary = trainer.run()
@@ -282,15 +284,112 @@ def _temperatures(values: list[str]) -> list[float]:
     return temps
 
 
+def _unescape(text: str) -> str:
+    """Read \\n, \\t and \\\\ in an option value as newline, tab and backslash."""
+    import re
+
+    return re.sub(r"\\(\\|n|t)", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
+class _TextSink:
+    """Where sampled text goes: stdout (flushed at least every 20 ms) and, with --output,
+    a temporary file renamed over FILE when sampling ends (so FILE is never half-written)."""
+
+    def __init__(self, to_stdout: bool, output: Optional[Path]):
+        self.to_stdout, self.output = to_stdout, output
+        self.file = None
+        if output is not None:
+            if output.is_dir():
+                raise ConfigError(f"--output must be a file, not a directory. Received: output={str(output)!r}")
+            if not output.parent.is_dir():
+                raise ConfigError(f"--output's directory does not exist. Received: output={str(output)!r}")
+            self.tmp = output.with_name(f".{output.name}.tmp-{__import__('os').getpid()}")
+            self.file = open(self.tmp, "w", encoding="utf-8")
+        self.last_flush = 0.0
+
+    def write(self, text: str, to_stdout: bool = True) -> None:
+        if not text:
+            return
+        if self.file is not None:
+            self.file.write(text)
+        if self.to_stdout and to_stdout:
+            sys.stdout.write(text)
+            now = time.monotonic()
+            if now - self.last_flush > 0.02:
+                sys.stdout.flush()
+                self.last_flush = now
+
+    def close(self, keep: bool) -> None:
+        if self.to_stdout:
+            sys.stdout.flush()
+        if self.file is not None:
+            import os
+
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            if keep:
+                os.replace(self.tmp, self.output)
+            else:
+                self.tmp.unlink(missing_ok=True)
+
+
+def _novelty_line(report: dict) -> str:
+    return (f"novelty: longest span copied from the training text {report['longest_copied']:,} characters; "
+            f"{report['copied_share']:.1%} of characters inside copied spans of {report['min_span']}+")
+
+
+def _interactive(engine, vocab, temps, length, seed, top_k, top_p, stops, start_id) -> None:
+    """Read a prime per line from stdin and stream its continuation; Ctrl-D / Ctrl-C leave."""
+    from textgen.errors import CorpusError
+    from textgen.sampling import TextStreams
+
+    err.print("[dim]Type a prime and press Enter (an empty line: no prime). Ctrl-D or Ctrl-C to leave.[/]")
+    turn = 0
+    try:
+        while True:
+            sys.stderr.write("prime> ")
+            sys.stderr.flush()
+            line = sys.stdin.readline()
+            if not line:
+                break
+            prime = line.rstrip("\r\n")
+            try:
+                prime_ids = vocab.encode(prime).tolist()
+            except CorpusError as e:
+                print(f"Error: {e}", file=sys.stderr, flush=True)
+                continue
+            for t in temps:
+                if len(temps) > 1:
+                    out.rule(f"temperature {t:g}", style="dim")
+                sys.stdout.write(prime)
+                sink = _TextSink(True, None)
+                for pieces in TextStreams(engine, vocab.chars, prime_ids, length, t, 1, seed + turn,
+                                          top_k, top_p, start_id, stops):
+                    sink.write(pieces[0])
+                sink.write("\n")
+                sink.close(keep=True)
+            turn += 1
+    except KeyboardInterrupt:
+        pass
+    sys.stdout.flush()
+    sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
 @app.command()
 def sample(
-    temperature: Annotated[List[str], typer.Option(help="Sampling temperature; 0 is greedy. Repeat or comma-separate for several.")] = ["0.8"],
+    temperature: Annotated[List[str], typer.Option(help="Sampling temperature; 0 is greedy. Repeat or comma-separate for one labelled sample per value: --temperature 0.5,1.0")] = ["0.8"],
     length: Annotated[int, typer.Option(help="Characters to generate per sample.")] = 500,
-    prime: Annotated[str, typer.Option(help="Text the samples continue from.")] = "",
-    num_samples: Annotated[int, typer.Option(help="Samples per temperature, generated as one batch.")] = 1,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed: the same seed gives the same text. [default: random]")] = None,
-    top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k most likely characters.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Sample only from the smallest set of characters with probability mass >= p.")] = None,
+    prime: Annotated[str, typer.Option(help="Text the samples continue from (printed before the continuation). \\n is a newline.")] = "",
+    stop: Annotated[List[str], typer.Option(help="Stop a sample at the first occurrence of this string (left out of the output). Repeat for several; \\n is a newline.")] = [],
+    num_samples: Annotated[int, typer.Option(help="Samples per temperature, generated as one batch; sample i is seeded by (seed, i).")] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed: the same checkpoint and seed give the same text. [default: random]")] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k most likely characters (k >= 1).")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Sample only from the smallest set of characters with probability mass >= p, p in (0, 1].")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Also write the text to this file (replaced atomically when sampling ends).")] = None,
+    novelty: Annotated[bool, typer.Option("--novelty", help="Report, per sample, the longest span copied verbatim from the training text and the share of characters in copied spans of 20+.")] = False,
+    interactive: Annotated[bool, typer.Option("--interactive", help="Prompt for a prime, stream its continuation, repeat; Ctrl-D or Ctrl-C to leave.")] = False,
     run: Annotated[Optional[str], typer.Option(help="Run to sample from. [default: the most recently trained]")] = None,
     checkpoint: Annotated[str, typer.Option(help="latest, best, or a checkpoint directory name such as ckpt-00001200.")] = "latest",
     checkpoints_dir: CheckpointsOption = Path("checkpoints"),
@@ -299,7 +398,7 @@ def sample(
 ):
     """Generate text from a trained run, streamed as it is written.
 
-    Example: [bold]textgen sample --temperature 0.7 --length 500 --prime "ROMEO:"[/]
+    Example: [bold]textgen sample --temperature 0.7 --length 500 --prime "ROMEO:" --stop "\\n\\n"[/]
     """
     from textgen import checkpoints, sampling
     from textgen.corpus import Vocabulary
@@ -311,6 +410,13 @@ def sample(
         raise ConfigError(f"--num-samples must be a positive integer. Received: num_samples={num_samples}")
     sampling.check_top_k(top_k)
     sampling.check_top_p(top_p)
+    prime = _unescape(prime)
+    stops = sampling.check_stops([_unescape(s) for s in stop])
+    if interactive:
+        for name, given in (("--json", as_json), ("--output", output is not None), ("--novelty", novelty),
+                            ("--prime", bool(prime)), ("--num-samples > 1", num_samples > 1)):
+            if given:
+                raise ConfigError(f"--interactive reads primes from the keyboard; it does not combine with {name}.")
     directory = checkpoints.find_run(checkpoints_dir, run)
     info, ckpt, engine = sampling.load_run(directory, checkpoint, use_previous=use_previous)
     vocab = Vocabulary(info["vocab"])
@@ -320,37 +426,68 @@ def sample(
         seed = int.from_bytes(__import__("os").urandom(4), "little")
     if "fell_back_from" in ckpt.state:
         err.print(f"[yellow]Newest checkpoint {ckpt.state['fell_back_from']} is damaged; using {ckpt.path.name}.[/]")
-    stream = not as_json and num_samples == 1 and len(temps) == 1
+    if interactive:
+        return _interactive(engine, vocab, temps, length, seed, top_k, top_p, stops, start_id)
+    corpus = None
+    if novelty:
+        from textgen import novelty as novelty_lib
+
+        corpus = novelty_lib.training_corpus(info)  # before sampling: a missing corpus fails fast
+    streaming = num_samples == 1 and not as_json
+    keep_text = as_json or not streaming or novelty
+    sink = _TextSink(to_stdout=not as_json, output=output)
+    labelled = num_samples > 1 or len(temps) > 1
     results = []
-    for t in temps:
-        if not as_json and not stream:
-            pass
-        chunks = [[] for _ in range(num_samples)]
-        if stream:
-            sys.stdout.write(prime)
-            sys.stdout.flush()
-            last_flush = time.time()
-        for ids in sampling.generate(engine, prime_ids, length, t, num_samples, seed, top_k, top_p, start_id):
-            for i, c in enumerate(ids):
-                chunks[i].append(vocab.chars[c])
-            if stream:
-                sys.stdout.write(vocab.chars[ids[0]])
-                now = time.time()
-                if now - last_flush > 0.02:
-                    sys.stdout.flush()
-                    last_flush = now
-        if stream:
-            sys.stdout.write("\n")
-            sys.stdout.flush()
-        for i, c in enumerate(chunks):
-            results.append({"index": i, "temperature": t, "text": "".join(c)})
+    finished = False
+    try:
+        for t in temps:
+            streams = sampling.TextStreams(engine, vocab.chars, prime_ids, length, t, num_samples, seed,
+                                           top_k, top_p, start_id, stops)
+            if streaming:
+                if labelled:
+                    out.rule(f"temperature {t:g}", style="dim")
+                    sink.write(f"--- temperature {t:g} ---\n", to_stdout=False)
+                sink.write(prime)
+            parts = [[] for _ in range(num_samples)]
+            for pieces in streams:
+                if streaming:
+                    sink.write(pieces[0])
+                if keep_text:
+                    for i, piece in enumerate(pieces):
+                        if piece:
+                            parts[i].append(piece)
+            if streaming:
+                sink.write("\n")
+                sys.stdout.flush()
+            for i, stopped in enumerate(streams.stopped):
+                result = {"index": i, "temperature": t, "text": "".join(parts[i]) if keep_text else None,
+                          "stop": stopped}
+                if corpus is not None:
+                    from textgen.novelty import novelty as novelty_report
+
+                    result["novelty"] = novelty_report(vocab.encode(result["text"]), corpus)
+                    if streaming:
+                        out.print(f"[dim]{_novelty_line(result['novelty'])}[/]")
+                results.append(result)
+            if not streaming:
+                for r in results[-num_samples:]:
+                    label = f"sample {r['index'] + 1} · temperature {r['temperature']:g}"
+                    if labelled:
+                        sink.write(f"--- {label} ---\n", to_stdout=False)
+                        if not as_json:
+                            out.rule(label, style="dim")
+                    sink.write(prime + r["text"] + "\n", to_stdout=False)
+                    if not as_json:
+                        out.print(prime + r["text"], markup=False, highlight=False)
+                        if "novelty" in r:
+                            out.print(f"[dim]{_novelty_line(r['novelty'])}[/]")
+        finished = True
+    finally:
+        sink.close(keep=finished)
     if as_json:
         emit_json({"run": directory.name, "checkpoint": ckpt.path.name, "step": ckpt.step, "seed": seed,
-                   "prime": prime, "length": length, "top_k": top_k, "top_p": top_p, "samples": results})
-    elif not stream:
-        for r in results:
-            out.rule(f"sample {r['index'] + 1} · temperature {r['temperature']:g}", style="dim")
-            out.print(prime + r["text"], markup=False, highlight=False)
+                   "prime": prime, "length": length, "top_k": top_k, "top_p": top_p, "stop": stops,
+                   "samples": results})
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -381,6 +518,12 @@ def evaluate(
         return
     out.print(f"{result['file']}: {result['nats_per_char']:.4f} nats/char = [bold]{result['bits_per_char']:.4f} "
               f"bits/char[/] over {result['scored']:,} characters (run {result['run']}, step {result['step']:,})")
+
+
+# The MNIST demo and the perceptron live in their own module (textgen/mnist_cli.py).
+from textgen import mnist_cli  # noqa: E402
+
+mnist_cli.register(app)
 
 
 def main():

@@ -23,8 +23,10 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 def load_catalog() -> dict:
     """The catalog: the packaged one, plus entries from `TEXTGEN_CATALOG` (a JSON file)."""
-    from textgen.corpora import CATALOG_PATH
-
+    try:
+        from textgen.corpora import CATALOG_PATH
+    except ImportError:  # running from a source checkout without installing: ./corpora beside ./textgen
+        CATALOG_PATH = Path(__file__).resolve().parents[1] / "corpora" / "catalog.json"
     catalog = json.loads(CATALOG_PATH.read_text(encoding="utf-8"))
     extra = os.environ.get("TEXTGEN_CATALOG")
     if extra:

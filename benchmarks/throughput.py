@@ -1,0 +1,67 @@
+"""Training throughput (chars/s) of model sizes and batch shapes, side by side in one process.
+
+Usage: python benchmarks/throughput.py [--steps 30] [--config LxU:E:B:T ...]
+Feeds real Shakespeare batches through `train_on_batch` exactly as `textgen train` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+from textgen.backend import quiet_import_keras
+from textgen.corpus import prepare
+from textgen.data import StreamBatches
+from textgen.model import ModelConfig, build_model
+from textgen.named import resolve
+
+keras = quiet_import_keras()
+
+
+def measure(ids, vocab_size, layers, units, embedding, batch, seq_len, steps, jit=False):
+    config = ModelConfig(vocab_size=vocab_size, embedding_dim=embedding, units=units, num_layers=layers)
+    model = build_model(config, batch, seq_len)
+    model.compile(optimizer=keras.optimizers.Adam(2e-3, global_clipnorm=1.0),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    batches = StreamBatches(ids, 0, len(ids), batch, seq_len)
+    for k in range(3):
+        model.train_on_batch(*batches.batch(0, k))
+    times = []
+    for k in range(steps):
+        x, y = batches.batch(0, 3 + k)
+        t = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - t)
+    step = statistics.median(times)
+    return {"model": f"{layers}x{units} emb{embedding}", "batch": batch, "seq_len": seq_len, "jit": jit,
+            "params": config.num_parameters(), "step_s": round(step, 4),
+            "chars_per_s": round(batch * seq_len / step)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--config", action="append",
+                    help="LAYERSxUNITS:EMBEDDING:BATCH:SEQ, e.g. 2x256:64:64:100")
+    ap.add_argument("--jit", action="store_true")
+    a = ap.parse_args()
+    corpus = prepare(resolve("shakespeare")[0])
+    ids = corpus.ids()
+    configs = a.config or ["1x256:64:64:100", "2x256:64:64:100", "1x512:64:64:100", "2x512:64:64:100",
+                           "3x256:64:64:100", "2x256:64:32:100", "2x256:64:128:100", "2x256:64:64:200"]
+    print(f"{'model':<16}{'batch':>6}{'seq':>5}{'params':>10}{'step s':>9}{'chars/s':>10}")
+    for c in configs:
+        lu, e, b, t = c.split(":")
+        layers, units = map(int, lu.split("x"))
+        r = measure(ids, len(corpus.vocab), layers, units, int(e), int(b), int(t), a.steps, a.jit)
+        print(f"{r['model']:<16}{r['batch']:>6}{r['seq_len']:>5}{r['params']:>10,}{r['step_s']:>9}{r['chars_per_s']:>10,}",
+              flush=True)
+        print(json.dumps(r), flush=True)
+
+
+if __name__ == "__main__":
+    main()

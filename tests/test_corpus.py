@@ -1,0 +1,150 @@
+"""Reading, decoding, normalising and encoding corpora."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from textgen.corpus import Vocabulary, iter_text, prepare, split_point, split_stats
+from textgen.errors import CorpusError
+
+
+def decoded(corpus) -> str:
+    return "".join(corpus.vocab[i] for i in corpus.ids())
+
+
+def test_prepare_round_trip_and_memmap(tmp_path):
+    text = "hello world\nthe quick brown fox\n" * 10
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    corpus = prepare(path)
+    assert isinstance(corpus.ids(), np.memmap)
+    assert corpus.ids().dtype == np.uint8
+    assert corpus.vocab == sorted(set(text))
+    assert decoded(corpus) == text
+    assert corpus.num_chars == len(text)
+    assert sum(corpus.counts) == len(text)
+
+
+def test_bom_dropped_and_crlf_normalised(tmp_path):
+    path = tmp_path / "w.txt"
+    path.write_bytes(b"\xef\xbb\xbfline one\r\nline two\r\n")
+    assert decoded(prepare(path)) == "line one\nline two\n"
+
+
+def test_crlf_split_across_chunks(tmp_path):
+    path = tmp_path / "w.txt"
+    path.write_bytes(b"ab\r\ncd\r\n" * 5)
+    # A 3-byte chunk ends right after a CR: it must still become one LF.
+    assert "".join(iter_text(path, chunk_bytes=3)) == "ab\ncd\n" * 5
+
+
+def test_cyrillic_works_like_english(tmp_path):
+    text = "Мой дядя самых честных правил,\nКогда не в шутку занемог,\n" * 20
+    path = tmp_path / "pushkin.txt"
+    path.write_text(text, encoding="utf-8")
+    corpus = prepare(path)
+    assert decoded(corpus) == text
+    assert corpus.vocab == sorted(set(text))
+    assert "д" in corpus.vocab
+
+
+def test_multibyte_characters_split_across_chunks(tmp_path):
+    text = "ёжик в тумане 🦔 " * 50
+    path = tmp_path / "u.txt"
+    path.write_text(text, encoding="utf-8")
+    assert "".join(iter_text(path, chunk_bytes=7)) == text
+
+
+def test_other_encoding(tmp_path):
+    text = "Привет, мир!\n" * 10
+    path = tmp_path / "cp.txt"
+    path.write_bytes(text.encode("cp1251"))
+    with pytest.raises(CorpusError, match="--encoding"):
+        prepare(path)
+    assert decoded(prepare(path, encoding="cp1251")) == text
+
+
+def test_undecodable_file_says_where(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"good text\n" * 3 + b"\xff\xfe broken")
+    with pytest.raises(CorpusError, match=r"at byte 30 .*--encoding"):
+        prepare(path)
+
+
+def test_binary_file_with_nul_is_refused(tmp_path):
+    path = tmp_path / "bin.dat"
+    path.write_bytes(b"abc\x00\x01\x02def")
+    with pytest.raises(CorpusError, match="binary"):
+        prepare(path)
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "empty"])
+def test_unusable_paths(tmp_path, kind):
+    path = tmp_path / "x.txt"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    with pytest.raises(CorpusError, match={"missing": "not found", "directory": "directory", "empty": "empty"}[kind]):
+        prepare(path)
+
+
+def test_uint16_ids_for_large_vocabularies(tmp_path):
+    chars = "".join(chr(0x4E00 + i) for i in range(300))
+    path = tmp_path / "cjk.txt"
+    path.write_text(chars * 3, encoding="utf-8")
+    corpus = prepare(path)
+    assert corpus.dtype == "uint16"
+    assert decoded(corpus) == chars * 3
+
+
+def test_cache_is_reused_and_invalidated(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("abc" * 100, encoding="utf-8")
+    first = prepare(path)
+    assert prepare(path).directory == first.directory
+    path.write_text("abcd" * 100, encoding="utf-8")
+    second = prepare(path)
+    assert second.directory != first.directory
+    assert second.vocab == ["a", "b", "c", "d"]
+
+
+def test_split_is_contiguous_tail_and_stats(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("a" * 900 + "b" * 90 + "Z" * 10, encoding="utf-8")
+    corpus = prepare(path)
+    assert split_point(1000, 0.1) == 900
+    stats = split_stats(corpus, 0.1)
+    assert stats["train_chars"] == 900 and stats["val_chars"] == 100
+    assert stats["val_chars_unseen_in_train"] == 100
+    assert stats["val_unseen_vocab"] == ["Z", "b"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(min_size=1, max_size=200).filter(lambda s: "\x00" not in s and "\r" not in s
+                                                  and not s.startswith("\ufeff")))
+def test_vocabulary_round_trip(text):
+    vocab = Vocabulary(sorted(set(text)))
+    ids = vocab.encode(text)
+    assert vocab.decode(ids) == text
+    assert ids.max() < len(vocab)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\r\ufeff"),
+               min_size=1, max_size=300),
+       st.integers(min_value=1, max_value=17))
+def test_prepare_round_trip_any_text(tmp_path_factory, text, chunk):
+    path = tmp_path_factory.mktemp("h") / "t.txt"
+    path.write_text(text, encoding="utf-8")
+    assert "".join(iter_text(path, chunk_bytes=chunk)) == text
+    assert decoded(prepare(path)) == text
+
+
+def test_vocabulary_lists_unknown_characters():
+    vocab = Vocabulary(list("abc"))
+    with pytest.raises(CorpusError, match=r"'x', 'y'"):
+        vocab.encode("abxcy")

@@ -1,0 +1,549 @@
+"""A small Dense image classifier for MNIST-style data: load, train, compare, save, reload.
+
+Flatten(H×W) → Dense(h, relu) × len(hidden) → Dense(classes, softmax), adam, categorical
+cross-entropy, accuracy; the test set is scored after every epoch by a callback.
+
+Data comes from `keras.datasets` (downloaded once, cached by Keras), from a Keras-style
+`mnist.npz`, from a directory of the four IDX files (gzipped or not), or, for Fashion-MNIST,
+from Debian's `dataset-fashion-mnist` package. Images are kept as uint8 until training,
+then scaled to [0, 1] float32; labels are one-hot encoded for categorical cross-entropy.
+
+A trained model lives in `<checkpoints>/mnist/`: `model.keras` plus `mnist.json` (settings,
+metrics, history, versions and the SHA-256 of `model.keras`, so a model and a JSON from two
+different runs never load together). Keras is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import sys
+import time
+import zipfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from textgen.errors import CheckpointError, ConfigError, TextgenError
+
+DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+DIGIT_NAMES = [str(d) for d in range(10)]
+FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+DATASETS = {"digits": DIGIT_NAMES, "fashion": FASHION_NAMES}
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+IDX_FILES = {  # split → (images, labels) base names, as distributed by LeCun and Zalando
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# IDX type codes (third magic byte) → big-endian numpy dtypes.
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+MODEL_FILE = "model.keras"
+METRICS_FILE = "mnist.json"
+DEFAULTS = {"hidden": (128,), "epochs": 5, "batch_size": 32, "seed": 0}
+
+
+class DataError(TextgenError):
+    """An image data set is missing, malformed, or cannot be downloaded."""
+
+
+@dataclass
+class Data:
+    """Images (N, H, W) as stored (uint8 or float in [0, 1]) and integer labels (N,)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    dataset: str
+    source: str
+    class_names: list
+    classes: list  # original label of each class index (all ten, or a --digits subset)
+
+
+# ----------------------------------------------------------------------------- reading files
+
+
+def _open_maybe_gzip(path: Path) -> bytes:
+    """The bytes of `path`, gunzipped when the file starts with the gzip magic bytes."""
+    raw = path.read_bytes()
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{str(path)!r} is a damaged or truncated gzip file ({e}).") from None
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """One IDX array (gzipped or not); `ndim` is 3 for images and 1 for labels.
+
+    The magic number is 0x00 0x00, a type code and the number of dimensions (2051 for
+    uint8 images, 2049 for uint8 labels); then one big-endian uint32 per dimension; then
+    the data. A wrong magic, a short file or trailing bytes is an error.
+    """
+    path = Path(path)
+    data = _open_maybe_gzip(path)
+    expected = (0x08 << 8) | ndim
+    if len(data) < 4:
+        raise DataError(f"{str(path)!r} is too short to be an IDX file (no magic number). "
+                        f"Received: {len(data)} bytes")
+    magic = int.from_bytes(data[:4], "big")
+    if data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES or data[3] != ndim:
+        raise DataError(f"{str(path)!r} is not an IDX file with {ndim} dimension(s): expected magic "
+                        f"number {expected} (0x{expected:08x}). Received: {magic} (0x{magic:08x})")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{str(path)!r} is truncated inside its header: expected {header} bytes. "
+                        f"Received: {len(data)} bytes")
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(IDX_DTYPES[data[2]])
+    needed = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) < needed:
+        raise DataError(f"{str(path)!r} is truncated: its header announces shape {shape}, which needs "
+                        f"{needed:,} bytes. Received: {len(data):,} bytes")
+    if len(data) > needed:
+        raise DataError(f"{str(path)!r} has {len(data) - needed:,} bytes after the data its header "
+                        f"announces (shape {shape}); the file is not a valid IDX file.")
+    array = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)), offset=header).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
+
+
+def _find_idx(directory: Path, base: str) -> Path:
+    for name in (base, base + ".gz", base.replace("-idx", ".idx"), base.replace("-idx", ".idx") + ".gz"):
+        if (directory / name).is_file():
+            return directory / name
+    raise DataError(f"{str(directory)!r} has no {base} (or {base}.gz). An IDX directory needs "
+                    f"{', '.join(n for pair in IDX_FILES.values() for n in pair)}.")
+
+
+def load_idx_dir(directory: Path) -> tuple:
+    """(x_train, y_train, x_test, y_test) from a directory holding the four IDX files."""
+    directory = Path(directory)
+    arrays = []
+    for split in ("train", "test"):
+        images_name, labels_name = IDX_FILES[split]
+        arrays.append(read_idx(_find_idx(directory, images_name), 3))
+        arrays.append(read_idx(_find_idx(directory, labels_name), 1))
+    return tuple(arrays)
+
+
+def load_npz(path: Path) -> tuple:
+    """(x_train, y_train, x_test, y_test) from a Keras-style `mnist.npz`."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in NPZ_KEYS if k not in npz.files]
+            if missing:
+                raise DataError(f"{str(path)!r} lacks {', '.join(missing)}: a Keras-style mnist.npz holds "
+                                f"{', '.join(NPZ_KEYS)}. Received keys: {', '.join(npz.files) or 'none'}")
+            return tuple(npz[k] for k in NPZ_KEYS)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise DataError(f"{str(path)!r} is not a readable .npz file ({e}).") from None
+
+
+def check_arrays(x_train, y_train, x_test, y_test, source: str, num_classes: int = 10) -> tuple:
+    """Validate shapes, counts and value ranges; labels come back as int64."""
+    for name, x in (("x_train", x_train), ("x_test", x_test)):
+        if x.ndim != 3:
+            raise DataError(f"{name} in {source} must have shape (count, height, width). "
+                            f"Received: shape {x.shape}")
+        if x.shape[0] == 0:
+            raise DataError(f"{name} in {source} holds no images. Received: shape {x.shape}")
+        if np.issubdtype(x.dtype, np.integer):
+            if x.min() < 0 or x.max() > 255:
+                raise DataError(f"{name} in {source} must hold pixel values 0..255. "
+                                f"Received: values from {x.min()} to {x.max()}")
+        elif np.issubdtype(x.dtype, np.floating):
+            if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+                raise DataError(f"{name} in {source} holds floats, which must lie in [0, 1]. "
+                                f"Received: values from {x.min()} to {x.max()}")
+        else:
+            raise DataError(f"{name} in {source} must hold numbers. Received: dtype {x.dtype}")
+    for name, y, x in (("y_train", y_train, x_train), ("y_test", y_test, x_test)):
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{name} in {source} must be a 1-D array of integer labels. "
+                            f"Received: shape {y.shape}, dtype {y.dtype}")
+        if len(y) != len(x):
+            raise DataError(f"{source}: {len(x):,} images but {len(y):,} labels in {name}; "
+                            "they must be the same count.")
+        if len(y) and (y.min() < 0 or y.max() >= num_classes):
+            raise DataError(f"{name} in {source} must hold labels 0..{num_classes - 1}. "
+                            f"Received: labels from {y.min()} to {y.max()}")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(f"{source}: training images are {x_train.shape[1]}×{x_train.shape[2]} but test "
+                        f"images are {x_test.shape[1]}×{x_test.shape[2]}; they must agree.")
+    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
+
+
+def _from_keras(dataset: str) -> tuple:
+    keras = _keras()
+    module = keras.datasets.mnist if dataset == "digits" else keras.datasets.fashion_mnist
+    try:  # Keras reports the download on stdout, which belongs to --json: send it to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            (x_train, y_train), (x_test, y_test) = module.load_data()
+    except Exception as e:  # network errors come in many types (URLError, HTTPError, OSError, ...)
+        hint = " or install Debian's dataset-fashion-mnist package" if dataset == "fashion" else ""
+        raise DataError(f"Could not download the {dataset} data set through keras.datasets "
+                        f"({' '.join(str(e).split())[:200]}). Give a local copy with --data PATH (a mnist.npz "
+                        f"or a directory of the four IDX files){hint}.") from None
+    return x_train, y_train, x_test, y_test
+
+
+def load(dataset: str = "digits", path: str | Path | None = None) -> Data:
+    """The data set `dataset` ('digits' or 'fashion'), read from `path` when given."""
+    if dataset not in DATASETS:
+        raise ConfigError(f"--dataset must be one of {', '.join(DATASETS)}. Received: dataset={dataset!r}")
+    if path is not None:
+        path = Path(path)
+        if path.is_dir():
+            arrays, source = load_idx_dir(path), str(path)
+        elif path.is_file():
+            with open(path, "rb") as f:
+                is_zip = f.read(4) == b"PK\x03\x04"
+            if not is_zip:
+                raise DataError(f"--data must be a Keras-style .npz file or a directory of IDX files. "
+                                f"Received: {str(path)!r} (not an .npz archive)")
+            arrays, source = load_npz(path), str(path)
+        else:
+            raise DataError(f"--data path does not exist. Received: {str(path)!r}")
+    elif dataset == "fashion" and DEBIAN_FASHION_DIR.is_dir():
+        arrays, source = load_idx_dir(DEBIAN_FASHION_DIR), str(DEBIAN_FASHION_DIR)
+    else:
+        arrays, source = _from_keras(dataset), f"keras.datasets.{'mnist' if dataset == 'digits' else 'fashion_mnist'}"
+    arrays = check_arrays(*arrays, source=repr(source))
+    return Data(*arrays, dataset=dataset, source=source, class_names=list(DATASETS[dataset]),
+                classes=list(range(10)))
+
+
+def select_classes(data: Data, classes: Sequence[int]) -> Data:
+    """Keep only the given labels, renumbered 0..k-1 in the order given (e.g. 3, 7 → 0, 1)."""
+    classes = [int(c) for c in classes]
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise ConfigError(f"--digits needs at least two different classes. Received: digits={classes}")
+    bad = [c for c in classes if c not in data.classes]
+    if bad:
+        raise ConfigError(f"--digits must be labels 0..9. Received: digits={classes}")
+    lookup = np.full(10, -1, dtype=np.int64)
+    lookup[classes] = np.arange(len(classes))
+
+    def pick(x, y):
+        keep = np.isin(y, classes)
+        return x[keep], lookup[y[keep]]
+
+    x_train, y_train = pick(data.x_train, data.y_train)
+    x_test, y_test = pick(data.x_test, data.y_test)
+    if len(y_train) == 0 or len(y_test) == 0:
+        raise DataError(f"{data.source!r} has no training or no test images of classes {classes}.")
+    names = [DATASETS[data.dataset][c] for c in classes]
+    return replace(data, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                   class_names=names, classes=classes)
+
+
+def scale(x: np.ndarray) -> np.ndarray:
+    """Pixels as float32 in [0, 1] (uint8 / 255; floats are already in range)."""
+    if np.issubdtype(x.dtype, np.integer):
+        return x.astype(np.float32) / np.float32(255)
+    return x.astype(np.float32)
+
+
+def one_hot(y: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.eye(num_classes, dtype=np.float32)[y]
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def parse_hidden(text: str | Sequence[int]) -> tuple:
+    """'800' → (800,); '10,10' → (10, 10). Each size must be a positive integer."""
+    parts = [p.strip() for p in text.split(",")] if isinstance(text, str) else list(text)
+    try:
+        sizes = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        sizes = ()
+    if not sizes or any(s <= 0 for s in sizes):
+        raise ConfigError(f"Hidden layer sizes must be positive integers separated by commas, such as 128 "
+                          f"or 10,10. Received: hidden={text!r}")
+    return sizes
+
+
+def _keras():
+    from textgen.backend import quiet_import_keras
+
+    return quiet_import_keras()
+
+
+def build_model(hidden: Sequence[int], image_shape: Sequence[int], num_classes: int):
+    """Flatten → Dense(h, relu) for each h in `hidden` → Dense(num_classes, softmax), compiled."""
+    keras = _keras()
+    layers = [keras.Input(shape=tuple(image_shape)), keras.layers.Flatten()]
+    layers += [keras.layers.Dense(units, activation="relu") for units in hidden]
+    layers.append(keras.layers.Dense(num_classes, activation="softmax"))
+    model = keras.Sequential(layers, name="mnist_" + "_".join(map(str, hidden)))
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def _check_positive(**values):
+    for name, value in values.items():
+        if int(value) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer. Received: {name}={value}")
+
+
+def _epoch_callback(x_test, y_test, hooks, epochs: int, steps: int):
+    """A Keras callback that scores the test set after each epoch and reports to `hooks`."""
+    keras = _keras()
+
+    class EpochEvaluation(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.history = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+            _call(hooks, "on_epoch_begin", epoch + 1, epochs, steps)
+
+        def on_train_batch_end(self, batch, logs=None):
+            _call(hooks, "on_batch", batch + 1, logs or {})
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self.started
+            started = time.perf_counter()
+            scores = self.model.evaluate(x_test, y_test, batch_size=1024, verbose=0, return_dict=True)
+            record = {"epoch": epoch + 1, "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]),
+                      "test_loss": float(scores["loss"]), "test_accuracy": float(scores["accuracy"]),
+                      "seconds": round(seconds, 3), "eval_seconds": round(time.perf_counter() - started, 3)}
+            logs.update(test_loss=record["test_loss"], test_accuracy=record["test_accuracy"])
+            self.history.append(record)
+            _call(hooks, "on_epoch_end", record)
+
+    return EpochEvaluation()
+
+
+def _call(hooks, name, *args):
+    method = getattr(hooks, name, None)
+    if method is not None:
+        method(*args)
+
+
+def predict(model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Class probabilities for images `x` (uint8 or float), shape (N, classes)."""
+    return np.asarray(model.predict(scale(x), batch_size=batch_size, verbose=0))
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """counts[t, p]: test images of true class t predicted as class p."""
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def score(model, data: Data, batch_size: int = 1024) -> dict:
+    """Test loss, accuracy, predictions and confusion matrix of `model` on `data`'s test set."""
+    k = len(data.classes)
+    probabilities = predict(model, data.x_test, batch_size)
+    predicted = probabilities.argmax(axis=1)
+    picked = np.clip(probabilities[np.arange(len(predicted)), data.y_test], 1e-7, 1.0)
+    return {"test_loss": float(-np.log(picked).mean()),
+            "test_accuracy": float((predicted == data.y_test).mean()),
+            "predicted": predicted,
+            "confusion_matrix": confusion_matrix(data.y_test, predicted, k)}
+
+
+def train(data: Data, hidden=DEFAULTS["hidden"], epochs: int = DEFAULTS["epochs"],
+          batch_size: int = DEFAULTS["batch_size"], seed: int = DEFAULTS["seed"], hooks=None):
+    """Train a fresh model on `data`, scoring the test set after every epoch.
+
+    `hooks` may define on_train_begin(info), on_epoch_begin(epoch, epochs, steps),
+    on_batch(step, logs) and on_epoch_end(record); all are optional.
+    Returns (model, result) where result holds settings, history and final scores.
+    """
+    keras = _keras()
+    hidden = parse_hidden(hidden)
+    _check_positive(epochs=epochs, batch_size=batch_size)
+    keras.utils.set_random_seed(int(seed))
+    k = len(data.classes)
+    model = build_model(hidden, data.x_train.shape[1:], k)
+    x_train, y_train = scale(data.x_train), one_hot(data.y_train, k)
+    x_test, y_test = scale(data.x_test), one_hot(data.y_test, k)
+    steps = -(-len(x_train) // batch_size)
+    _call(hooks, "on_train_begin", {"parameters": model.count_params(), "train_size": len(x_train),
+                                    "test_size": len(x_test), "steps_per_epoch": steps, "epochs": epochs,
+                                    "hidden": list(hidden)})
+    callback = _epoch_callback(x_test, y_test, hooks, epochs, steps)
+    started = time.perf_counter()
+    model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
+              callbacks=[callback])
+    total = time.perf_counter() - started
+    scores = score(model, data)
+    result = {
+        "dataset": data.dataset, "source": data.source, "classes": data.classes,
+        "class_names": data.class_names, "image_shape": list(data.x_train.shape[1:]),
+        "hidden": list(hidden), "parameters": int(model.count_params()), "epochs": int(epochs),
+        "batch_size": int(batch_size), "seed": int(seed), "optimizer": "adam",
+        "loss": "categorical_crossentropy", "train_size": len(x_train), "test_size": len(x_test),
+        "history": callback.history, "test_loss": scores["test_loss"],
+        "test_accuracy": scores["test_accuracy"],
+        "confusion_matrix": scores["confusion_matrix"].tolist(),
+        "seconds": round(total, 2),
+        "seconds_per_epoch": round(sum(r["seconds"] for r in callback.history) / len(callback.history), 3),
+    }
+    return model, result
+
+
+# ----------------------------------------------------------------------------- comparison
+
+
+def random_split(count: int, seed: int, repeat: int, train_fraction: float = 0.8) -> tuple:
+    """(train indices, test indices): a fresh random partition of range(count) per (seed, repeat)."""
+    n_train = int(round(train_fraction * count))
+    if not 0 < n_train < count:
+        raise ConfigError(f"Too few images to split {train_fraction:.0%}/{1 - train_fraction:.0%}. "
+                          f"Received: {count} images")
+    order = np.random.default_rng([int(seed), int(repeat)]).permutation(count)
+    return order[:n_train], order[n_train:]
+
+
+def compare(data: Data, architectures: Sequence, repeats: int = 5, epochs: int = DEFAULTS["epochs"],
+            batch_size: int = DEFAULTS["batch_size"], seed: int = DEFAULTS["seed"],
+            train_fraction: float = 0.8, hooks=None) -> dict:
+    """Test accuracy of each architecture over `repeats` fresh random train/test splits.
+
+    All images (train and test together) are shuffled and split `train_fraction` /
+    rest for each repeat; every architecture sees the same split in a repeat (a paired
+    comparison) and starts from fresh random weights. `hooks.on_run_end(record)` is called
+    after each training run. The standard deviation is the sample one (ddof=1; 0 for one run).
+    """
+    keras = _keras()
+    architectures = [parse_hidden(a) for a in architectures]
+    if not architectures:
+        raise ConfigError("Give at least one architecture to compare, such as --compare 128.")
+    _check_positive(repeats=repeats, epochs=epochs, batch_size=batch_size)
+    x_all = np.concatenate([data.x_train, data.x_test])
+    y_all = np.concatenate([data.y_train, data.y_test])
+    k = len(data.classes)
+    runs = {i: [] for i in range(len(architectures))}
+    for repeat in range(repeats):
+        train_index, test_index = random_split(len(y_all), seed, repeat, train_fraction)
+        n_train = len(train_index)
+        split = Data(x_all[train_index], y_all[train_index], x_all[test_index], y_all[test_index],
+                     data.dataset, data.source, data.class_names, data.classes)
+        x_train, y_train = scale(split.x_train), one_hot(split.y_train, k)
+        for i, hidden in enumerate(architectures):
+            run_seed = int(np.random.SeedSequence([int(seed), repeat, i]).generate_state(1)[0] >> 1)
+            keras.utils.set_random_seed(run_seed)
+            started = time.perf_counter()
+            model = build_model(hidden, split.x_train.shape[1:], k)
+            model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0)
+            accuracy = score(model, split)["test_accuracy"]
+            record = {"hidden": list(hidden), "repeat": repeat + 1, "test_accuracy": accuracy,
+                      "parameters": int(model.count_params()), "seconds": round(time.perf_counter() - started, 2)}
+            runs[i].append(record)
+            _call(hooks, "on_run_end", record)
+    results = []
+    for i, hidden in enumerate(architectures):
+        accuracies = np.array([r["test_accuracy"] for r in runs[i]])
+        results.append({
+            "hidden": list(hidden), "parameters": runs[i][0]["parameters"],
+            "accuracies": accuracies.tolist(), "mean": float(accuracies.mean()),
+            "std": float(accuracies.std(ddof=1)) if len(accuracies) > 1 else 0.0,
+            "min": float(accuracies.min()), "max": float(accuracies.max()),
+            "seconds_per_run": round(float(np.mean([r["seconds"] for r in runs[i]])), 2),
+        })
+    return {"dataset": data.dataset, "source": data.source, "classes": data.classes,
+            "class_names": data.class_names, "repeats": int(repeats), "epochs": int(epochs),
+            "batch_size": int(batch_size), "seed": int(seed), "train_size": n_train,
+            "test_size": len(y_all) - n_train, "results": results}
+
+
+# ----------------------------------------------------------------------------- save / load
+
+
+def model_dir(checkpoints_dir: str | Path) -> Path:
+    return Path(checkpoints_dir) / "mnist"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save(model, result: dict, checkpoints_dir: str | Path) -> Path:
+    """Write `model.keras` and `mnist.json` into `<checkpoints_dir>/mnist/`; returns that directory.
+
+    The model is written under a temporary name and renamed; the JSON (written last, also
+    atomically) records the model's SHA-256, so a crash between the two renames leaves a
+    pair that refuses to load rather than one that silently mixes two runs.
+    """
+    keras = _keras()
+    from textgen.corpus import atomic_write_json
+
+    directory = model_dir(checkpoints_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".model-tmp-{os.getpid()}.keras"
+    try:
+        model.save(tmp)
+        digest = _sha256(tmp)
+        os.replace(tmp, directory / MODEL_FILE)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    info = {**result, "model_file": MODEL_FILE, "model_sha256": digest, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "versions": {"keras": keras.__version__, "backend": keras.backend.backend(),
+                         "tensorflow": _version("tensorflow"), "numpy": np.__version__}}
+    atomic_write_json(directory / METRICS_FILE, info)
+    return directory
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def load_saved(checkpoints_dir: str | Path):
+    """(model, info) from `<checkpoints_dir>/mnist/`, checking that the two files belong together."""
+    import json
+
+    directory = model_dir(checkpoints_dir)
+    metrics, model_path = directory / METRICS_FILE, directory / MODEL_FILE
+    if not metrics.exists() and not model_path.exists():
+        raise CheckpointError(f"No trained MNIST model in {str(directory)!r}. Train one first: textgen mnist")
+    for path in (metrics, model_path):
+        if not path.exists():
+            raise CheckpointError(f"{str(directory)!r} is incomplete: {path.name} is missing. "
+                                  "Train again with: textgen mnist")
+    try:
+        info = json.loads(metrics.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{str(metrics)!r} is not valid JSON ({e}).") from None
+    if _sha256(model_path) != info.get("model_sha256"):
+        raise CheckpointError(f"{str(model_path)!r} does not match {METRICS_FILE} (SHA-256 differs): the two "
+                              "files come from different runs. Train again with: textgen mnist")
+    keras = _keras()
+    try:
+        model = keras.saving.load_model(model_path)
+    except Exception as e:
+        raise CheckpointError(f"Could not load {str(model_path)!r} ({' '.join(str(e).split())[:200]}).") from None
+    return model, info
+
+
+def data_for_saved(info: dict, data_path: str | Path | None = None, dataset: str | None = None) -> Data:
+    """The test data a saved model was trained on (or `data_path`), restricted to its classes."""
+    if data_path is None and not info["source"].startswith("keras."):
+        data_path = info["source"]  # the file or directory it was trained from
+    data = load(dataset or info["dataset"], data_path)
+    if list(data.x_test.shape[1:]) != list(info["image_shape"]):
+        raise CheckpointError(f"The saved model takes {info['image_shape'][0]}×{info['image_shape'][1]} images. "
+                              f"Received: {data.x_test.shape[1]}×{data.x_test.shape[2]} images from {data.source!r}")
+    if info["classes"] != list(range(10)):
+        data = select_classes(data, info["classes"])
+    return data
