@@ -361,6 +361,8 @@ def test_cli_errors_are_one_line(tmp_path, npz):
     assert_one_line_error(invoke("mnist", "--data", npz, "--epochs", "0"), "Received: epochs=0")
     assert_one_line_error(invoke("mnist", "--evaluate", "--epochs", "3"), "Received: --epochs")
     assert_one_line_error(invoke("mnist", "--data", npz, "--show", "-1"), "Received: show=-1")
+    assert_one_line_error(invoke("mnist", "--data", npz, "--seed", "-1"), "Received: seed=-1")
+    assert_one_line_error(invoke("mnist", "--data", npz, "--compare", "4", "--show", "2"), "--compare")
     assert_one_line_error(invoke("mnist", "--dataset", "letters"), code=2)
 
 

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from textgen.corpus import atomic_write_json
 from textgen.errors import CheckpointError
 
 RUN_FILE = "run.json"
+LOCK = "lock"
 WEIGHTS = "weights.npz"
 OPTIMIZER = "optimizer.npz"
 STATE = "state.json"
@@ -295,3 +297,101 @@ def last_update(directory: Path) -> float:
     times = [p.stat().st_mtime for p in list_checkpoints(directory)]
     times.append((Path(directory) / RUN_FILE).stat().st_mtime)
     return max(times)
+
+
+# ----------------------------------------------------------------------------- one writer per run
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (guards against a recycled PID), or None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return start is None or _process_start(pid) in (None, start)
+
+
+class RunLock:
+    """An exclusive lock on a run directory: `lock` holds the owner's PID, host and start time.
+
+    Taken with O_EXCL, so two trainers never both believe they own a run. A lock whose
+    process is gone (killed, crashed, machine rebooted) is stale and taken over.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.path = self.directory / LOCK
+        self.held = False
+
+    def _owner(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> "RunLock":
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid()),
+              "since": time.time()}
+        for _ in range(10):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is None:
+                    continue  # released between our two calls: try again
+                if owner == {}:
+                    # Unreadable: either being written this instant or left half-written by a crash.
+                    if time.time() - self.path.stat().st_mtime < 5:
+                        time.sleep(0.2)
+                        continue
+                elif owner.get("host") != socket.gethostname():
+                    raise CheckpointError(
+                        f"Run {self.directory.name!r} is locked by process {owner.get('pid')} on host "
+                        f"{owner.get('host')!r}. If that process is gone, delete {str(self.path)!r}."
+                    )
+                elif owner.get("pid") != os.getpid() and _alive(int(owner["pid"]), owner.get("start")):
+                    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("since", 0)))
+                    raise CheckpointError(
+                        f"Run {self.directory.name!r} is being trained by process {owner['pid']} "
+                        f"(since {since}); wait for it to finish, stop it, or use another --run."
+                    )
+                # Stale lock of a dead process (or our own): take it over.
+                stale = self.path.with_name(f".{LOCK}.stale-{os.getpid()}")
+                try:
+                    os.rename(self.path, stale)
+                    stale.unlink()
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(me, f)
+                f.flush()
+                os.fsync(f.fileno())
+            self.held = True
+            return self
+        raise CheckpointError(f"Could not lock run {self.directory.name!r}: {str(self.path)!r} keeps changing.")
+
+    def release(self) -> None:
+        if self.held:
+            owner = self._owner()
+            if owner and owner.get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()

@@ -65,22 +65,19 @@ class StreamBatches:
         return chunk[:, :-1], chunk[:, 1:]
 
 
-def scoring_windows(num_predictions: int, num_streams: int, burn_in: int) -> list:
-    """Cut `num_predictions` target positions into streams with a warm-up prefix.
+def scoring_windows(num_predictions: int, window: int, burn_in: int) -> list:
+    """Cut `num_predictions` target positions into windows with a warm-up prefix.
 
-    Returns (window_start, window_stop, owned_start) per stream, in prediction positions:
-    the stream runs the model over [window_start, window_stop) and scores only positions
-    >= owned_start. Stream 0 starts at the text's beginning; the others first read the
-    `burn_in` characters before their own part, so each scored character is predicted from
-    at least `burn_in` characters of true context (all of them for stream 0).
+    Returns (window_start, window_stop, owned_start) per window, in prediction positions:
+    the model runs over [window_start, window_stop) from a zero state and scores only
+    positions >= owned_start. The first window starts at the text's beginning; the others
+    first read the `burn_in` characters before their own `window` positions, so every
+    scored character is predicted from at least `burn_in` characters of true context (all
+    of them in the first window), and no state runs longer than `burn_in + window`.
     """
-    num_streams = max(1, min(num_streams, num_predictions))
-    length = -(-num_predictions // num_streams)
+    window = max(1, window)
     windows = []
-    for s in range(num_streams):
-        owned = s * length
-        if owned >= num_predictions:
-            break
+    for owned in range(0, num_predictions, window):
         start = max(0, owned - burn_in)
-        windows.append((start, min(num_predictions, owned + length), owned))
+        windows.append((start, min(num_predictions, owned + window), owned))
     return windows

@@ -44,7 +44,7 @@ def evaluate_file(run_dir: Path, text_path: Path, encoding: str = "utf-8", which
     else:
         ckpt = checkpoints.latest(run_dir, use_previous=use_previous)
     arrays = checkpoints.load_arrays(ckpt.path)
-    scorer = build_scorer(ModelConfig(**info["model"]), streams=max(1, min(streams, len(ids) // 512 or 1)))
+    scorer = build_scorer(ModelConfig(**info["model"]), streams=max(1, min(streams, len(ids) // 2048 + 1)))
     for v in scorer.trainable_variables:
         v.assign(arrays[v.path])
     from textgen.train import score_ids

@@ -288,6 +288,12 @@ def build_model(hidden: Sequence[int], image_shape: Sequence[int], num_classes: 
     return model
 
 
+def check_seed(seed: int) -> int:
+    if not 0 <= int(seed) < 2 ** 32:
+        raise ConfigError(f"--seed must be between 0 and 2**32 - 1. Received: seed={seed}")
+    return int(seed)
+
+
 def _check_positive(**values):
     for name, value in values.items():
         if int(value) < 1:
@@ -363,7 +369,7 @@ def train(data: Data, hidden=DEFAULTS["hidden"], epochs: int = DEFAULTS["epochs"
     keras = _keras()
     hidden = parse_hidden(hidden)
     _check_positive(epochs=epochs, batch_size=batch_size)
-    keras.utils.set_random_seed(int(seed))
+    keras.utils.set_random_seed(check_seed(seed))
     k = len(data.classes)
     model = build_model(hidden, data.x_train.shape[1:], k)
     x_train, y_train = scale(data.x_train), one_hot(data.y_train, k)
@@ -421,6 +427,7 @@ def compare(data: Data, architectures: Sequence, repeats: int = 5, epochs: int =
     if not architectures:
         raise ConfigError("Give at least one architecture to compare, such as --compare 128.")
     _check_positive(repeats=repeats, epochs=epochs, batch_size=batch_size)
+    check_seed(seed)
     x_all = np.concatenate([data.x_train, data.x_test])
     y_all = np.concatenate([data.y_train, data.y_test])
     k = len(data.classes)

@@ -49,7 +49,7 @@ class EpochProgress:
         self.enabled = enabled
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-                                 console=err, disable=not enabled, transient=True)
+                                 console=err, disable=not (enabled and err.is_terminal), transient=True)
         self.task = None
 
     def on_train_begin(self, info):
@@ -120,9 +120,9 @@ def confusion_table(matrix, class_names, classes) -> Table:
     """Rows: true class; columns: predicted class, headed by the original label numbers."""
     from rich import box
 
-    table = Table(title="Confusion matrix (rows: true class, columns: predicted)", title_justify="left",
+    table = Table(title="Confusion matrix", title_justify="left",
                   box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1), pad_edge=False)
-    table.add_column("true", style="bold", no_wrap=True)
+    table.add_column("true \\ predicted", style="bold", no_wrap=True)
     for label in classes:
         table.add_column(str(label), justify="right")
     table.add_column("recall", justify="right")
@@ -174,14 +174,20 @@ def mnist(
                               f"apply. Received: {', '.join(given)}")
         return _evaluate(lib, checkpoints_dir, data, name, digits, batch_size, show, as_json)
 
+    # Check every value before the (slow) data loading and Keras import.
+    if seed is not None:
+        lib.check_seed(seed)
+    for sizes in [hidden, *(compare or [])]:
+        if sizes is not None:
+            lib.parse_hidden(sizes)
+    if show and (compare or repeats):
+        raise ConfigError("--show draws the saved model's predictions; it does not apply to --compare/--repeats.")
     dataset_value = lib.load(name or "digits", data)
     if digits:
         dataset_value = lib.select_classes(dataset_value, digits)
     settings = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)) if v is not None}
     progress = EpochProgress(enabled=not as_json)
     if compare or repeats:
-        if show:
-            raise ConfigError("--show draws the saved model's predictions; it does not apply to --compare/--repeats.")
         architectures = compare or [hidden or "128"]
         result = lib.compare(dataset_value, architectures, repeats or 1, hooks=progress, **settings)
         if as_json:
@@ -235,7 +241,8 @@ def _print_scores(lib, model, data, result, show, as_json, predicted=None):
 
 def _print_comparison(result):
     table = Table(title=f"Test accuracy over {result['repeats']} random 80/20 split(s) of {result['train_size'] + result['test_size']:,} "
-                        f"images ({result['dataset']}, {result['epochs']} epochs, batch {result['batch_size']})",
+                        f"images ({result['dataset']}, {result['epochs']} epoch{'s' * (result['epochs'] != 1)}, "
+                        f"batch {result['batch_size']})",
                   title_justify="left")
     for column in ("hidden", "parameters", "mean ± std", "min", "max", "seconds per run"):
         table.add_column(column, justify="left" if column == "hidden" else "right")

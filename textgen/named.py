@@ -122,30 +122,48 @@ def check_url(url: str) -> None:
 
 
 def download(name: str, url: str, sha256: str | None) -> Path:
-    """Fetch a catalog corpus once with keras.utils.get_file, verified by SHA-256."""
+    """Fetch a catalog corpus once with keras.utils.get_file, verified by SHA-256.
+
+    The file is downloaded under a temporary name, verified, and only then renamed to its
+    final name, so an interrupted or tampered download never becomes the corpus.
+    """
     check_url(url)
     if not sha256 or not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         raise DownloadError(f"Catalog entry {name!r} needs a 64-hex-digit sha256. Received: {sha256!r}")
     directory = (cache_root() / "downloads").resolve()
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{name}.txt"
+    if target.exists():
+        if _file_sha256(target) == sha256.lower():
+            return target
+        target.unlink()  # damaged or stale: fetch again
+    partial = directory / f".{name}.txt.part-{os.getpid()}"
     from textgen.backend import quiet_import_keras
 
     keras = quiet_import_keras()
     try:
-        path = keras.utils.get_file(
-            fname=f"{name}.txt", origin=url, file_hash=sha256, hash_algorithm="sha256",
+        keras.utils.get_file(
+            fname=partial.name, origin=url, file_hash=sha256, hash_algorithm="sha256",
             cache_dir=str(directory), cache_subdir=".",
         )
+        os.replace(partial, target)
     except ValueError as e:
-        if target.exists():
-            target.unlink()
         raise DownloadError(
             f"Download of corpus {name!r} from {url} failed its SHA-256 check; the file was "
             f"deleted. Expected sha256={sha256}. ({str(e).splitlines()[0]})"
         ) from None
     except Exception as e:  # network errors come in many types (URLError, HTTPError, OSError)
-        if target.exists():
-            target.unlink()
         raise DownloadError(f"Could not download corpus {name!r} from {url}: {e}") from None
-    return Path(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

