@@ -2,7 +2,7 @@
 
 A tiny model is trained, resumed and sampled by `python -m textgen` under KERAS_BACKEND=jax
 (a subprocess: the backend is fixed when Keras is imported). A second run is trained here,
-under TensorFlow. Then both checkpoints are loaded into a Keras model on both backends and
+under TensorFlow, meanwhile. Then both checkpoints are loaded into a Keras model on both backends and
 into the numpy sampler, and their next-character log-probabilities over 100 characters must
 agree within 1e-4: a checkpoint written under one backend samples the same distribution
 under the other.
@@ -11,6 +11,7 @@ under the other.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -28,7 +29,7 @@ from textgen.train import assign_model_arrays, open_run
 MODEL = ["--layers", "2", "--units", "16", "--embedding-dim", "8", "--dropout", "0.1"]
 TRAIN = ["--seq-len", "16", "--batch-size", "8", "--eval-chars", "200", "--learning-rate", "0.01"]
 STEPS = 100  # characters compared across backends
-JAX = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+BASE_JAX = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
 
 # Loads each run's latest checkpoint into a Keras model on the current backend and writes
 # log-probabilities of the next character after each of the first STEPS characters.
@@ -83,33 +84,36 @@ def small_corpus(tmp_path):
 
 def test_jax_trains_resumes_samples_and_checkpoints_cross_backends(small_corpus, tmp_path):
     root = tmp_path / "checkpoints"
-    # Under JAX: train one epoch, resume for a second, sample.
-    first = ok(run_cli("train", small_corpus, "--run", "onjax", *MODEL, *TRAIN, "--epochs", "1", "--json", env=JAX))
-    assert first["stopped"] == "finished" and first["step"] > 0 and np.isfinite(first["val_loss"])
-    info = checkpoints.read_run_file(root / "onjax")
-    assert info["versions"]["backend"] == "jax"
-    resumed = ok(run_cli("train", small_corpus, "--run", "onjax", "--resume", "--epochs", "2", "--json", env=JAX))
-    assert resumed["step"] == 2 * first["step"], "resume continues the step count"
-    assert resumed["val_loss"] < first["val_loss"]
-    samples = [ok(run_cli("sample", "--run", "onjax", "--length", "60", "--seed", "7", "--json", env=env))
-               for env in (JAX, {"KERAS_BACKEND": "tensorflow"})]
-    text = samples[0]["samples"][0]["text"]
-    assert len(text) == 60 and set(text) <= set(TINY_TEXT)
-    assert samples[1]["samples"] == samples[0]["samples"], "sampling does not depend on the backend"
-
-    # Under TensorFlow (this process): the same model trained in-process.
+    # Compiled XLA programs are shared between the JAX subprocesses (resume reuses train's).
+    jax_env = dict(BASE_JAX, JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla-cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    # Under JAX: train one epoch (in the background, while TensorFlow trains here), resume, sample.
+    training = subprocess.Popen([sys.executable, "-m", "textgen", "train", str(small_corpus), "--run", "onjax",
+                                 *MODEL, *TRAIN, "--epochs", "1", "--json"], env=dict(os.environ, **jax_env),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     corpus = prepare(small_corpus)
     model_options = {"num_layers": 2, "units": 16, "embedding_dim": 8, "dropout": 0.1}
     train_options = {"seq_len": 16, "batch_size": 8, "eval_chars": 200, "learning_rate": 0.01, "epochs": 1}
     open_run(corpus, "tiny", root, "ontf", model_options, train_options, False).run()
     assert checkpoints.read_run_file(root / "ontf")["versions"]["backend"] == "tensorflow"
+    stdout, stderr = training.communicate(timeout=300)
+    first = ok(subprocess.CompletedProcess(training.args, training.returncode, stdout, stderr))
+    assert first["stopped"] == "finished" and first["step"] > 0 and np.isfinite(first["val_loss"])
+    info = checkpoints.read_run_file(root / "onjax")
+    assert info["versions"]["backend"] == "jax"
+    resumed = ok(run_cli("train", small_corpus, "--run", "onjax", "--resume", "--epochs", "2", "--json", env=jax_env))
+    assert resumed["step"] == 2 * first["step"], "resume continues the step count"
+    assert resumed["val_loss"] < first["val_loss"]
+    sampled = ok(run_cli("sample", "--run", "onjax", "--length", "60", "--seed", "7", "--json", env=jax_env))
+    text = sampled["samples"][0]["text"]
+    assert sampled["step"] == resumed["step"] and len(text) == 60 and set(text) <= set(TINY_TEXT)
 
     # Both checkpoints on both backends, against the numpy sampler.
     ids = np.asarray(corpus.ids()[:STEPS], dtype=np.int32)
     np.save(tmp_path / "ids.npy", ids)
     script = tmp_path / "keras_log_probs.py"
     script.write_text(KERAS_LOG_PROBS, encoding="utf-8")
-    env = dict(__import__("os").environ, **JAX)
+    env = dict(os.environ, **jax_env)
     done = subprocess.run([sys.executable, str(script), str(tmp_path / "ids.npy"), str(tmp_path / "jax.npz"),
                            str(root / "onjax"), str(root / "ontf")], capture_output=True, text=True, env=env,
                           timeout=300)

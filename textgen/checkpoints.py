@@ -40,6 +40,7 @@ OPTIMIZER = "optimizer.npz"
 STATE = "state.json"
 MANIFEST = "manifest.json"
 BEST = "best"
+TENSORBOARD = "tensorboard"
 KEEP_LATEST = 2
 _CKPT = re.compile(r"^ckpt-(\d{8})$")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -69,6 +70,10 @@ def new_run_name(root: Path) -> str:
 
 def run_dir(root: Path, name: str) -> Path:
     return Path(root) / check_run_name(name)
+
+
+def tensorboard_dir(directory: Path) -> Path:
+    return Path(directory) / TENSORBOARD
 
 
 def _sha256(path: Path) -> str:

@@ -203,20 +203,29 @@ def train(
     checkpoints_dir: CheckpointsOption = Path("checkpoints"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run (default: the latest) exactly where it stopped.")] = False,
     use_previous: Annotated[bool, typer.Option("--use-previous", help="With --resume: if the newest checkpoint is damaged, continue from the previous good one.")] = False,
-    layers: Annotated[Optional[int], typer.Option(help="Number of LSTM layers. [default: 2]")] = None,
-    units: Annotated[Optional[int], typer.Option(help="Units per LSTM layer. [default: 256]")] = None,
-    embedding_dim: Annotated[Optional[int], typer.Option(help="Size of the character embedding. [default: 64]")] = None,
-    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers, in [0, 1). [default: 0]")] = None,
-    seq_len: Annotated[Optional[int], typer.Option(help="Characters per training segment (back-propagation length). [default: 100]")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Parallel text streams per step. [default: 64]")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training text. [default: 20]")] = None,
+    size: Annotated[Optional[str], typer.Option(help="Model size preset: small, medium or large (see README); --layers/--units/--embedding-dim override it.")] = None,
+    layers: Annotated[Optional[int], typer.Option(help="Number of LSTM layers. (default: 2)")] = None,
+    units: Annotated[Optional[int], typer.Option(help="Units per LSTM layer. (default: 256)")] = None,
+    embedding_dim: Annotated[Optional[int], typer.Option(help="Size of the character embedding. (default: 64)")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers, in [0, 1). (default: 0)")] = None,
+    seq_len: Annotated[Optional[int], typer.Option(help="Characters per training segment (back-propagation length). (default: 100)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Parallel text streams per step. (default: 64)")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training text. (default: 20)")] = None,
     time_limit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds of training, then evaluate and checkpoint.")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate. [default: 0.002]")] = None,
-    clip_norm: Annotated[Optional[float], typer.Option(help="Clip the global gradient norm to this value. [default: 1.0]")] = None,
-    val_fraction: Annotated[Optional[float], typer.Option(help="Share of the corpus (its tail) used for validation. [default: 0.1]")] = None,
-    eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (and checkpoint) every N steps. [default: every epoch]")] = None,
-    eval_chars: Annotated[Optional[int], typer.Option(help="Validation characters scored per evaluation, from the start of the split. [default: 1000000]")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (weights, data order, dropout). [default: 0]")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate. (default: 0.002)")] = None,
+    clip_norm: Annotated[Optional[float], typer.Option(help="Clip the global gradient norm to this value. (default: 1.0)")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Share of the corpus (its tail) used for validation. (default: 0.1)")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (and checkpoint) every N steps. (default: every epoch)")] = None,
+    eval_chars: Annotated[Optional[int], typer.Option(help="Validation characters scored per evaluation, from the start of the split. (default: 1000000)")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(help="constant, cosine (decays to 10% over --decay-steps) or plateau (halves after 2 evaluations without improvement). (default: constant)")] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option(help="Linear learning-rate warm-up steps (constant, cosine). (default: 0)")] = None,
+    decay_steps: Annotated[Optional[int], typer.Option(help="Cosine: steps to decay over. (default: epochs x steps per epoch)")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Stop after N evaluations without a better validation loss, restoring the best weights.")] = None,
+    sample_every: Annotated[Optional[int], typer.Option(help="Print a sample every N steps (besides after each evaluation).")] = None,
+    sample_temperature: Annotated[Optional[float], typer.Option(help="Temperature of the samples printed while training. (default: 0.8)")] = None,
+    state_reset: Annotated[Optional[int], typer.Option(help="Each stream forgets its LSTM state every N segments, staggered across streams; 1 = stateless. (default: 10)")] = None,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Write Keras TensorBoard logs to <run>/tensorboard.")] = False,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (weights, data order, dropout). (default: 0)")] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus file.")] = "utf-8",
     as_json: JsonOption = False,
 ):
@@ -232,8 +241,17 @@ def train(
     for name, value in (("layers", layers), ("units", units), ("embedding-dim", embedding_dim),
                         ("seq-len", seq_len), ("batch-size", batch_size), ("epochs", epochs),
                         ("time-limit", time_limit), ("learning-rate", learning_rate),
-                        ("clip-norm", clip_norm), ("eval-every", eval_every), ("eval-chars", eval_chars)):
+                        ("clip-norm", clip_norm), ("eval-every", eval_every), ("eval-chars", eval_chars),
+                        ("decay-steps", decay_steps), ("patience", patience), ("sample-every", sample_every),
+                        ("state-reset", state_reset)):
         _positive(name, value)
+    if size is not None:
+        from textgen.presets import preset
+
+        chosen = preset(size)
+        layers = layers if layers is not None else chosen["num_layers"]
+        units = units if units is not None else chosen["units"]
+        embedding_dim = embedding_dim if embedding_dim is not None else chosen["embedding_dim"]
     path, name = named.resolve(corpus)
     prepared = corpus_lib.prepare(path, encoding=encoding)
     from textgen.train import open_run
@@ -245,14 +263,17 @@ def train(
         train_options={"seq_len": seq_len, "batch_size": batch_size, "epochs": epochs,
                        "time_limit": time_limit, "learning_rate": learning_rate, "clip_norm": clip_norm,
                        "val_fraction": val_fraction, "eval_every": eval_every, "eval_chars": eval_chars,
-                       "seed": seed},
+                       "seed": seed, "lr_schedule": lr_schedule, "warmup_steps": warmup_steps,
+                       "decay_steps": decay_steps, "patience": patience, "sample_every": sample_every,
+                       "sample_temperature": sample_temperature, "state_reset": state_reset,
+                       "tensorboard": tensorboard or None},
         resume=resume, callbacks=progress, use_previous=use_previous,
     )
     summary = trainer.run()
     if as_json:
         emit_json(summary)
         return
-    reason = {"finished": "finished", "time_limit": "time limit reached",
+    reason = {"finished": "finished", "time_limit": "time limit reached", "early_stopping": "early stopping",
               "SIGINT": "interrupted (Ctrl-C)", "SIGTERM": "stopped by SIGTERM"}.get(summary["stopped"], summary["stopped"])
     val = (f"val loss {summary['val_loss']:.4f} nats/char ({summary['val_bpc']:.4f} bpc)"
            if summary["val_loss"] is not None else "no evaluation")
@@ -384,13 +405,13 @@ def sample(
     prime: Annotated[str, typer.Option(help="Text the samples continue from (printed before the continuation). \\n is a newline.")] = "",
     stop: Annotated[List[str], typer.Option(help="Stop a sample at the first occurrence of this string (left out of the output). Repeat for several; \\n is a newline.")] = [],
     num_samples: Annotated[int, typer.Option(help="Samples per temperature, generated as one batch; sample i is seeded by (seed, i).")] = 1,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed: the same checkpoint and seed give the same text. [default: random]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed: the same checkpoint and seed give the same text. (default: random)")] = None,
     top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k most likely characters (k >= 1).")] = None,
     top_p: Annotated[Optional[float], typer.Option(help="Sample only from the smallest set of characters with probability mass >= p, p in (0, 1].")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Also write the text to this file (replaced atomically when sampling ends).")] = None,
     novelty: Annotated[bool, typer.Option("--novelty", help="Report, per sample, the longest span copied verbatim from the training text and the share of characters in copied spans of 20+.")] = False,
     interactive: Annotated[bool, typer.Option("--interactive", help="Prompt for a prime, stream its continuation, repeat; Ctrl-D or Ctrl-C to leave.")] = False,
-    run: Annotated[Optional[str], typer.Option(help="Run to sample from. [default: the most recently trained]")] = None,
+    run: Annotated[Optional[str], typer.Option(help="Run to sample from. (default: the most recently trained)")] = None,
     checkpoint: Annotated[str, typer.Option(help="latest, best, or a checkpoint directory name such as ckpt-00001200.")] = "latest",
     checkpoints_dir: CheckpointsOption = Path("checkpoints"),
     use_previous: Annotated[bool, typer.Option("--use-previous", help="If the newest checkpoint is damaged, use the previous good one.")] = False,
@@ -496,7 +517,7 @@ def sample(
 @app.command()
 def evaluate(
     text_file: Annotated[Path, typer.Argument(help="Text to score under the model.")],
-    run: Annotated[Optional[str], typer.Option(help="Run to evaluate. [default: the most recently trained]")] = None,
+    run: Annotated[Optional[str], typer.Option(help="Run to evaluate. (default: the most recently trained)")] = None,
     checkpoint: Annotated[str, typer.Option(help="latest or best.")] = "latest",
     checkpoints_dir: CheckpointsOption = Path("checkpoints"),
     encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = "utf-8",

@@ -12,6 +12,7 @@ continues the very same computation as an uninterrupted run.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import platform
 import signal
@@ -49,16 +50,39 @@ class TrainConfig:
     eval_chars: int = 1_000_000  # validation characters scored per evaluation (from the start of the split)
     checkpoint_seconds: float = 120.0  # also checkpoint this often (wall clock)
     state_reset: int = 10  # each stream forgets its LSTM state every this many segments (staggered); 1 = stateless
+    lr_schedule: str = "constant"  # constant | cosine | plateau
+    warmup_steps: int = 0  # linear warm-up from 0 (constant and cosine)
+    decay_steps: int | None = None  # cosine: steps to decay over; None = epochs x steps per epoch
+    min_lr_fraction: float = 0.1  # cosine ends (and plateau stops halving) at this share of learning_rate
+    patience: int | None = None  # early stopping: evaluations without a new best validation loss
+    sample_every: int | None = None  # steps between samples (besides the one after each evaluation)
     sample_chars: int = 200  # sample printed after each evaluation (0 = none)
     sample_temperature: float = 0.8
+    tensorboard: bool = False  # Keras TensorBoard logs in <run>/tensorboard
 
     def validate(self) -> "TrainConfig":
         for name in ("seq_len", "batch_size", "epochs", "eval_chars", "state_reset"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer. Received: {name}={value!r}")
-        if self.eval_every is not None and self.eval_every < 1:
-            raise ConfigError(f"eval_every must be a positive integer. Received: eval_every={self.eval_every}")
+        for name in ("eval_every", "patience", "sample_every", "decay_steps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer. Received: {name}={value!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}. Received: lr_schedule={self.lr_schedule!r}"
+            )
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be an integer >= 0. Received: warmup_steps={self.warmup_steps!r}")
+        if self.warmup_steps and self.lr_schedule == "plateau":
+            raise ConfigError("--warmup-steps works with --lr-schedule constant or cosine, not plateau.")
+        if not (0.0 <= self.min_lr_fraction <= 1.0):
+            raise ConfigError(f"min_lr_fraction must be in [0, 1]. Received: min_lr_fraction={self.min_lr_fraction}")
+        if not (self.sample_temperature >= 0 and math.isfinite(self.sample_temperature)):
+            raise ConfigError(
+                f"sample_temperature must be a finite number >= 0. Received: sample_temperature={self.sample_temperature}"
+            )
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ConfigError(f"learning_rate must be a positive number. Received: learning_rate={self.learning_rate}")
         if self.clip_norm is not None and not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
@@ -69,6 +93,9 @@ class TrainConfig:
             raise ConfigError(f"val_fraction must be in (0, 1). Received: val_fraction={self.val_fraction}")
         return self
 
+
+LR_SCHEDULES = ("constant", "cosine", "plateau")
+PLATEAU_EVALS = 2  # plateau: halve the learning rate after this many evaluations without improvement
 
 # Options that must stay fixed for a run: resuming with others would not continue it.
 FIXED_ON_RESUME = ("seq_len", "batch_size", "seed", "val_fraction", "state_reset")
@@ -210,6 +237,11 @@ class Trainer:
     def __post_init__(self):
         self.config.validate()
         self.model_config.validate()
+        if self.config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError(
+                "--tensorboard needs the tensorboard package: pip install \"textgen[tensorboard]\" "
+                "(or pip install tensorboard)."
+            )
         ids = self.corpus.ids()
         self.split = split_point(self.corpus.num_chars, self.config.val_fraction)
         if self.split < 2:
@@ -223,7 +255,7 @@ class Trainer:
         keras.utils.set_random_seed(self.config.seed)
         self.model = build_model(self.model_config, self.config.batch_size, self.config.seq_len)
         self.optimizer = keras.optimizers.Adam(
-            learning_rate=self.config.learning_rate, global_clipnorm=self.config.clip_norm
+            learning_rate=self._learning_rate(), global_clipnorm=self.config.clip_norm
         )
         self.model.compile(
             optimizer=self.optimizer,
@@ -238,6 +270,33 @@ class Trainer:
         self.best_val = math.inf
         if self.resume is not None:
             self._restore(self.resume)
+
+    def _learning_rate(self):
+        """A float (constant, plateau) or a Keras schedule driven by the optimizer's step."""
+        cfg = self.config
+        if cfg.lr_schedule == "plateau" or (cfg.lr_schedule == "constant" and not cfg.warmup_steps):
+            return cfg.learning_rate
+        total = cfg.decay_steps or cfg.epochs * self.batches.steps_per_epoch
+        alpha = 1.0 if cfg.lr_schedule == "constant" else cfg.min_lr_fraction
+        return keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if cfg.warmup_steps else cfg.learning_rate,
+            decay_steps=max(1, total - cfg.warmup_steps), alpha=alpha,
+            warmup_target=cfg.learning_rate if cfg.warmup_steps else None,
+            warmup_steps=cfg.warmup_steps,
+        )
+
+    def current_learning_rate(self) -> float:
+        return float(np.asarray(self.optimizer.learning_rate))
+
+    def evals_since_best(self) -> int:
+        """How many evaluations in a row have not improved the best validation loss."""
+        count, best = 0, math.inf
+        for record in self.history:
+            if record["val_loss"] < best:
+                best, count = record["val_loss"], 0
+            else:
+                count += 1
+        return count
 
     # -- state ---------------------------------------------------------------------------
 
@@ -261,6 +320,7 @@ class Trainer:
             "train_seconds": round(self.train_seconds, 3),
             "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
             "history": self.history,
+            "restored_best_from_step": getattr(self, "restored_best_from", None),
             "saved_at": time.time(),
         }
 
@@ -305,6 +365,15 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
 
+    def _restore_best(self) -> None:
+        """Early stopping: put the best weights back and checkpoint them as the latest."""
+        best = checkpoints.best(self.run_dir)
+        if best is None:
+            return
+        assign_model_arrays(self.model, checkpoints.load_arrays(best.path))
+        self.restored_best_from = best.step
+        self.save()
+
     def _reset_some_streams(self, k: int) -> None:
         """Zero the carried state of the streams whose turn it is (stream b at k ≡ -b mod R).
 
@@ -347,6 +416,12 @@ class Trainer:
         last_save = started
         last_logs: dict = {}
         needs_save = False
+        self.tensorboard = None
+        if cfg.tensorboard:
+            self.tensorboard = keras.callbacks.TensorBoard(
+                log_dir=str(checkpoints.tensorboard_dir(self.run_dir)), write_graph=False)
+            self.tensorboard.set_model(self.model)
+            self.tensorboard.on_train_begin()
         try:
             while self.step < total_steps and self.stop_reason is None:
                 if cfg.time_limit is not None and time.time() - started >= cfg.time_limit:
@@ -373,6 +448,8 @@ class Trainer:
                 last_logs = {"loss": loss, "epoch": self.step / spe,
                              "elapsed": now - started, "chars_per_step": self.batches.chars_per_step}
                 self.callbacks.on_step(self.step, last_logs)
+                if cfg.sample_every and self.step % cfg.sample_every == 0:
+                    self.callbacks.on_sample(self.sample_text(cfg.sample_chars or 200, cfg.sample_temperature))
                 if self.step % eval_every == 0 or self.step == total_steps:
                     self._evaluate_and_save(loss)
                     last_save, needs_save = time.time(), False
@@ -384,7 +461,11 @@ class Trainer:
             if needs_save:
                 # Stopped between evaluations (time limit, Ctrl-C, SIGTERM): evaluate and save.
                 self._evaluate_and_save(last_logs.get("loss"))
+            if self.stop_reason == "early_stopping":
+                self._restore_best()
         finally:
+            if self.tensorboard is not None:
+                self.tensorboard.on_train_end()
             for s, h in handlers.items():
                 signal.signal(s, h)
             if self.lock is not None:
@@ -400,6 +481,7 @@ class Trainer:
             "val_loss": self.history[-1]["val_loss"] if self.history else None,
             "val_bpc": self.history[-1]["val_bpc"] if self.history else None,
             "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
+            "learning_rate": self.current_learning_rate(),
             "parameters": self.model_config.num_parameters(),
         }
         self.callbacks.on_train_end(summary)
@@ -414,11 +496,24 @@ class Trainer:
                   "chars_seen": self.step * self.batches.chars_per_step,
                   "train_loss": train_loss, **metrics, "train_seconds": round(self.train_seconds, 2),
                   "time": time.time()}
+        record["learning_rate"] = self.current_learning_rate()
         self.history.append(record)
         self.callbacks.on_eval(record)
         is_best = metrics["val_loss"] < self.best_val
         if is_best:
             self.best_val = metrics["val_loss"]
+        stale = self.evals_since_best()
+        cfg = self.config
+        if cfg.lr_schedule == "plateau" and stale and stale % PLATEAU_EVALS == 0:
+            floor = cfg.learning_rate * cfg.min_lr_fraction
+            self.optimizer.learning_rate.assign(max(floor, self.current_learning_rate() * 0.5))
+        if cfg.patience and stale >= cfg.patience and self.stop_reason is None:
+            self.stop_reason = "early_stopping"
+        if self.tensorboard is not None:
+            self.tensorboard.on_epoch_end(self.step, {
+                "loss": train_loss if train_loss is not None else float("nan"),
+                "val_loss": metrics["val_loss"], "val_bpc": metrics["val_bpc"],
+                "learning_rate": record["learning_rate"]})
         self.save(best=is_best)
         if self.config.sample_chars > 0:
             self.callbacks.on_sample(self.sample_text(self.config.sample_chars,

@@ -1,0 +1,113 @@
+"""Training controls: presets, learning-rate schedules, early stopping, samples, TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from textgen import checkpoints
+from textgen.cli import app
+from textgen.corpus import prepare
+from textgen.errors import ConfigError
+from textgen.presets import PRESETS
+from textgen.train import TrainConfig, TrainingCallbacks, open_run
+
+TINY = {"num_layers": 1, "units": 8, "embedding_dim": 4}
+
+
+def options(**overrides):
+    base = {"seq_len": 8, "batch_size": 2, "epochs": 1, "seed": 1, "eval_chars": 200, "sample_chars": 0}
+    base.update(overrides)
+    return base
+
+
+class Recorder(TrainingCallbacks):
+    def __init__(self):
+        self.samples, self.rates, self.trainer = [], [], None
+
+    def on_step(self, step, logs):
+        self.rates.append(self.trainer.current_learning_rate())
+
+    def on_sample(self, text):
+        self.samples.append(text)
+
+
+def run(corpus, root, name, **train):
+    rec = Recorder()
+    trainer = open_run(corpus, "tiny", root, name, TINY, options(**train), False, callbacks=rec)
+    rec.trainer = trainer
+    return trainer, rec, trainer.run()
+
+
+def test_size_presets_from_the_cli(tiny_corpus):
+    for size, expected in PRESETS.items():
+        result = CliRunner().invoke(app, ["train", str(tiny_corpus), "--size", size, "--run", size, "--epochs", "1",
+                                          "--seq-len", "8", "--batch-size", "2", "--eval-every", "3",
+                                          "--time-limit", "0.5", "--eval-chars", "100", "--json"])
+        assert result.exit_code == 0, result.output
+        info = json.loads((tmp := checkpoints.run_dir("checkpoints", size) / "run.json").read_text())
+        assert {k: info["model"][k] for k in expected} == expected, tmp
+    result = CliRunner().invoke(app, ["train", str(tiny_corpus), "--size", "huge"])
+    assert result.exit_code == 1 and "size=" in result.stderr
+
+
+def test_cosine_with_warmup(tiny_corpus, tmp_path):
+    corpus = prepare(tiny_corpus)
+    trainer, rec, _ = run(corpus, tmp_path, "cos", lr_schedule="cosine", warmup_steps=5, decay_steps=40,
+                          learning_rate=0.01, eval_every=1000, epochs=1)
+    rates = rec.rates
+    assert rates[0] < rates[3] < rates[4], "warm-up rises"
+    assert max(rates) == pytest.approx(0.01, rel=0.05)
+    assert rates[30] < rates[10], "then decays"
+    assert min(rates) >= 0.01 * 0.1 - 1e-9
+
+
+def test_plateau_halves_and_patience_stops_restoring_best(tiny_corpus, tmp_path):
+    corpus = prepare(tiny_corpus)
+    # A huge learning rate makes validation loss get worse: plateau halves, patience stops.
+    trainer, rec, summary = run(corpus, tmp_path, "plat", lr_schedule="plateau", learning_rate=0.5,
+                                clip_norm=None, eval_every=2, patience=4, epochs=50)
+    assert summary["stopped"] == "early_stopping"
+    history = trainer.history
+    best = min(history, key=lambda r: r["val_loss"])
+    assert history[-1]["step"] - best["step"] == 4 * 2
+    assert history[-1]["learning_rate"] < 0.5, "plateau lowered the rate"
+    latest = checkpoints.latest(tmp_path / "plat")
+    best_ckpt = checkpoints.best(tmp_path / "plat")
+    assert latest.state["restored_best_from_step"] == best["step"] == best_ckpt.step
+    for key, value in checkpoints.load_arrays(best_ckpt.path).items():
+        if "seed_state" not in key and not key.endswith(("/h", "/c")):
+            np.testing.assert_array_equal(checkpoints.load_arrays(latest.path)[key], value)
+
+
+def test_sample_every(tiny_corpus, tmp_path):
+    corpus = prepare(tiny_corpus)
+    trainer, rec, _ = run(corpus, tmp_path, "smp", sample_every=4, sample_chars=0, eval_every=1000,
+                          time_limit=None, epochs=1)
+    steps = trainer.step
+    assert len(rec.samples) == steps // 4
+    assert all(len(s) == 200 for s in rec.samples)
+
+
+def test_tensorboard_logs(tiny_corpus, tmp_path):
+    corpus = prepare(tiny_corpus)
+    run(corpus, tmp_path, "tb", tensorboard=True, eval_every=5, epochs=1)
+    events = list(checkpoints.tensorboard_dir(tmp_path / "tb").rglob("events.out.tfevents*"))
+    assert {p.parent.name for p in events} >= {"train", "validation"}
+    assert all(p.stat().st_size > 0 for p in events)
+
+
+@pytest.mark.parametrize("field,value", [("lr_schedule", "linear"), ("warmup_steps", -1), ("patience", 0),
+                                         ("state_reset", 0), ("sample_temperature", -1.0)])
+def test_bad_control_values(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_plateau_refuses_warmup():
+    with pytest.raises(ConfigError, match="warmup"):
+        TrainConfig(lr_schedule="plateau", warmup_steps=3).validate()
