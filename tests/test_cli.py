@@ -193,3 +193,25 @@ def test_sigterm_saves_and_resume_continues(tiny_corpus, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     after = json.loads(resumed.stdout)
     assert after["step"] > summary["step"], "resume continues from the saved step, not from scratch"
+
+
+def test_runs_list_and_show(trained):
+    result = invoke("runs", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["runs"]
+    assert [r["name"] for r in rows] == ["tiny"]
+    row = rows[0]
+    assert row["size"] == "1x16" and row["chars_seen"] == trained["chars_seen"]
+    assert row["best_val_bpc"] == pytest.approx(trained["best_val_loss"] / 0.6931471805599453)
+    from textgen.model import ModelConfig
+
+    info = json.loads((Path("checkpoints") / "tiny" / "run.json").read_text())
+    assert row["parameters"] == ModelConfig(**info["model"]).num_parameters()
+    table = invoke("runs")
+    assert "tiny" in table.stdout and "best bpc" in table.stdout
+    shown = invoke("runs", "show", "tiny")
+    assert shown.exit_code == 0, shown.output
+    assert "Metric history" in shown.stdout and "•" in shown.stdout
+    data = json.loads(invoke("runs", "show", "tiny", "--json").stdout)
+    assert data["model"]["units"] == 16 and data["history"][-1]["step"] == trained["step"]
+    assert_one_line_error(invoke("runs", "show", "ghost"), "Unknown run")
