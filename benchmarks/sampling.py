@@ -128,6 +128,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TEXTGEN_CACHE_DIR": str(workdir / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     checkpoints = train_run(workdir, env)
+    load_before = os.getloadavg()[0]
 
     from textgen import checkpoints as ckpt_lib
     from textgen.sampling import load_run
@@ -162,14 +163,18 @@ def main() -> None:
     print(f"# model: {model['num_layers']}x{model['units']} LSTM, embedding {model['embedding_dim']}, "
           f"vocabulary {len(info['vocab'])}; {weight_mb:.1f} MB of float32 weights read per step; "
           f"run trained {ckpt.step} steps; medians of {args.repeats}")
-    print(f"# load average at the end: {os.getloadavg()[0]:.2f} (other work on the machine slows everything)")
+    print(f"# load average: {load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end "
+          "(other work on the machine slows everything)")
     print()
-    print(f"| {'what':<45} | {'chars/s (median)':>16} | {'runs':<30} | {'x tf_tutorial':>13} | {'x keras_example':>15} |")
-    print(f"|{'-' * 47}|{'-' * 18}:|{'-' * 32}|{'-' * 14}:|{'-' * 16}:|")
+    best = {k: max(v) for k, v in rows.items()}
+    print(f"| {'what':<45} | {'chars/s (median)':>16} | {'best':>7} | {'runs':<28} | {'x tf_tutorial':>13} | "
+          f"{'x keras_example':>15} |")
+    print(f"|{'-' * 47}|{'-' * 17}:|{'-' * 8}:|{'-' * 30}|{'-' * 14}:|{'-' * 16}:|")
     for name, values in rows.items():
         runs = ", ".join(f"{v:,.0f}" for v in values)
-        print(f"| {name:<45} | {median[name]:>16,.0f} | {runs:<30} | {median[name] / tf_rate:>13.1f} | "
-              f"{median[name] / keras_rate:>15.1f} |")
+        print(f"| {name:<45} | {median[name]:>16,.0f} | {best[name]:>7,.0f} | {runs:<28} | "
+              f"{median[name] / tf_rate:>13.1f} | {median[name] / keras_rate:>15.1f} |")
+    print("(ratios: median / median of the anchor)")
     single = median["textgen, 1 stream"]
     print()
     print(f"single stream: {1e6 / single:.0f} µs per character = {weight_mb * single / 1e3:.1f} GB/s of weights "

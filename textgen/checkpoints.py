@@ -114,7 +114,12 @@ def _write_json(path: Path, obj) -> None:
 
 def write_run_file(directory: Path, info: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(directory / RUN_FILE, info)
+    try:
+        atomic_write_json(directory / RUN_FILE, info)
+    except OSError as e:
+        raise CheckpointError(
+            f"Could not write {RUN_FILE} in {str(directory)!r}: {e.strerror or e}; the previous one is intact."
+        ) from None
 
 
 def read_run_file(directory: Path) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -41,6 +42,8 @@ class OneLineErrors(TyperGroup):
     """Turns user mistakes (ours and Click's) into one-line messages without tracebacks."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if hasattr(signal, "SIGXFSZ"):  # a file-size limit must surface as an error message, not a crash
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -52,12 +55,15 @@ class OneLineErrors(TyperGroup):
         except click_exceptions.UsageError as e:
             hint = f" (see: {e.ctx.command_path} --help)" if e.ctx else ""
             fail(f"{e.format_message()}{hint}", 2)
-        except (click_exceptions.Abort, typer.Abort):
+        except typer.Abort:
             fail("Aborted.", 130)
         except typer.Exit as e:
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             fail("Interrupted.", 130)
+        except OSError as e:  # disk full, permission denied, file-size limit...
+            where = f": {e.filename}" if getattr(e, "filename", None) else ""
+            fail(f"{e.strerror or e}{where}", 1)
         except BrokenPipeError:
             sys.stderr.close()  # the reader went away (e.g. `| head`): not an error
             sys.exit(0)
@@ -179,10 +185,11 @@ class RichProgress:
 
     def on_eval(self, record):
         self.val = f" · val {record['val_loss']:.3f} ({record['val_bpc']:.3f} bpc)"
-        self.progress.console.print(
-            f"step {record['step']:,} (epoch {record['epoch']:.2f}): val loss {record['val_loss']:.4f} "
-            f"nats/char, {record['val_bpc']:.4f} bpc [dim](eval {record['eval_seconds']:.1f}s)[/]"
-        )
+        if self.enabled:
+            self.progress.console.print(
+                f"step {record['step']:,} (epoch {record['epoch']:.2f}): val loss {record['val_loss']:.4f} "
+                f"nats/char, {record['val_bpc']:.4f} bpc [dim](eval {record['eval_seconds']:.1f}s)[/]"
+            )
 
     def on_sample(self, text):
         if self.enabled:
@@ -214,6 +221,7 @@ def train(
     time_limit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds of training, then evaluate and checkpoint.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate. (default: 0.002)")] = None,
     clip_norm: Annotated[Optional[float], typer.Option(help="Clip the global gradient norm to this value. (default: 1.0)")] = None,
+    checkpoint_seconds: Annotated[Optional[float], typer.Option(help="Also checkpoint every this many seconds of wall time. (default: 120)")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(help="Share of the corpus (its tail) used for validation. (default: 0.1)")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (and checkpoint) every N steps. (default: every epoch)")] = None,
     eval_chars: Annotated[Optional[int], typer.Option(help="Validation characters scored per evaluation, from the start of the split. (default: 1000000)")] = None,
@@ -225,6 +233,8 @@ def train(
     sample_temperature: Annotated[Optional[float], typer.Option(help="Temperature of the samples printed while training. (default: 0.8)")] = None,
     state_reset: Annotated[Optional[int], typer.Option(help="Each stream forgets its LSTM state every N segments, staggered across streams; 1 = stateless. (default: 10)")] = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Write Keras TensorBoard logs to <run>/tensorboard.")] = False,
+    mixed_precision: Annotated[Optional[bool], typer.Option("--mixed-precision/--no-mixed-precision", help="mixed_float16 on a GPU; logits, softmax and loss stay float32. Refused without a GPU.")] = None,
+    jit: Annotated[Optional[bool], typer.Option("--jit/--no-jit", help="XLA-compile the training step. (default: Keras' choice for this backend and device)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (weights, data order, dropout). (default: 0)")] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus file.")] = "utf-8",
     as_json: JsonOption = False,
@@ -243,7 +253,7 @@ def train(
                         ("time-limit", time_limit), ("learning-rate", learning_rate),
                         ("clip-norm", clip_norm), ("eval-every", eval_every), ("eval-chars", eval_chars),
                         ("decay-steps", decay_steps), ("patience", patience), ("sample-every", sample_every),
-                        ("state-reset", state_reset)):
+                        ("state-reset", state_reset), ("checkpoint-seconds", checkpoint_seconds)):
         _positive(name, value)
     if size is not None:
         from textgen.presets import preset
@@ -266,9 +276,13 @@ def train(
                        "seed": seed, "lr_schedule": lr_schedule, "warmup_steps": warmup_steps,
                        "decay_steps": decay_steps, "patience": patience, "sample_every": sample_every,
                        "sample_temperature": sample_temperature, "state_reset": state_reset,
-                       "tensorboard": tensorboard or None},
+                       "tensorboard": tensorboard or None, "checkpoint_seconds": checkpoint_seconds,
+                       "precision": None if mixed_precision is None else ("mixed_float16" if mixed_precision else "float32"),
+                       "jit": jit},
         resume=resume, callbacks=progress, use_previous=use_previous,
     )
+    for warning in trainer.cudnn_warnings:
+        err.print(f"[bold yellow]Warning:[/] {warning}")
     summary = trainer.run()
     if as_json:
         emit_json(summary)
@@ -629,6 +643,10 @@ def runs_show(
 from textgen import mnist_cli  # noqa: E402
 
 mnist_cli.register(app)
+
+from textgen import info_cli  # noqa: E402
+
+info_cli.register(app)
 
 
 def main():

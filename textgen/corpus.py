@@ -99,6 +99,11 @@ def iter_text(path: Path, encoding: str = "utf-8", chunk_bytes: int = CHUNK_BYTE
                     "is it a binary file? If it is text in another encoding, pass "
                     "--encoding (for example --encoding latin-1 or --encoding cp1251)."
                 ) from None
+            except UnicodeError as e:  # e.g. UTF-16 without a byte-order mark
+                raise CorpusError(
+                    f"Cannot decode {str(path)!r} as {encoding}: {e}. Pass the file's real encoding "
+                    "with --encoding (for example utf-16-le)."
+                ) from None
             offset += len(raw)
             if first and text:
                 if text[0] == "\ufeff":

@@ -91,8 +91,9 @@ class CarriedLSTM(layers.Layer):
         return outputs
 
     def reset_state(self):
-        self.h.assign(keras.ops.zeros_like(self.h))
-        self.c.assign(keras.ops.zeros_like(self.c))
+        # keras.ops.zeros_like(variable) fails on JAX (jnp cannot read a Keras Variable's dtype).
+        self.h.assign(keras.ops.zeros(self.h.shape, dtype=self.h.dtype))
+        self.c.assign(keras.ops.zeros(self.c.shape, dtype=self.c.dtype))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "batch_size": self.batch_size}

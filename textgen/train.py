@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from textgen import checkpoints
+from textgen import checkpoints, devices
 from textgen.backend import quiet_import_keras
 from textgen.corpus import PreparedCorpus, split_point
 from textgen.data import StreamBatches, scoring_windows
@@ -59,6 +59,8 @@ class TrainConfig:
     sample_chars: int = 200  # sample printed after each evaluation (0 = none)
     sample_temperature: float = 0.8
     tensorboard: bool = False  # Keras TensorBoard logs in <run>/tensorboard
+    precision: str = "float32"  # or mixed_float16 (GPU only)
+    jit: bool | None = None  # XLA; None = Keras' choice for this backend and device
 
     def validate(self) -> "TrainConfig":
         for name in ("seq_len", "batch_size", "epochs", "eval_chars", "state_reset"):
@@ -79,6 +81,10 @@ class TrainConfig:
             raise ConfigError("--warmup-steps works with --lr-schedule constant or cosine, not plateau.")
         if not (0.0 <= self.min_lr_fraction <= 1.0):
             raise ConfigError(f"min_lr_fraction must be in [0, 1]. Received: min_lr_fraction={self.min_lr_fraction}")
+        if not (self.checkpoint_seconds > 0 and math.isfinite(self.checkpoint_seconds)):
+            raise ConfigError(
+                f"checkpoint_seconds must be a positive number. Received: checkpoint_seconds={self.checkpoint_seconds}"
+            )
         if not (self.sample_temperature >= 0 and math.isfinite(self.sample_temperature)):
             raise ConfigError(
                 f"sample_temperature must be a finite number >= 0. Received: sample_temperature={self.sample_temperature}"
@@ -98,7 +104,7 @@ LR_SCHEDULES = ("constant", "cosine", "plateau")
 PLATEAU_EVALS = 2  # plateau: halve the learning rate after this many evaluations without improvement
 
 # Options that must stay fixed for a run: resuming with others would not continue it.
-FIXED_ON_RESUME = ("seq_len", "batch_size", "seed", "val_fraction", "state_reset")
+FIXED_ON_RESUME = ("seq_len", "batch_size", "seed", "val_fraction", "state_reset", "precision")
 
 
 class TrainingCallbacks:
@@ -252,16 +258,22 @@ class Trainer:
         self.batches = StreamBatches(ids, 0, self.split, self.config.batch_size,
                                      self.config.seq_len, self.config.seed)
         self.val_ids = ids[self.split: self.split + self.config.eval_chars + 1]
+        if self.config.precision not in ("float32", "mixed_float16"):
+            raise ConfigError(f"precision must be float32 or mixed_float16. Received: precision={self.config.precision!r}")
+        if self.config.precision != "float32":
+            devices.check_mixed_precision()
         keras.utils.set_random_seed(self.config.seed)
-        self.model = build_model(self.model_config, self.config.batch_size, self.config.seq_len)
-        self.optimizer = keras.optimizers.Adam(
-            learning_rate=self._learning_rate(), global_clipnorm=self.config.clip_norm
-        )
+        with devices.precision_scope(self.config.precision):
+            self.model = build_model(self.model_config, self.config.batch_size, self.config.seq_len)
+        self.cudnn_warnings = devices.cudnn_warnings(devices.cudnn_report(self.model))
         self.model.compile(
-            optimizer=self.optimizer,
+            optimizer=keras.optimizers.Adam(learning_rate=self._learning_rate(),
+                                            global_clipnorm=self.config.clip_norm),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            jit_compile=False,
+            jit_compile=devices.jit_compile_value(self.config.jit, self.model),
         )
+        # Under mixed_float16 Keras wraps Adam in a LossScaleOptimizer: save and restore that.
+        self.optimizer = self.model.optimizer
         self.optimizer.build(self.model.trainable_variables)
         self.scorer = None
         self.step = 0
@@ -353,7 +365,8 @@ class Trainer:
     def _copy_weights_to_scorer(self) -> None:
         source = {v.path: v for v in self.model.trainable_variables}
         for v in self.scorer.trainable_variables:
-            v.assign(source[v.path])
+            # A copy, not the same buffer: JAX donates the scorer's buffers to its predict step.
+            v.assign(np.asarray(source[v.path]))
 
     def sample_text(self, length: int, temperature: float) -> str:
         engine = LSTMEngine(trainable_arrays(self.model), self.model_config.num_layers)

@@ -1,0 +1,235 @@
+"""Nothing lost: kill -9, write failures, one writer per run, safe loading, fuzzed inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from conftest import TINY_TEXT, run_cli
+from textgen import checkpoints
+from textgen.cli import app
+
+TINY = ["--layers", "1", "--units", "16", "--embedding-dim", "8", "--seq-len", "16", "--batch-size", "4"]
+runner = CliRunner()
+
+
+def start_training(corpus, run, *extra, preexec=None):
+    args = [sys.executable, "-m", "textgen", "train", str(corpus), "--run", run, *TINY, *extra]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+
+
+def wait_for(predicate, timeout=120.0, interval=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def test_kill_9_three_times_then_everything_still_works(tiny_corpus):
+    """SIGKILL a training process at random moments (one of them mid-checkpoint-write)."""
+    run_dir = Path("checkpoints") / "crash"
+    rng = random.Random(1)
+    reached = 0
+    for attempt in range(3):
+        extra = ["--epochs", "1000", "--eval-every", "5", "--eval-chars", "300"]
+        proc = start_training(tiny_corpus, "crash", *(extra + (["--resume"] if attempt else [])))
+        assert wait_for(lambda: len(checkpoints.list_checkpoints(run_dir)) > 0 and
+                        checkpoints.list_checkpoints(run_dir)[-1].name > f"ckpt-{reached:08d}")
+        if attempt == 1:  # kill while a checkpoint is being written
+            wait_for(lambda: any(run_dir.glob(".tmp-ckpt-*")), timeout=30, interval=0.001)
+        else:
+            time.sleep(rng.uniform(0.2, 2.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        ckpt = checkpoints.latest(run_dir)  # loads and verifies every file
+        assert ckpt.step >= reached, "a kill never loses a completed checkpoint"
+        reached = ckpt.step
+        sampled = run_cli("sample", "--run", "crash", "--length", "20", "--seed", "1", "--json")
+        assert sampled.returncode == 0, sampled.stderr
+        assert len(json.loads(sampled.stdout)["samples"][0]["text"]) == 20
+    resumed = run_cli("train", tiny_corpus, "--run", "crash", "--resume", "--epochs", "1000",
+                      "--time-limit", "1", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["step"] > reached
+    assert not list(run_dir.glob(".tmp-*")), "no leftover temporary directory"
+    assert not (run_dir / "lock").exists()
+
+
+def test_one_writer_per_run_and_stale_lock_takeover(tiny_corpus):
+    run_dir = Path("checkpoints") / "busy"
+    proc = start_training(tiny_corpus, "busy", "--epochs", "1000", "--eval-every", "50")
+    try:
+        assert wait_for(lambda: (run_dir / "lock").exists() and (run_dir / "run.json").exists())
+        second = runner.invoke(app, ["train", str(tiny_corpus), "--run", "busy", "--resume"])
+        assert second.exit_code == 1
+        assert f"being trained by process {proc.pid}" in second.stderr
+        assert wait_for(lambda: checkpoints.list_checkpoints(run_dir))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert json.loads((run_dir / "lock").read_text())["pid"] == proc.pid  # stale lock left behind
+    result = runner.invoke(app, ["train", str(tiny_corpus), "--run", "busy", "--resume", "--time-limit", "1",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert not (run_dir / "lock").exists()
+
+
+def test_write_failure_keeps_the_previous_checkpoint(tiny_corpus):
+    first = run_cli("train", tiny_corpus, "--run", "full", *TINY, "--epochs", "1", "--eval-every", "10",
+                    "--json")
+    assert first.returncode == 0, first.stderr
+    run_dir = Path("checkpoints") / "full"
+    before = checkpoints.latest(run_dir)
+    files_before = {p.name: p.read_bytes() for p in before.path.iterdir()}
+    size = max(p.stat().st_size for p in before.path.iterdir())
+
+    def limit():  # every file written by the child is capped below a checkpoint's size
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
+
+    proc = start_training(tiny_corpus, "full", "--resume", "--epochs", "2", "--json", preexec=limit)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert "Could not write the checkpoint" in lines[0] and "File too large" in lines[0]
+    assert f"{before.path.name} is intact" in lines[0]
+    after = checkpoints.latest(run_dir)
+    assert after.path == before.path
+    assert {p.name: p.read_bytes() for p in after.path.iterdir()} == files_before
+    assert not list(run_dir.glob(".tmp-*"))
+    assert run_cli("sample", "--run", "full", "--length", "5").returncode == 0
+
+
+def test_checkpoints_hold_no_pickles(tiny_corpus):
+    run_cli("train", tiny_corpus, "--run", "safe", *TINY, "--epochs", "1", "--eval-every", "10")
+    run_dir = Path("checkpoints") / "safe"
+    for npz in run_dir.rglob("*.npz"):
+        with np.load(npz, allow_pickle=False) as data:  # raises if any entry needs pickle
+            for key in data.files:
+                assert data[key].dtype != object
+    # A pickle smuggled into a checkpoint is refused, not executed.
+    ckpt = checkpoints.latest(run_dir)
+    np.savez(ckpt.path / "weights.npz", evil=np.array([{"x": 1}], dtype=object))
+    result = runner.invoke(app, ["sample", "--run", "safe"])
+    assert result.exit_code == 1 and "damaged" in result.stderr
+
+
+def test_damaged_newest_checkpoint_offers_the_previous_one(tiny_corpus):
+    run_cli("train", tiny_corpus, "--run", "two", *TINY, "--epochs", "1", "--eval-every", "5")
+    run_dir = Path("checkpoints") / "two"
+    older, newest = checkpoints.list_checkpoints(run_dir)[-2:]
+    (newest / "optimizer.npz").write_bytes(b"garbage")
+    result = runner.invoke(app, ["sample", "--run", "two", "--length", "5"])
+    assert result.exit_code == 1
+    assert "optimizer.npz" in result.stderr and older.name in result.stderr and "--use-previous" in result.stderr
+    result = runner.invoke(app, ["sample", "--run", "two", "--length", "5", "--use-previous", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["checkpoint"] == older.name
+    assert "damaged" in result.stderr  # said, never silent
+    result = runner.invoke(app, ["train", str(tiny_corpus), "--run", "two", "--resume", "--use-previous",
+                                 "--time-limit", "1", "--json"])
+    assert result.exit_code == 0, result.output
+
+
+# ----------------------------------------------------------------------------- fuzzing
+
+def fuzz(max_examples):
+    return settings(max_examples=max_examples, deadline=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def assert_clean(result, allowed=(0, 1, 2)):
+    assert result.exit_code in allowed, result.output
+    assert "Traceback" not in result.output, result.output
+    if result.exit_code != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), \
+        repr(result.exception)
+
+
+@fuzz(150)
+@given(data=st.binary(min_size=0, max_size=600), encoding=st.sampled_from(["utf-8", "latin-1", "utf-16"]))
+def test_fuzz_prepare_random_bytes(tmp_path, data, encoding):
+    path = tmp_path / "fuzz.bin"
+    path.write_bytes(data)
+    assert_clean(runner.invoke(app, ["prepare", str(path), "--encoding", encoding, "--json"]))
+
+
+@fuzz(12)
+@given(data=st.binary(min_size=0, max_size=400))
+def test_fuzz_train_random_bytes(tmp_path, data):
+    path = tmp_path / "fuzz.bin"
+    path.write_bytes(data)
+    result = runner.invoke(app, ["train", str(path), "--run", f"f{abs(hash(data))}", "--layers", "1", "--units", "4",
+                                 "--embedding-dim", "2", "--seq-len", "4", "--batch-size", "2", "--epochs", "1",
+                                 "--eval-chars", "50", "--json"])
+    assert_clean(result)
+
+
+@pytest.fixture(scope="module")
+def fuzz_run(tmp_path_factory):
+    """One tiny trained run shared by the sampling fuzzers."""
+    root = tmp_path_factory.mktemp("fuzzrun")
+    corpus = root / "tiny.txt"
+    corpus.write_text(TINY_TEXT * 30, encoding="utf-8")
+    env = {"TEXTGEN_CACHE_DIR": str(root / "cache"), "TEXTGEN_CHECKPOINTS": str(root / "checkpoints")}
+    result = run_cli("train", corpus, "--run", "fz", *TINY, "--epochs", "1", env=env)
+    assert result.returncode == 0, result.stderr
+    return root / "checkpoints"
+
+
+@fuzz(200)
+@given(prime=st.text(max_size=40))
+def test_fuzz_prime_text(fuzz_run, prime):
+    result = runner.invoke(app, ["sample", "--checkpoints", str(fuzz_run), "--prime", prime, "--length", "3",
+                                 "--seed", "1", "--json"])
+    assert_clean(result)
+    if result.exit_code == 0:
+        assert json.loads(result.stdout)["prime"] == prime
+
+
+option_value = st.one_of(st.integers(-5, 50).map(str), st.floats(allow_nan=True, allow_infinity=True).map(str),
+                         st.text(max_size=6))
+
+
+@fuzz(200)
+@given(temperature=option_value, top_k=option_value, top_p=option_value, length=option_value,
+       num_samples=st.one_of(st.integers(-2, 4).map(str), st.text(max_size=3)))
+def test_fuzz_sample_options(fuzz_run, temperature, top_k, top_p, length, num_samples):
+    result = runner.invoke(app, ["sample", "--checkpoints", str(fuzz_run), "--temperature", temperature,
+                                 "--top-k", top_k, "--top-p", top_p, "--length", length,
+                                 "--num-samples", num_samples, "--json"])
+    assert_clean(result)
+
+
+@fuzz(15)
+@given(values=st.fixed_dictionaries({
+    "--layers": st.sampled_from(["1", "0", "-1", "x", "1.5"]),
+    "--units": st.sampled_from(["4", "0", "-3", "", "nan"]),
+    "--seq-len": st.sampled_from(["4", "0", "100000", "abc"]),
+    "--dropout": st.sampled_from(["0", "0.5", "1", "-0.1", "nan"]),
+    "--learning-rate": st.sampled_from(["0.01", "0", "-1", "inf", "nan"]),
+    "--val-fraction": st.sampled_from(["0.1", "0", "1", "2", "nan"]),
+}))
+def test_fuzz_train_options(tiny_corpus, values):
+    args = ["train", str(tiny_corpus), "--embedding-dim", "2", "--batch-size", "2", "--epochs", "1",
+            "--time-limit", "1", "--eval-chars", "50", "--json"]
+    for key, value in values.items():
+        args += [key, value]
+    assert_clean(runner.invoke(app, args))
