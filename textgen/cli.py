@@ -147,7 +147,7 @@ class RichProgress:
 
         self.enabled = enabled
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(),
+            TextColumn("[bold]{task.description}"), BarColumn(bar_width=20),
             TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
             TextColumn("ETA {task.fields[eta]}"), console=err, disable=not enabled,
         )
@@ -180,11 +180,11 @@ class RichProgress:
         eta = "?" if math.isinf(remaining) else time.strftime("%H:%M:%S", time.gmtime(remaining))
         self.progress.update(
             self.task, completed=step, eta=eta,
-            status=f"epoch {logs['epoch']:.2f} · loss {logs['loss']:.3f}{self.val} · {cps:,.0f} chars/s",
+            status=f"ep {logs['epoch']:.2f} · loss {logs['loss']:.3f}{self.val} · {cps:,.0f} ch/s",
         )
 
     def on_eval(self, record):
-        self.val = f" · val {record['val_loss']:.3f} ({record['val_bpc']:.3f} bpc)"
+        self.val = f" · val {record['val_loss']:.3f} ({record['val_bpc']:.2f} bpc)"
         if self.enabled:
             self.progress.console.print(
                 f"step {record['step']:,} (epoch {record['epoch']:.2f}): val loss {record['val_loss']:.4f} "
@@ -211,15 +211,15 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run (default: the latest) exactly where it stopped.")] = False,
     use_previous: Annotated[bool, typer.Option("--use-previous", help="With --resume: if the newest checkpoint is damaged, continue from the previous good one.")] = False,
     size: Annotated[Optional[str], typer.Option(help="Model size preset: small, medium or large (see README); --layers/--units/--embedding-dim override it.")] = None,
-    layers: Annotated[Optional[int], typer.Option(help="Number of LSTM layers. (default: 2)")] = None,
+    layers: Annotated[Optional[int], typer.Option(help="Number of LSTM layers. (default: 1)")] = None,
     units: Annotated[Optional[int], typer.Option(help="Units per LSTM layer. (default: 256)")] = None,
     embedding_dim: Annotated[Optional[int], typer.Option(help="Size of the character embedding. (default: 64)")] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers, in [0, 1). (default: 0)")] = None,
-    seq_len: Annotated[Optional[int], typer.Option(help="Characters per training segment (back-propagation length). (default: 100)")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Parallel text streams per step. (default: 64)")] = None,
+    seq_len: Annotated[Optional[int], typer.Option(help="Characters per training segment (back-propagation length). (default: 50)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Parallel text streams per step. (default: 32)")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the training text. (default: 20)")] = None,
     time_limit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds of training, then evaluate and checkpoint.")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate. (default: 0.002)")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate. (default: 0.003)")] = None,
     clip_norm: Annotated[Optional[float], typer.Option(help="Clip the global gradient norm to this value. (default: 1.0)")] = None,
     checkpoint_seconds: Annotated[Optional[float], typer.Option(help="Also checkpoint every this many seconds of wall time. (default: 120)")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(help="Share of the corpus (its tail) used for validation. (default: 0.1)")] = None,

@@ -331,7 +331,7 @@ def jit_compile_value(requested: bool | None, model=None):
 
 
 TENSORFLOW_ONLY = (
-    ("tf.distribute", "multi-GPU (MirroredStrategy) and multi-host (MultiWorkerMirroredStrategy) training"),
+    ("tf.distribute", "multi-GPU / multi-host training (not built into textgen yet; one device per run)"),
     ("TensorBoard", "training curves written with tf.summary"),
 )
 

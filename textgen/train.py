@@ -38,11 +38,11 @@ LN2 = math.log(2.0)
 class TrainConfig:
     """How a run trains (saved as `run.json["training"]`)."""
 
-    seq_len: int = 100
-    batch_size: int = 64
+    seq_len: int = 50
+    batch_size: int = 32
     epochs: int = 20
     time_limit: float | None = None
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     clip_norm: float | None = 1.0
     val_fraction: float = 0.1
     seed: int = 0
