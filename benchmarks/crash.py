@@ -5,8 +5,10 @@
 Starts `python -m textgen train CORPUS --run crash` with a tiny model (1x32 LSTM, embedding
 16, --seq-len 32 --batch-size 8 --eval-every 10 --eval-chars 500) in a subprocess and kills
 it with SIGKILL `--kills` times; every restart after the first uses `--resume`. Half of the
-kills land at a random delay after the process started (anywhere: TensorFlow import, set-up,
-training, evaluation, a checkpoint write); the other half are timed to land while a
+kills land at a random delay: some (`random-train`, and always the first) 0.2-3 s after the
+process wrote its first checkpoint, i.e. anywhere in training, evaluation or a checkpoint
+write; the others (`random-start`) at a random delay from process start (TensorFlow import,
+set-up, restoring, the first steps); the other half are timed to land while a
 checkpoint is being written (the script polls the run directory for the process's
 `.tmp-ckpt-*` directory and kills as soon as it appears).
 
@@ -150,12 +152,13 @@ class Watcher:
                 self.lock_pid_at_first = lock_pid(self.run_dir)
                 self.leftovers_at_first = leftovers(self.run_dir)
 
-    def rate(self) -> float | None:
-        """Steps per second between the first and last checkpoints this process wrote."""
-        states = sorted(self.seen.values(), key=lambda s: s["step"])
-        if len(states) < 2 or states[-1]["saved_at"] <= states[0]["saved_at"]:
+    def rate(self, state: dict | None) -> float | None:
+        """Steps per second between the first and last evaluations (= checkpoints) of this process,
+        from the metrics history of the newest checkpoint `state`."""
+        own = [r for r in (state or {}).get("history", []) if r.get("time", 0) >= self.started]
+        if len(own) < 2 or own[-1]["time"] <= own[0]["time"]:
             return None
-        return (states[-1]["step"] - states[0]["step"]) / (states[-1]["saved_at"] - states[0]["saved_at"])
+        return (own[-1]["step"] - own[0]["step"]) / (own[-1]["time"] - own[0]["time"])
 
 
 def main() -> int:
@@ -267,12 +270,18 @@ def main() -> int:
                 time.sleep(0.0005)
             kill_at_delay = None
         else:
-            if i == 0:
+            # Random kills: half of them (and the first) at a random moment of training (0.2-3 s
+            # after this process's first checkpoint), half at a random moment from process start
+            # (TensorFlow import, set-up, restoring, the first steps, ...).
+            in_training = i == 0 or rng.random() < 0.5
+            if in_training:
+                kind = "random-train"
                 while watcher.first_ckpt_time is None and proc.poll() is None and time.time() - started < 300:
                     watcher.poll()
                     time.sleep(0.01)
-                delay = time.time() - started + rng.uniform(0.2, 2.0)
+                delay = time.time() - started + rng.uniform(0.2, 3.0)
             else:
+                kind = "random-start"
                 typical = statistics.median(startup_times) if startup_times else 6.0
                 delay = rng.uniform(0.3, typical + 3.0)
             kill_at_delay = delay
@@ -328,7 +337,7 @@ def main() -> int:
         if not record["sample_ok"]:
             fail(f"kill {i}: sample failed (exit {sampled.returncode}): {sampled.stderr.strip()[-300:]}")
         # 4. progress lost
-        rate = watcher.rate()
+        rate = watcher.rate(ckpt.state if record["load_ok"] else None)
         if rate:
             rates.append(rate)
         use_rate = rate or (statistics.median(rates) if rates else None)
@@ -348,7 +357,7 @@ def main() -> int:
         prev_step = max(prev_step, record["latest_step"])
         pending.append(record)
         where = (f"mid-write ({tmp_seen}{', left behind' if record['tmp_left'] else ', gone by the kill'})"
-                 if kind == "mid-write" else f"random, {record['since_start']:.2f} s after start")
+                 if kind == "mid-write" else f"{kind}, {record['since_start']:.2f} s after start")
         lost = "?" if record["lost_est"] is None else f"{record['lost_est']:.1f}"
         print(f"kill {i + 1:2d}/{args.kills}: {where}; latest ckpt step {record['latest_step']}, "
               f"load {'ok' if record['load_ok'] else 'FAIL'}, sample {'ok' if record['sample_ok'] else 'FAIL'}, "
@@ -356,7 +365,8 @@ def main() -> int:
               + (", checkpoint written by this process: none" if not watcher.seen else ""), flush=True)
 
     # ------------------------------------------------------------------ tally
-    random_kills = sum(r["kind"] == "random" for r in records)
+    random_kills = sum(r["kind"].startswith("random") for r in records)
+    random_train = sum(r["kind"] == "random-train" for r in records)
     mid = [r for r in records if r["kind"] == "mid-write"]
     mid_confirmed = sum(bool(r["tmp_left"]) for r in mid)
     lost = [r["lost_est"] for r in records if r["lost_est"] is not None]
@@ -371,6 +381,7 @@ def main() -> int:
     print(f"# tally ({time.time() - t_begin:.0f} s, load average {os.getloadavg()[0]:.2f} at the end)")
     rows = [
         ("kills (SIGKILL)", f"{len(records)} ({random_kills} random / {len(mid)} mid-write)"),
+        ("random kills during training / from process start", f"{random_train} / {random_kills - random_train}"),
         ("mid-write kills that left a .tmp-ckpt-* behind", f"{mid_confirmed} / {len(mid)}"),
         ("processes killed before writing a checkpoint", f"{sum(1 for r in records if r.get('lost_capped'))}"),
         ("successful loads (latest() + verify + arrays)", f"{sum(r['load_ok'] for r in records)} / {len(records)}"),
