@@ -39,7 +39,7 @@ def run_textgen(budget: float, options: str, checkpoints: Path) -> dict:
     s = json.loads(out.stdout)
     state = json.loads((checkpoints / name / "run.json").read_text())
     curve = [(r["chars_seen"], round(r["val_loss"], 4)) for r in
-             json.loads(next((checkpoints / name).glob("ckpt-*/state.json")).read_text())["history"]]
+             json.loads(sorted((checkpoints / name).glob("ckpt-*/state.json"))[-1].read_text())["history"]]
     return {"approach": f"textgen {options or '(defaults)'}", "budget_s": budget, "val_nats": s["val_loss"],
             "val_bpc": s["val_bpc"], "chars_seen": s["chars_seen"], "chars_per_s": s["chars_per_second"],
             "params": s["parameters"], "model": state["model"], "curve": curve}
