@@ -176,7 +176,10 @@ def test_info_json_reports_defaults(app):
     assert report["backend"] == "tensorflow" and report["versions"]["keras"] == keras.__version__
     assert report["devices"][0]["type"] == "CPU"
     assert report["model"] == {"source": "defaults", "precision": "float32"}
-    assert [r["layer"] for r in report["cudnn"]["layers"]] == ["lstm_0/lstm", "lstm_1/lstm"]
+    from textgen.model import ModelConfig
+
+    layers = ModelConfig(vocab_size=2).num_layers
+    assert [r["layer"] for r in report["cudnn"]["layers"]] == [f"lstm_{i}/lstm" for i in range(layers)]
     assert report["cudnn"]["eligible"] is True
     assert report["cudnn"]["used"] is devices.cudnn_available()
     assert report["mixed_precision"]["available"] is report["gpu"]

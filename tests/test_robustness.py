@@ -233,3 +233,30 @@ def test_fuzz_train_options(tiny_corpus, values):
     for key, value in values.items():
         args += [key, value]
     assert_clean(runner.invoke(app, args))
+
+
+def test_run_killed_before_its_first_checkpoint_can_resume(tiny_corpus):
+    proc = start_training(tiny_corpus, "early", "--epochs", "1000", "--eval-every", "100000",
+                          "--checkpoint-seconds", "3600")
+    run_dir = Path("checkpoints") / "early"
+    assert wait_for(lambda: (run_dir / "run.json").exists())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not checkpoints.list_checkpoints(run_dir)
+    result = runner.invoke(app, ["train", str(tiny_corpus), "--run", "early", "--resume", "--time-limit", "1",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["step"] > 0 and checkpoints.latest(run_dir).step == summary["step"]
+
+
+def test_best_is_replaced_atomically(tmp_path):
+    weights = {"w": np.arange(3.0)}
+    for step in (10, 20):
+        checkpoints.save(tmp_path, step, weights, None, {"step": step, "history": []}, best=True)
+    (tmp_path / ".tmp-best-00000030-999").mkdir()  # a write that died before its rename
+    best = checkpoints.best(tmp_path)
+    assert best.step == 20
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("best-")) == ["best-00000020"]
+    checkpoints.clean_temporaries(tmp_path)
+    assert not list(tmp_path.glob(".tmp-*")) and checkpoints.best(tmp_path).step == 20

@@ -8,7 +8,7 @@ checkpoints/<run>/
     optimizer.npz          every optimizer variable, in order
     state.json             progress (epoch, step, data position), metrics history
     manifest.json          SHA-256 of each file above; written last
-  best/                    weights.npz + state.json + manifest.json of the best validation loss
+  best-00001000/           weights.npz + state.json + manifest.json of the best validation loss
 ```
 
 Every checkpoint is written into a hidden temporary directory and renamed into place, so a
@@ -39,10 +39,11 @@ WEIGHTS = "weights.npz"
 OPTIMIZER = "optimizer.npz"
 STATE = "state.json"
 MANIFEST = "manifest.json"
-BEST = "best"
+BEST = "best"  # prefix: best-<step>
 TENSORBOARD = "tensorboard"
 KEEP_LATEST = 2
 _CKPT = re.compile(r"^ckpt-(\d{8})$")
+_BEST = re.compile(r"^best-(\d{8})$")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -188,18 +189,26 @@ def clean_temporaries(directory: Path) -> None:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     for p in Path(directory).glob(".old-*"):
         shutil.rmtree(p, ignore_errors=True)
+    for p in Path(directory).glob(f".{LOCK}.stale-*"):
+        p.unlink(missing_ok=True)
 
 
 def save(directory: Path, step: int, weights: dict, optimizer: dict | None, state: dict,
          best: bool = False) -> Path:
-    """Write checkpoint `ckpt-<step>` (and `best/` when `best`), then prune old ones."""
+    """Write checkpoint `ckpt-<step>` (and `best-<step>` when `best`), then prune old ones.
+
+    Each directory appears under its final name in one rename; older ones are deleted only
+    after the new one is complete, so a crash at any moment leaves a loadable latest and best.
+    """
     directory = Path(directory)
     files = {WEIGHTS: ("npz", weights), STATE: ("json", state)}
     if optimizer is not None:
         files[OPTIMIZER] = ("npz", optimizer)
     path = _write_checkpoint_dir(directory, f"ckpt-{step:08d}", files)
     if best:
-        _write_checkpoint_dir(directory, BEST, {WEIGHTS: ("npz", weights), STATE: ("json", state)})
+        _write_checkpoint_dir(directory, f"{BEST}-{step:08d}", {WEIGHTS: ("npz", weights), STATE: ("json", state)})
+        for old in _best_dirs(directory)[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
     for old in list_checkpoints(directory)[:-KEEP_LATEST]:
         shutil.rmtree(old, ignore_errors=True)
     return path
@@ -269,12 +278,19 @@ def latest(directory: Path, use_previous: bool = False) -> Checkpoint:
         return ckpt
 
 
+def _best_dirs(directory: Path) -> list[Path]:
+    if not Path(directory).is_dir():
+        return []
+    return sorted(p for p in Path(directory).iterdir() if _BEST.match(p.name) and p.is_dir())
+
+
 def best(directory: Path) -> Checkpoint | None:
-    path = Path(directory) / BEST
-    if not path.is_dir():
+    """The checkpoint with the lowest validation loss so far (None before any evaluation)."""
+    found = _best_dirs(directory)
+    if not found:
         return None
-    verify(path)
-    return Checkpoint(path, load_state(path))
+    verify(found[-1])
+    return Checkpoint(found[-1], load_state(found[-1]))
 
 
 def find_run(root: Path, name: str | None) -> Path:

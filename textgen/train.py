@@ -579,7 +579,9 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
         if resume:
             model_config, config = _resumed_configs(directory.name, info, corpus, given_model, given_train)
             checkpoints.clean_temporaries(directory)
-            ckpt = checkpoints.latest(directory, use_previous=use_previous)
+            # A run stopped before its first checkpoint restarts from step 0 with its own config.
+            if checkpoints.list_checkpoints(directory):
+                ckpt = checkpoints.latest(directory, use_previous=use_previous)
             info["training"] = asdict(config)
             info["updated"] = time.time()
         trainer = Trainer(directory, model_config, config, corpus,
