@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import shlex
 import subprocess
 import sys

@@ -11,7 +11,6 @@ import json
 import statistics
 import time
 
-import numpy as np
 
 from textgen.backend import quiet_import_keras
 from textgen.corpus import prepare

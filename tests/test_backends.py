@@ -23,7 +23,7 @@ from conftest import TINY_TEXT, run_cli
 from textgen import checkpoints
 from textgen.corpus import prepare
 from textgen.model import ModelConfig, build_model, reset_states
-from textgen.sampling import LSTMEngine, log_softmax, load_run
+from textgen.sampling import log_softmax, load_run
 from textgen.train import assign_model_arrays, open_run
 
 MODEL = ["--layers", "2", "--units", "16", "--embedding-dim", "8", "--dropout", "0.1"]

@@ -18,7 +18,6 @@ crash never leaves a half-written checkpoint under a name that loads. Everything
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from textgen.corpus import atomic_write_json
+from textgen.corpus import atomic_write_json, file_sha256
 from textgen.errors import CheckpointError
 
 RUN_FILE = "run.json"
@@ -75,14 +74,6 @@ def run_dir(root: Path, name: str) -> Path:
 
 def tensorboard_dir(directory: Path) -> Path:
     return Path(directory) / TENSORBOARD
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -147,7 +138,7 @@ def _write_checkpoint_dir(directory: Path, final_name: str, files: dict) -> Path
                 _save_npz(target, payload)
             else:
                 _write_json(target, payload)
-            manifest[name] = _sha256(target)
+            manifest[name] = file_sha256(target)
         _write_json(tmp / MANIFEST, {"files": manifest, "written": time.time()})
         _fsync_dir(tmp)
         final = directory / final_name
@@ -225,7 +216,7 @@ def verify(path: Path) -> None:
         file = Path(path) / name
         if not file.exists():
             raise CheckpointError(f"Checkpoint {str(path)!r} is damaged: {name} is missing")
-        if _sha256(file) != digest:
+        if file_sha256(file) != digest:
             raise CheckpointError(
                 f"Checkpoint {str(path)!r} is damaged: {name} does not match its SHA-256 "
                 "(truncated or modified)"

@@ -34,6 +34,15 @@ def cache_root() -> Path:
     return Path(os.environ.get("TEXTGEN_CACHE_DIR", Path("corpora") / "cache"))
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see either the old file or the new one."""
     path = Path(path)

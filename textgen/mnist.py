@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import hashlib
 import os
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from textgen.corpus import file_sha256
 from textgen.errors import CheckpointError, ConfigError, TextgenError
 
 DEBIAN_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -472,14 +472,6 @@ def model_dir(checkpoints_dir: str | Path) -> Path:
     return Path(checkpoints_dir) / "mnist"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def save(model, result: dict, checkpoints_dir: str | Path) -> Path:
     """Write `model.keras` and `mnist.json` into `<checkpoints_dir>/mnist/`; returns that directory.
 
@@ -495,7 +487,7 @@ def save(model, result: dict, checkpoints_dir: str | Path) -> Path:
     tmp = directory / f".model-tmp-{os.getpid()}.keras"
     try:
         model.save(tmp)
-        digest = _sha256(tmp)
+        digest = file_sha256(tmp)
         os.replace(tmp, directory / MODEL_FILE)
     finally:
         if tmp.exists():
@@ -532,7 +524,7 @@ def load_saved(checkpoints_dir: str | Path):
         info = json.loads(metrics.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{str(metrics)!r} is not valid JSON ({e}).") from None
-    if _sha256(model_path) != info.get("model_sha256"):
+    if file_sha256(model_path) != info.get("model_sha256"):
         raise CheckpointError(f"{str(model_path)!r} does not match {METRICS_FILE} (SHA-256 differs): the two "
                               "files come from different runs. Train again with: textgen mnist")
     keras = _keras()

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlparse
 
-from textgen.corpus import atomic_write_bytes, cache_root
+from textgen.corpus import atomic_write_bytes, cache_root, file_sha256
 from textgen.errors import CorpusError, DownloadError
 
 DEFAULT_CORPUS = "shakespeare"
@@ -134,7 +134,7 @@ def download(name: str, url: str, sha256: str | None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"{name}.txt"
     if target.exists():
-        if _file_sha256(target) == sha256.lower():
+        if file_sha256(target) == sha256.lower():
             return target
         target.unlink()  # damaged or stale: fetch again
     partial = directory / f".{name}.txt.part-{os.getpid()}"
@@ -157,13 +157,3 @@ def download(name: str, url: str, sha256: str | None) -> Path:
     finally:
         partial.unlink(missing_ok=True)
     return target
-
-
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -39,13 +39,6 @@ def _powers(base: int, count: int) -> np.ndarray:
     return np.cumprod(powers, dtype=np.uint64)
 
 
-def _powers(base: int, count: int) -> np.ndarray:
-    """base**0 .. base**(count-1) mod 2**64."""
-    powers = np.full(count, base, dtype=np.uint64)
-    powers[0] = 1
-    return np.cumprod(powers, dtype=np.uint64)
-
-
 def _prefix_hashes(ids: np.ndarray) -> np.ndarray:
     """prefix[j] = sum of (id+1) * BASE**(j-1-t) over t < j, mod 2**64, for j = 0..len(ids).
 
