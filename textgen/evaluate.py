@@ -36,8 +36,8 @@ def evaluate_file(run_dir: Path, text_path: Path, encoding: str = "utf-8", which
     """Mean -log p(next char | all preceding) over the text, from the run's checkpoint."""
     info = checkpoints.read_run_file(run_dir)
     ids = encode_file(text_path, Vocabulary(info["vocab"]), encoding)
-    from textgen.model import ModelConfig
-    from textgen.train import build_scorer
+    from textgen.model import ModelConfig  # imports Keras: only when evaluating
+    from textgen.train import build_scorer, score_ids
 
     if which == "best":
         ckpt = checkpoints.best(run_dir) or checkpoints.latest(run_dir, use_previous)
@@ -47,8 +47,6 @@ def evaluate_file(run_dir: Path, text_path: Path, encoding: str = "utf-8", which
     scorer = build_scorer(ModelConfig(**info["model"]), streams=max(1, min(streams, len(ids) // 2048 + 1)))
     for v in scorer.trainable_variables:
         v.assign(arrays[v.path])
-    from textgen.train import score_ids
-
     start = time.time()
     total, count = score_ids(scorer, ids)
     nats = total / count
