@@ -402,6 +402,14 @@ def main() -> int:
         ("latest step reached", f"{prev_step}"),
         ("failed checks", f"{len(failures)}"),
     ]
+    print_tally(rows, failures)
+    if not args.keep and args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failures else 0
+
+
+def print_tally(rows: list, failures: list) -> None:
+    """The table of (figure, value) rows, then any failed checks."""
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"| {key:<{width}} | {value} |")
@@ -409,9 +417,6 @@ def main() -> int:
         print("\nFAILURES:")
         for f in failures:
             print(f"  - {f}")
-    if not args.keep and args.workdir is None:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from crash import TINY, environment, newest_state, write_corpus  # noqa: E402
+from crash import TINY, environment, newest_state, print_tally, write_corpus  # noqa: E402
 from textgen import checkpoints  # noqa: E402
 
 TEXTGEN = [sys.executable, "-m", "textgen"]
@@ -275,13 +275,7 @@ def main() -> int:
     rows.append(("failed checks", str(len(failures))))
     print()
     print(f"# figures ({time.time() - t0:.0f} s, load average {os.getloadavg()[0]:.2f} at the end)")
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"| {key:<{width}} | {value} |")
-    if failures:
-        print("\nFAILURES:")
-        for f in failures:
-            print(f"  - {f}")
+    print_tally(rows, failures)
     return 1 if failures else 0
 
 

@@ -33,7 +33,3 @@ def quiet_import_keras():
             os.dup2(saved, 2)
             os.close(saved)
     return keras
-
-
-def backend_name() -> str:
-    return quiet_import_keras().backend.backend()

@@ -122,8 +122,3 @@ def lstm_layers(model):
 def reset_states(model) -> None:
     for layer in lstm_layers(model):
         layer.reset_state()
-
-
-def trainable_weights_by_name(model) -> dict:
-    """Trainable weights keyed by stable path (e.g. `lstm_0/lstm/lstm_cell/kernel`)."""
-    return {v.path: v for v in model.trainable_variables}
