@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from textgen import devices
+from textgen.errors import ConfigError
 from textgen.backend import quiet_import_keras
 from textgen.model import ModelConfig, build_model
 from textgen.presets import PRESETS
@@ -110,7 +111,10 @@ def main():
     if unknown:
         ap.error(f"unknown sizes {unknown}; presets are {list(PRESETS)}")
     if args.mixed_precision:
-        devices.check_mixed_precision()
+        try:
+            devices.check_mixed_precision()
+        except ConfigError as error:
+            raise SystemExit(f"Error: {error}")
     precision = "mixed_float16" if args.mixed_precision else "float32"
     versions = devices.versions()
     header = {"device": device_name(), "backend": versions["backend"], "keras": versions["keras"],

@@ -130,3 +130,13 @@ def test_jax_trains_resumes_samples_and_checkpoints_cross_backends(small_corpus,
             diff = np.abs(other - numpy_sampler).max()
             assert diff <= 1e-4, f"run {run} under Keras/{name} differs from the numpy sampler by {diff}"
         assert np.abs(on_jax[str(i)] - on_tensorflow).max() <= 1e-4
+
+
+def test_mixed_precision_is_refused_on_jax_in_one_line(small_corpus, tmp_path):
+    # jax.experimental.rnn's cuDNN LSTM (what Keras 3.15 runs on a GPU) rejects float16: refuse up
+    # front, before a run directory exists, whatever devices JAX sees.
+    result = run_cli("train", small_corpus, "--run", "mp", *MODEL, *TRAIN, "--mixed-precision", env=BASE_JAX)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and "jax backend" in lines[0], result.stderr
+    assert not (tmp_path / "checkpoints" / "mp").exists()

@@ -261,7 +261,15 @@ def cudnn_warnings(report: list) -> list:
 
 
 def check_mixed_precision() -> None:
-    """Refuse mixed precision where no GPU is visible: on a CPU float16 only slows training."""
+    """Refuse mixed precision where no GPU is visible (on a CPU float16 only slows training),
+    and on JAX, whose cuDNN LSTM (jax.experimental.rnn, Keras 3.15) fails on float16 inputs
+    ("Unknown output type float16", seen on an H100)."""
+    if backend() == "jax":
+        raise ConfigError(
+            "--mixed-precision does not work on the jax backend: the cuDNN LSTM Keras uses there "
+            "accepts float32 only. Use KERAS_BACKEND=tensorflow or torch for mixed_float16. "
+            "Received: mixed_precision=True"
+        )
     if not gpu_available():
         raise ConfigError(
             f"--mixed-precision needs a GPU, and the {backend()} backend sees none: on a CPU, float16 "

@@ -85,7 +85,10 @@ class CarriedLSTM(layers.Layer):
         self.c = self.add_weight(shape=shape, initializer="zeros", trainable=False, name="c")
 
     def call(self, inputs, training=None):
-        outputs, h, c = self.lstm(inputs, initial_state=[self.h, self.c], training=training)
+        # Copies, not the variables themselves: the assign below writes the variables in place,
+        # and PyTorch's autograd refuses a backward pass through a tensor modified after use.
+        h0, c0 = keras.ops.copy(self.h.value), keras.ops.copy(self.c.value)
+        outputs, h, c = self.lstm(inputs, initial_state=[h0, c0], training=training)
         self.h.assign(h)
         self.c.assign(c)
         return outputs
