@@ -235,6 +235,7 @@ def train(
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Write Keras TensorBoard logs to <run>/tensorboard.")] = False,
     mixed_precision: Annotated[Optional[bool], typer.Option("--mixed-precision/--no-mixed-precision", help="mixed_float16 on a GPU; logits, softmax and loss stay float32. Refused without a GPU.")] = None,
     jit: Annotated[Optional[bool], typer.Option("--jit/--no-jit", help="XLA-compile the training step. (default: Keras' choice for this backend and device)")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="auto, one-device, mirrored (all local GPUs) or multi-worker (hosts in TF_CONFIG; only the chief writes checkpoints); tf.distribute, TensorFlow backend. auto = mirrored with 2+ GPUs. (default: auto)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (weights, data order, dropout). (default: 0)")] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus file.")] = "utf-8",
     as_json: JsonOption = False,
@@ -278,7 +279,7 @@ def train(
                        "sample_temperature": sample_temperature, "state_reset": state_reset,
                        "tensorboard": tensorboard or None, "checkpoint_seconds": checkpoint_seconds,
                        "precision": None if mixed_precision is None else ("mixed_float16" if mixed_precision else "float32"),
-                       "jit": jit},
+                       "jit": jit, "strategy": strategy},
         resume=resume, callbacks=progress, use_previous=use_previous,
     )
     for warning in trainer.cudnn_warnings:
@@ -291,6 +292,10 @@ def train(
               "SIGINT": "interrupted (Ctrl-C)", "SIGTERM": "stopped by SIGTERM"}.get(summary["stopped"], summary["stopped"])
     val = (f"val loss {summary['val_loss']:.4f} nats/char ({summary['val_bpc']:.4f} bpc)"
            if summary["val_loss"] is not None else "no evaluation")
+    if not summary["chief"]:
+        out.print(f"{summary['run']} ({summary['strategy']}): {reason} at step {summary['step']:,}; {val}; "
+                  "the chief saved the checkpoints")
+        return
     out.print(f"[bold]{summary['run']}[/]: {reason} at step {summary['step']:,} (epoch {summary['epoch']:.2f}); "
               f"{val}; {summary['chars_per_second'] or 0:,.0f} chars/s; saved in {summary['run_dir']}")
     if summary["stopped"] != "finished":

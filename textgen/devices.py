@@ -339,7 +339,7 @@ def jit_compile_value(requested: bool | None, model=None):
 
 
 TENSORFLOW_ONLY = (
-    ("tf.distribute", "multi-GPU / multi-host training (not built into textgen yet; one device per run)"),
+    ("tf.distribute", "train --strategy mirrored / multi-worker (several GPUs, several hosts)"),
     ("TensorBoard", "training curves written with tf.summary"),
 )
 

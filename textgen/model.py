@@ -81,16 +81,42 @@ class CarriedLSTM(layers.Layer):
     def build(self, input_shape):
         self.lstm.build(input_shape)
         shape = (self.batch_size, self.units)
-        self.h = self.add_weight(shape=shape, initializer="zeros", trainable=False, name="h")
-        self.c = self.add_weight(shape=shape, initializer="zeros", trainable=False, name="c")
+        # Under tf.distribute every replica assigns the same all-gathered value: keep the first.
+        self.h = self.add_weight(shape=shape, initializer="zeros", trainable=False, name="h",
+                                 aggregation="only_first_replica")
+        self.c = self.add_weight(shape=shape, initializer="zeros", trainable=False, name="c",
+                                 aggregation="only_first_replica")
 
     def call(self, inputs, training=None):
         # Copies, not the variables themselves: the assign below writes the variables in place,
         # and PyTorch's autograd refuses a backward pass through a tensor modified after use.
+        local = inputs.shape[0]
+        if local is not None and local != self.batch_size:
+            return self._call_replica(inputs, local, training)
         h0, c0 = keras.ops.copy(self.h.value), keras.ops.copy(self.c.value)
         outputs, h, c = self.lstm(inputs, initial_state=[h0, c0], training=training)
         self.h.assign(h)
         self.c.assign(c)
+        return outputs
+
+    def _call_replica(self, inputs, local, training):
+        """One replica of a tf.distribute strategy: it runs streams [r*local, (r+1)*local).
+
+        The state variables keep the whole batch (so checkpoints do not depend on the
+        strategy): each replica reads its rows, and the new rows of every replica are
+        all-gathered so that all copies of the variable hold the same full state.
+        """
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        if context is None or local * context.num_replicas_in_sync != self.batch_size:
+            raise ValueError(f"batch of {local} streams for a layer built for {self.batch_size}")
+        start = context.replica_id_in_sync_group * local
+        h0 = self.h.value[start:start + local]
+        c0 = self.c.value[start:start + local]
+        outputs, h, c = self.lstm(inputs, initial_state=[h0, c0], training=training)
+        self.h.assign(context.all_gather(h, axis=0))
+        self.c.assign(context.all_gather(c, axis=0))
         return outputs
 
     def reset_state(self):

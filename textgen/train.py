@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from textgen import checkpoints, devices
+from textgen import checkpoints, devices, distribute
 from textgen.backend import quiet_import_keras
 from textgen.corpus import PreparedCorpus, split_point
 from textgen.data import StreamBatches, scoring_windows
@@ -61,6 +61,7 @@ class TrainConfig:
     tensorboard: bool = False  # Keras TensorBoard logs in <run>/tensorboard
     precision: str = "float32"  # or mixed_float16 (GPU only)
     jit: bool | None = None  # XLA; None = Keras' choice for this backend and device
+    strategy: str = "auto"  # auto | one-device | mirrored | multi-worker (tf.distribute); may change on resume
 
     def validate(self) -> "TrainConfig":
         for name in ("seq_len", "batch_size", "epochs", "eval_chars", "state_reset"):
@@ -262,19 +263,24 @@ class Trainer:
             raise ConfigError(f"precision must be float32 or mixed_float16. Received: precision={self.config.precision!r}")
         if self.config.precision != "float32":
             devices.check_mixed_precision()
+        self.distribution = distribute.setup(self.config.strategy)
+        self.distribution.check_batch(self.config.batch_size)
         keras.utils.set_random_seed(self.config.seed)
-        with devices.precision_scope(self.config.precision):
-            self.model = build_model(self.model_config, self.config.batch_size, self.config.seq_len)
-        self.cudnn_warnings = devices.cudnn_warnings(devices.cudnn_report(self.model))
-        self.model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=self._learning_rate(),
-                                            global_clipnorm=self.config.clip_norm),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            jit_compile=devices.jit_compile_value(self.config.jit, self.model),
-        )
-        # Under mixed_float16 Keras wraps Adam in a LossScaleOptimizer: save and restore that.
-        self.optimizer = self.model.optimizer
-        self.optimizer.build(self.model.trainable_variables)
+        with self.distribution.scope():
+            with devices.precision_scope(self.config.precision):
+                self.model = build_model(self.model_config, self.config.batch_size, self.config.seq_len)
+            self.cudnn_warnings = devices.cudnn_warnings(devices.cudnn_report(self.model))
+            self.model.compile(
+                optimizer=keras.optimizers.Adam(learning_rate=self._learning_rate(),
+                                                global_clipnorm=self.config.clip_norm),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                jit_compile=False if self.distribution.strategy is not None
+                else devices.jit_compile_value(self.config.jit, self.model),
+            )
+            # Under mixed_float16 Keras wraps Adam in a LossScaleOptimizer: save and restore that.
+            self.optimizer = self.model.optimizer
+            self.optimizer.build(self.model.trainable_variables)
+        self.train_step = self.distribution.step_function(self.model)
         self.scorer = None
         self.step = 0
         self.history: list = []
@@ -337,6 +343,8 @@ class Trainer:
         }
 
     def save(self, best: bool = False) -> Path:
+        if not self.distribution.is_chief:
+            return self.run_dir  # multi-worker: only the chief writes checkpoints
         try:
             path = checkpoints.save(self.run_dir, self.step, model_arrays(self.model),
                                     optimizer_arrays(self.optimizer), self._state(), best=best)
@@ -381,7 +389,7 @@ class Trainer:
     def _restore_best(self) -> None:
         """Early stopping: put the best weights back and checkpoint them as the latest."""
         best = checkpoints.best(self.run_dir)
-        if best is None:
+        if best is None or not self.distribution.is_chief:
             return
         assign_model_arrays(self.model, checkpoints.load_arrays(best.path))
         self.restored_best_from = best.step
@@ -436,9 +444,10 @@ class Trainer:
             self.tensorboard.set_model(self.model)
             self.tensorboard.on_train_begin()
         try:
-            while self.step < total_steps and self.stop_reason is None:
-                if cfg.time_limit is not None and time.time() - started >= cfg.time_limit:
-                    self.stop_reason = "time_limit"
+            while self.step < total_steps:
+                out_of_time = cfg.time_limit is not None and time.time() - started >= cfg.time_limit
+                if self.distribution.agree(out_of_time or self.stop_reason is not None):
+                    self.stop_reason = self.stop_reason or "time_limit"
                     break
                 epoch, k = divmod(self.step, spe)
                 if k == 0:
@@ -447,12 +456,11 @@ class Trainer:
                     self._reset_some_streams(k)
                 x, y = self.batches.batch(epoch, k)
                 t0 = time.time()
-                logs = self.model.train_on_batch(x, y, return_dict=True)
+                loss = self.train_step(x, y)
                 now = time.time()
                 self.train_seconds += now - t0
                 self.step += 1
                 needs_save = True
-                loss = float(logs["loss"])
                 if not math.isfinite(loss):
                     raise ConfigError(
                         f"Training diverged: loss became {loss} at step {self.step}. The last "
@@ -496,6 +504,7 @@ class Trainer:
             "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
             "learning_rate": self.current_learning_rate(),
             "parameters": self.model_config.num_parameters(),
+            "strategy": self.distribution.describe(), "chief": self.distribution.is_chief,
         }
         self.callbacks.on_train_end(summary)
         return summary
@@ -548,13 +557,20 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
     root = Path(root)
     given_model = {k: v for k, v in model_options.items() if v is not None}
     given_train = {k: v for k, v in train_options.items() if v is not None}
+    # The strategy first: TensorFlow must create it before anything else, and under
+    # multi-worker only the chief touches the run directory (the others only read it).
+    recorded_strategy = None
     if resume:
         directory = checkpoints.find_run(root, run)
         info = checkpoints.read_run_file(directory)
-    else:
+        recorded_strategy = info["training"].get("strategy")
+    chief = distribute.setup(given_train.get("strategy") or recorded_strategy or TrainConfig.strategy).is_chief
+    if not resume:
+        if not chief and run is None:
+            raise ConfigError("--strategy multi-worker needs a --run name shared by every worker.")
         name = run or checkpoints.new_run_name(root)
         directory = checkpoints.run_dir(root, name)
-        if (directory / checkpoints.RUN_FILE).exists():
+        if chief and (directory / checkpoints.RUN_FILE).exists():
             raise CheckpointError(
                 f"Run {name!r} already exists in {str(root)!r}. Pass --resume to continue it, "
                 "or choose another --run name."
@@ -571,6 +587,14 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
                        "encoding": corpus.encoding, "characters": corpus.num_chars},
             "versions": versions(),
         }
+    if not chief:
+        ckpt = None
+        if resume:
+            model_config, config = _resumed_configs(directory.name, info, corpus, given_model, given_train)
+            if checkpoints.list_checkpoints(directory):
+                ckpt = checkpoints.latest(directory, use_previous=use_previous)
+        return Trainer(directory, model_config, config, corpus,
+                       callbacks=callbacks or TrainingCallbacks(), resume=ckpt)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     lock = checkpoints.RunLock(directory).acquire()
