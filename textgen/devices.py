@@ -370,8 +370,9 @@ def describe(model=None, precision: str = "float32", source: str = "defaults") -
         "model": {"source": source, "precision": precision},
         "cudnn": {"layers": report, "eligible": bool(report) and eligible,
                   "used": bool(report) and eligible and cudnn_here, "why_not": why},
-        "mixed_precision": {"available": gpu,
-                            "note": "mixed_float16 on the GPU" if gpu else "refused: no GPU (float16 only slows a CPU)"},
+        "mixed_precision": {"available": gpu and name != "jax",
+                            "note": "refused on jax (its cuDNN LSTM accepts float32 only)" if name == "jax"
+                            else "mixed_float16 on the GPU" if gpu else "refused: no GPU (float16 only slows a CPU)"},
         "jit": {"supported": supported, "note": note},
         "tensorflow_only": [
             {"feature": feature, "what": what,
