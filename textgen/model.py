@@ -88,11 +88,11 @@ class CarriedLSTM(layers.Layer):
                                  aggregation="only_first_replica")
 
     def call(self, inputs, training=None):
-        # Copies, not the variables themselves: the assign below writes the variables in place,
-        # and PyTorch's autograd refuses a backward pass through a tensor modified after use.
         local = inputs.shape[0]
         if local is not None and local != self.batch_size:
             return self._call_replica(inputs, local, training)
+        # Copies, not the variables themselves: the assign below writes the variables in place,
+        # and PyTorch's autograd refuses a backward pass through a tensor modified after use.
         h0, c0 = keras.ops.copy(self.h.value), keras.ops.copy(self.c.value)
         outputs, h, c = self.lstm(inputs, initial_state=[h0, c0], training=training)
         self.h.assign(h)

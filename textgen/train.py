@@ -447,7 +447,7 @@ class Trainer:
             while self.step < total_steps:
                 out_of_time = cfg.time_limit is not None and time.time() - started >= cfg.time_limit
                 if self.distribution.agree(out_of_time or self.stop_reason is not None):
-                    self.stop_reason = self.stop_reason or "time_limit"
+                    self.stop_reason = self.stop_reason or ("time_limit" if out_of_time else "another worker stopped")
                     break
                 epoch, k = divmod(self.step, spe)
                 if k == 0:
