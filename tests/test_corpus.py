@@ -142,6 +142,41 @@ def test_prepare_round_trip_any_text(tmp_path_factory, text, chunk):
     path.write_text(text, encoding="utf-8")
     assert "".join(iter_text(path, chunk_bytes=chunk)) == text
     assert decoded(prepare(path)) == text
+    # Prepared in small chunks (some with characters above U+FFFF, some without), the ids
+    # are the same and the split statistics equal a scan of the whole corpus.
+    chunked = prepare(path, cache_dir=path.parent / "chunked", chunk_bytes=chunk)
+    assert decoded(chunked) == text
+    assert len(chunked.chunk_starts) == len(list(iter_text(path, chunk_bytes=chunk)))
+    for fraction in (0.0, 0.1, 0.37, 0.5, 0.9):
+        assert split_stats(chunked, fraction) == scanned_split_stats(chunked, fraction)
+
+
+def scanned_split_stats(corpus, fraction):
+    """`split_stats` computed from the text itself, the slow obvious way."""
+    text = decoded(corpus)
+    split = split_point(len(text), fraction)
+    train, val = set(text[:split]), text[split:]
+    unseen = [c for c in val if c not in train]
+    return {
+        "source": corpus.source, "sha256": corpus.sha256, "encoding": corpus.encoding,
+        "characters": len(text), "vocab_size": len(corpus.vocab), "train_chars": split,
+        "val_chars": len(text) - split, "val_fraction": fraction,
+        "val_chars_unseen_in_train": len(unseen), "val_unseen_vocab": sorted(set(unseen)),
+        "ids_dtype": corpus.dtype, "cache": str(corpus.directory),
+    }
+
+
+def test_split_stats_of_cache_entries_without_chunk_record(tmp_path):
+    """Entries prepared by older versions have no per-chunk record: they are scanned."""
+    path = tmp_path / "c.txt"
+    path.write_text("ab" * 500 + "abc" * 20 + "xyz" * 10, encoding="utf-8")
+    corpus = prepare(path, chunk_bytes=64)
+    assert len(corpus.chunk_starts) > 10
+    old = prepare(path, chunk_bytes=64)
+    old.chunk_starts = old.first_chunk = None
+    for fraction in (0.0, 0.02, 0.05, 0.2):
+        assert split_stats(old, fraction) == split_stats(corpus, fraction) \
+            == scanned_split_stats(corpus, fraction)
 
 
 def test_vocabulary_lists_unknown_characters():

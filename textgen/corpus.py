@@ -1,10 +1,13 @@
 """Read, decode, normalise and encode a corpus into memory-mapped character ids.
 
 A corpus is streamed in chunks: it is never held as one Python string, never as Python
-objects per character and never one-hot. Preparation makes two passes over the file:
-the first decodes and counts code points (and hashes the bytes), the second maps every
-code point to its id through a dense lookup table and appends the ids to `ids.bin`.
-The vocabulary is the set of distinct characters sorted by code point.
+objects per character and never one-hot. Preparation decodes the file once: each chunk is
+hashed, decoded, counted and its code points appended to a temporary file (2 bytes per
+character, 4 for chunks with characters above U+FFFF). Once the vocabulary is known, a
+numpy-only second pass maps those code points to ids through a dense lookup table and
+writes `ids.bin`. The vocabulary is the set of distinct characters sorted by code point.
+`meta.json` also keeps, per character, the first chunk it occurs in, so the train/validation
+statistics for any split need to look at one chunk only.
 
 Prepared corpora are cached by (absolute path, size, mtime, encoding) under the cache
 directory (`TEXTGEN_CACHE_DIR`, default `./corpora/cache`), so `train` re-uses `prepare`.
@@ -165,6 +168,8 @@ class PreparedCorpus:
     num_chars: int
     dtype: str
     counts: list[int] = field(default_factory=list)
+    chunk_starts: list[int] | None = None  # first character index of each prepared chunk
+    first_chunk: list[int] | None = None  # per vocabulary id: the chunk it first occurs in
 
     @property
     def ids_path(self) -> Path:
@@ -179,7 +184,8 @@ class PreparedCorpus:
         meta = json.loads((Path(directory) / "meta.json").read_text(encoding="utf-8"))
         return cls(directory=Path(directory), source=meta["source"], sha256=meta["sha256"],
                    encoding=meta["encoding"], vocab=meta["vocab"], num_chars=meta["num_chars"],
-                   dtype=meta["dtype"], counts=meta["counts"])
+                   dtype=meta["dtype"], counts=meta["counts"],
+                   chunk_starts=meta.get("chunk_starts"), first_chunk=meta.get("first_chunk"))
 
 
 def _cache_key(path: Path, encoding: str) -> str:
@@ -189,8 +195,12 @@ def _cache_key(path: Path, encoding: str) -> str:
 
 
 def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | None = None,
-            force: bool = False) -> PreparedCorpus:
-    """Encode `path` into the cache (or re-use the cached encoding) and return it."""
+            force: bool = False, chunk_bytes: int = CHUNK_BYTES) -> PreparedCorpus:
+    """Encode `path` into the cache (or re-use the cached encoding) and return it.
+
+    `chunk_bytes` (how much of the file is decoded at a time) bounds the memory used; it
+    changes nothing in the result but `meta.json`'s chunk record.
+    """
     path = Path(path)
     _check_source(path)
     encoding = _check_encoding(encoding)
@@ -203,49 +213,67 @@ def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | 
             pass  # a damaged cache entry is rebuilt below
     directory.mkdir(parents=True, exist_ok=True)
 
-    # Pass 1: count code points and hash the bytes.
+    # Pass 1 (the only decoding pass): hash the bytes, count the code points, note the
+    # chunk each one first occurs in, and keep the code points in a temporary file.
     hasher = hashlib.sha256()
     counts = np.zeros(0, dtype=np.int64)
+    first_chunk = np.zeros(0, dtype=np.int64)
+    chunks: list[tuple[int, np.dtype]] = []
     total = 0
-    for text in iter_text(path, encoding, hasher=hasher, check_nul=False):
-        cps = _code_points(text)
-        chunk_counts = np.bincount(cps)
-        if len(chunk_counts) > len(counts):
-            chunk_counts[: len(counts)] += counts
-            counts = chunk_counts
-        else:
-            counts[: len(chunk_counts)] += chunk_counts
-        total += len(cps)
-    if total == 0:
-        raise CorpusError(f"Corpus has no characters after decoding. Received: {str(path)!r}")
-    if counts[0] > 0:
-        raise _binary(path, encoding)
-    code_points = np.flatnonzero(counts)
-    if len(code_points) > MAX_VOCAB:
-        raise CorpusError(
-            f"Corpus has more than {MAX_VOCAB} distinct characters; textgen stores ids as "
-            f"uint16. Received: {len(code_points)} distinct characters in {str(path)!r}"
-        )
-    dtype = np.uint8 if len(code_points) <= 256 else np.uint16
-    lookup = np.zeros(int(code_points[-1]) + 1, dtype=dtype)
-    lookup[code_points] = np.arange(len(code_points), dtype=dtype)
-
-    # Pass 2: map to ids and append to the ids file.
-    tmp = directory / f".ids.bin.tmp-{os.getpid()}"
-    written = 0
+    pid = os.getpid()
+    tmp_cps = directory / f".codepoints.tmp-{pid}"
+    tmp_ids = directory / f".ids.bin.tmp-{pid}"
     try:
-        with open(tmp, "wb") as out:
-            for text in iter_text(path, encoding, check_nul=False):
-                ids = lookup[_code_points(text)]
+        with open(tmp_cps, "wb") as cps_file:
+            for text in iter_text(path, encoding, chunk_bytes, hasher=hasher, check_nul=False):
+                cps = _code_points(text)
+                chunk_counts = np.bincount(cps)
+                if len(chunk_counts) > len(counts):
+                    grown = np.zeros(len(chunk_counts), dtype=np.int64)
+                    grown[: len(counts)] = counts
+                    counts = grown
+                    grown = np.full(len(chunk_counts), -1, dtype=np.int64)
+                    grown[: len(first_chunk)] = first_chunk
+                    first_chunk = grown
+                present = chunk_counts > 0
+                new = present & (counts[: len(chunk_counts)] == 0)
+                first_chunk[: len(chunk_counts)][new] = len(chunks)
+                counts[: len(chunk_counts)] += chunk_counts
+                cps.tofile(cps_file)
+                chunks.append((len(cps), cps.dtype))
+                total += len(cps)
+        if total == 0:
+            raise CorpusError(f"Corpus has no characters after decoding. Received: {str(path)!r}")
+        if counts[0] > 0:
+            raise _binary(path, encoding)
+        code_points = np.flatnonzero(counts)
+        if len(code_points) > MAX_VOCAB:
+            raise CorpusError(
+                f"Corpus has more than {MAX_VOCAB} distinct characters; textgen stores ids as "
+                f"uint16. Received: {len(code_points)} distinct characters in {str(path)!r}"
+            )
+        dtype = np.uint8 if len(code_points) <= 256 else np.uint16
+        lookup = np.zeros(int(code_points[-1]) + 1, dtype=dtype)
+        lookup[code_points] = np.arange(len(code_points), dtype=dtype)
+
+        # Pass 2 (numpy only): map the code points to ids and write the ids file.
+        buffer = np.empty(max(size for size, _ in chunks), dtype=dtype)
+        with open(tmp_cps, "rb") as cps_file, open(tmp_ids, "wb") as out:
+            for size, chunk_dtype in chunks:
+                cps = np.fromfile(cps_file, dtype=chunk_dtype, count=size)
+                if len(cps) != size:
+                    raise CorpusError(f"Temporary file {str(tmp_cps)!r} was truncated while "
+                                      f"{str(path)!r} was being prepared; run prepare again.")
+                ids = buffer[:size]
+                np.take(lookup, cps, out=ids)
                 ids.tofile(out)
-                written += len(ids)
-        if written != total:
-            raise CorpusError(f"Corpus changed while it was being prepared: {str(path)!r}")
-        os.replace(tmp, directory / "ids.bin")
+        os.replace(tmp_ids, directory / "ids.bin")
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        for tmp in (tmp_cps, tmp_ids):
+            if tmp.exists():
+                tmp.unlink()
     vocab = [chr(int(c)) for c in code_points]
+    chunk_starts = np.concatenate([[0], np.cumsum([size for size, _ in chunks])[:-1]])
     meta = {
         "source": str(path.resolve()),
         "sha256": hasher.hexdigest(),
@@ -254,6 +282,8 @@ def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | 
         "num_chars": int(total),
         "dtype": np.dtype(dtype).name,
         "counts": [int(counts[c]) for c in code_points],
+        "chunk_starts": [int(x) for x in chunk_starts],
+        "first_chunk": [int(first_chunk[c]) for c in code_points],
     }
     atomic_write_json(directory / "meta.json", meta)
     return PreparedCorpus.load(directory)
@@ -267,19 +297,36 @@ def split_point(num_chars: int, val_fraction: float) -> int:
 
 
 def split_stats(corpus: PreparedCorpus, val_fraction: float) -> dict:
-    """Statistics shown by `prepare`: sizes and validation characters never seen in training."""
+    """Statistics shown by `prepare`: sizes and validation characters never seen in training.
+
+    A character whose first occurrence is at or after the split point occurs only in the
+    validation tail, so its unseen count is its total count. `meta.json`'s first chunk per
+    character settles that for all but the characters first seen in the chunk holding the
+    split point, and that one chunk is the only part of `ids.bin` read. Cache entries
+    without that record are scanned in full.
+    """
     ids = corpus.ids()
     split = split_point(corpus.num_chars, val_fraction)
     vocab_size = len(corpus.vocab)
-    seen = np.zeros(vocab_size, dtype=bool)
-    unseen_in_val = np.zeros(vocab_size, dtype=np.int64)
-    step = 64 * 1024 * 1024
-    for start in range(0, split, step):
-        seen |= np.bincount(ids[start:min(split, start + step)], minlength=vocab_size) > 0
-    for start in range(split, corpus.num_chars, step):
-        unseen_in_val += np.bincount(ids[start:min(corpus.num_chars, start + step)],
-                                     minlength=vocab_size)
-    unseen_in_val[seen] = 0
+    counts = np.asarray(corpus.counts, dtype=np.int64)
+    if corpus.first_chunk is not None and corpus.chunk_starts is not None:
+        starts = np.asarray(corpus.chunk_starts, dtype=np.int64)
+        first = np.asarray(corpus.first_chunk, dtype=np.int64)
+        k = int(np.searchsorted(starts, split, side="right")) - 1  # chunk holding the split
+        seen = first < k
+        if split > starts[k]:
+            seen |= (first == k) & (np.bincount(ids[starts[k]:split], minlength=vocab_size) > 0)
+        unseen_in_val = np.where(seen, 0, counts)
+    else:
+        seen = np.zeros(vocab_size, dtype=bool)
+        unseen_in_val = np.zeros(vocab_size, dtype=np.int64)
+        step = 64 * 1024 * 1024
+        for start in range(0, split, step):
+            seen |= np.bincount(ids[start:min(split, start + step)], minlength=vocab_size) > 0
+        for start in range(split, corpus.num_chars, step):
+            unseen_in_val += np.bincount(ids[start:min(corpus.num_chars, start + step)],
+                                         minlength=vocab_size)
+        unseen_in_val[seen] = 0
     unseen_chars = [corpus.vocab[i] for i in np.flatnonzero(unseen_in_val)]
     return {
         "source": corpus.source,
