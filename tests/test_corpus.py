@@ -183,3 +183,28 @@ def test_vocabulary_lists_unknown_characters():
     vocab = Vocabulary(list("abc"))
     with pytest.raises(CorpusError, match=r"'x', 'y'"):
         vocab.encode("abxcy")
+
+
+def test_prepare_removes_temporaries_of_dead_runs_only(tmp_path):
+    """A prepare killed mid-way leaves `.codepoints.tmp-<pid>` (2 bytes per character): the
+    next prepare of that corpus deletes it, but not the files of a prepare still running."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.txt"
+    path.write_text("abc" * 100, encoding="utf-8")
+    directory = prepare(path).directory
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = directory / f".codepoints.tmp-{int(dead.stdout)}"
+    stale.write_bytes(b"x" * 1000)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        running = directory / f".ids.bin.tmp-{alive.pid}"
+        running.write_bytes(b"y")
+        again = prepare(path, force=True)
+        assert not stale.exists() and running.exists()
+        assert decoded(again) == "abc" * 100
+    finally:
+        alive.kill()
+        alive.wait()

@@ -194,6 +194,27 @@ def _cache_key(path: Path, encoding: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
+def _remove_dead_temporaries(directory: Path) -> None:
+    """Delete temporary files of earlier `prepare`s that died (killed, power loss) mid-way.
+
+    A temporary file is named `.<what>.tmp-<pid>`; one whose process still runs belongs to a
+    concurrent `prepare` of the same corpus and is left alone.
+    """
+    for tmp in directory.glob(".*.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass  # alive under another user: not ours to delete
+
+
 def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | None = None,
             force: bool = False, chunk_bytes: int = CHUNK_BYTES) -> PreparedCorpus:
     """Encode `path` into the cache (or re-use the cached encoding) and return it.
@@ -212,6 +233,7 @@ def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | 
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rebuilt below
     directory.mkdir(parents=True, exist_ok=True)
+    _remove_dead_temporaries(directory)
 
     # Pass 1 (the only decoding pass): hash the bytes, count the code points, note the
     # chunk each one first occurs in, and keep the code points in a temporary file.
