@@ -39,10 +39,10 @@ class TrainConfig:
     """How a run trains (saved as `run.json["training"]`)."""
 
     seq_len: int = 50
-    batch_size: int = 32
+    batch_size: int = 128
     epochs: int = 20
     time_limit: float | None = None
-    learning_rate: float = 3e-3
+    learning_rate: float = 6e-3
     clip_norm: float | None = 1.0
     val_fraction: float = 0.1
     seed: int = 0
