@@ -205,8 +205,6 @@ def _remove_dead_temporaries(directory: Path) -> None:
             pid = int(tmp.name.rsplit("-", 1)[1])
         except ValueError:
             continue
-        if pid == os.getpid():
-            continue
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -330,7 +328,6 @@ def split_stats(corpus: PreparedCorpus, val_fraction: float) -> dict:
     ids = corpus.ids()
     split = split_point(corpus.num_chars, val_fraction)
     vocab_size = len(corpus.vocab)
-    counts = np.asarray(corpus.counts, dtype=np.int64)
     if corpus.first_chunk is not None and corpus.chunk_starts is not None:
         starts = np.asarray(corpus.chunk_starts, dtype=np.int64)
         first = np.asarray(corpus.first_chunk, dtype=np.int64)
@@ -338,7 +335,7 @@ def split_stats(corpus: PreparedCorpus, val_fraction: float) -> dict:
         seen = first < k
         if split > starts[k]:
             seen |= (first == k) & (np.bincount(ids[starts[k]:split], minlength=vocab_size) > 0)
-        unseen_in_val = np.where(seen, 0, counts)
+        unseen_in_val = np.where(seen, 0, np.asarray(corpus.counts, dtype=np.int64))
     else:
         seen = np.zeros(vocab_size, dtype=bool)
         unseen_in_val = np.zeros(vocab_size, dtype=np.int64)
