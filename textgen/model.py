@@ -28,7 +28,7 @@ class ModelConfig:
     vocab_size: int
     embedding_dim: int = 64
     units: int = 256
-    num_layers: int = 1
+    num_layers: int = 2
     dropout: float = 0.0
 
     def validate(self) -> "ModelConfig":
