@@ -210,7 +210,7 @@ def train(
     checkpoints_dir: CheckpointsOption = Path("checkpoints"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run (default: the latest) exactly where it stopped.")] = False,
     use_previous: Annotated[bool, typer.Option("--use-previous", help="With --resume: if the newest checkpoint is damaged, continue from the previous good one.")] = False,
-    size: Annotated[Optional[str], typer.Option(help="Model size preset: small (1x256), medium (2x256, the default) or large (2x512); --layers/--units/--embedding-dim override it.")] = None,
+    size: Annotated[Optional[str], typer.Option(help="Model size preset: small, medium (the default model) or large (sizes in the README); --layers/--units/--embedding-dim override it.")] = None,
     layers: Annotated[Optional[int], typer.Option(help="Number of LSTM layers. (default: 2)")] = None,
     units: Annotated[Optional[int], typer.Option(help="Units per LSTM layer. (default: 256)")] = None,
     embedding_dim: Annotated[Optional[int], typer.Option(help="Size of the character embedding. (default: 64)")] = None,
