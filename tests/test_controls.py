@@ -110,3 +110,26 @@ def test_bad_control_values(field, value):
 def test_plateau_refuses_warmup():
     with pytest.raises(ConfigError, match="warmup"):
         TrainConfig(lr_schedule="plateau", warmup_steps=3).validate()
+
+
+def test_train_help_states_the_real_defaults():
+    """`train --help` writes defaults by hand (the CLI does not import Keras to show help);
+    they must agree with the dataclasses that training actually uses."""
+    import dataclasses
+    import re
+
+    import typer
+
+    from textgen.model import ModelConfig
+
+    defaults = {f.name: f.default for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls)
+                if f.default is not dataclasses.MISSING}
+    defaults["layers"] = defaults["num_layers"]
+    train = typer.main.get_command(app).commands["train"]
+    checked = []
+    for param in train.params:
+        found = re.search(r"\(default: ([0-9.e-]+)\)", getattr(param, "help", None) or "")
+        if found and param.name in defaults:
+            assert float(found.group(1)) == pytest.approx(defaults[param.name]), param.name
+            checked.append(param.name)
+    assert {"layers", "units", "batch_size", "learning_rate", "seq_len", "epochs"} <= set(checked)
