@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 
 import numpy as np
 import pytest
@@ -63,6 +65,76 @@ def test_cosine_with_warmup(tiny_corpus, tmp_path):
     assert max(rates) == pytest.approx(0.01, rel=0.05)
     assert rates[30] < rates[10], "then decays"
     assert min(rates) >= 0.01 * 0.1 - 1e-9
+
+
+def cosine(step, total, lr=0.01, floor=0.1):
+    progress = min(1.0, step / total)
+    return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class StopAt(Recorder):
+    """Stops the run after step `at`, as SIGTERM would."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_step(self, step, logs):
+        super().on_step(step, logs)
+        if step == self.at:
+            self.trainer.stop_reason = "SIGTERM"
+
+
+def test_cosine_fits_its_decay_to_the_time_limit(tiny_corpus, tmp_path):
+    corpus = prepare(tiny_corpus)
+    trainer, rec, summary = run(corpus, tmp_path, "fit", lr_schedule="cosine", time_limit=4.0, epochs=100_000,
+                                eval_every=300, learning_rate=0.01)
+    assert summary["stopped"] == "time_limit" and trainer.fitted
+    steps = trainer.step
+    assert abs(trainer.decay_total - steps) <= 0.25 * steps, (trainer.decay_total, steps)
+    assert rec.rates[0] == pytest.approx(0.01, rel=1e-6)
+    assert rec.rates[-1] < 0.01 * 0.3, "decayed close to the 10% floor when the time ran out"
+    assert checkpoints.latest(tmp_path / "fit").state["fitted_decay_steps"] == trainer.decay_total
+
+
+def test_fitted_decay_arithmetic(tiny_corpus, tmp_path):
+    trainer = open_run(prepare(tiny_corpus), "tiny", tmp_path, "arith", TINY,
+                       options(lr_schedule="cosine", time_limit=30.0, epochs=1000), False)
+    trainer.lock.release()
+    assert trainer.fitting and not trainer.fitted
+    trainer.step = 100
+    now = time.time()
+    trainer._fit_decay((now - 10, 0), now - 10)  # 10 steps/s so far, 20 s left: 200 more steps
+    assert trainer.decay_total == pytest.approx(300, abs=2)
+    trainer.config.time_limit, trainer.config.epochs = 3000.0, 1  # never beyond the run's last step
+    trainer._fit_decay((now - 10, 0), now - 10)
+    assert trainer.decay_total == trainer.batches.steps_per_epoch
+
+
+def test_resume_keeps_the_fitted_schedule(tiny_corpus, tmp_path):
+    corpus = prepare(tiny_corpus)
+    first = StopAt(200)
+    trainer = open_run(corpus, "tiny", tmp_path, "res", TINY,
+                       options(lr_schedule="cosine", time_limit=60.0, epochs=1000, eval_every=10_000,
+                               learning_rate=0.01), False, callbacks=first)
+    first.trainer = trainer
+    trainer.run()
+    fitted = trainer.decay_total
+    assert trainer.fitted and trainer.step == 200 < fitted
+    assert checkpoints.latest(tmp_path / "res").state["fitted_decay_steps"] == fitted
+    # A new time limit on --resume does not refit: the run keeps the schedule it started.
+    again = StopAt(210)
+    resumed = open_run(corpus, "tiny", tmp_path, "res", {}, {"time_limit": 1000.0}, True, callbacks=again)
+    again.trainer = resumed
+    assert resumed.decay_total == fitted and not resumed.fitting
+    resumed.run()
+    assert again.rates == pytest.approx([cosine(s, fitted) for s in range(200, 210)], rel=1e-6)
+    # --decay-steps on --resume replaces it.
+    third = StopAt(215)
+    resumed = open_run(corpus, "tiny", tmp_path, "res", {}, {"decay_steps": 400}, True, callbacks=third)
+    third.trainer = resumed
+    resumed.run()
+    assert third.rates == pytest.approx([cosine(s, 400) for s in range(210, 215)], rel=1e-6)
 
 
 def test_plateau_halves_and_patience_stops_restoring_best(tiny_corpus, tmp_path):
@@ -128,8 +200,14 @@ def test_train_help_states_the_real_defaults():
     train = typer.main.get_command(app).commands["train"]
     checked = []
     for param in train.params:
-        found = re.search(r"\(default: ([0-9.e-]+)\)", getattr(param, "help", None) or "")
-        if found and param.name in defaults:
-            assert float(found.group(1)) == pytest.approx(defaults[param.name]), param.name
-            checked.append(param.name)
-    assert {"layers", "units", "batch_size", "learning_rate", "seq_len", "epochs"} <= set(checked)
+        found = re.search(r"\(default: ([^)]+)\)", getattr(param, "help", None) or "")
+        if not found or param.name not in defaults or defaults[param.name] is None:
+            continue
+        default, stated = defaults[param.name], found.group(1)
+        if isinstance(default, str):
+            assert stated == default, param.name
+        else:
+            assert float(stated) == pytest.approx(default), param.name
+        checked.append(param.name)
+    assert {"layers", "units", "batch_size", "learning_rate", "seq_len", "epochs", "lr_schedule",
+            "strategy"} <= set(checked)

@@ -21,8 +21,9 @@ from conftest import TINY_TEXT, run_cli
 from textgen import checkpoints
 
 MODEL = ["--layers", "2", "--units", "16", "--embedding-dim", "8"]
+# Constant rate: these runs are resumed with more --epochs, which would stretch a cosine schedule.
 TRAIN = ["--seq-len", "16", "--batch-size", "8", "--eval-chars", "200", "--learning-rate", "0.01",
-         "--eval-every", "5"]
+         "--eval-every", "5", "--lr-schedule", "constant"]
 TWO_CPUS = {"TEXTGEN_CPU_REPLICAS": "2"}
 
 
@@ -109,6 +110,17 @@ def test_multi_worker_two_processes_match_one_process_only_chief_writes_and_resu
                env={"TEXTGEN_CHECKPOINTS": str(single)}))
     assert chief["step"] == worker["step"] == checkpoints.latest(single / "mw").state["step"]
     assert_same_curve(curve(single, "mw"), curve(shared, "mw"))
+
+
+def test_multi_worker_fits_one_schedule_to_the_time_limit(corpus, tmp_path):
+    # Each worker measures its own speed; they must agree on one schedule, or their weights part.
+    root = tmp_path / "shared"
+    chief, worker = train_two_workers(corpus, [root, root], "--lr-schedule", "cosine", "--time-limit", "8",
+                                      "--epochs", "10000")
+    assert chief["stopped"] == worker["stopped"] == "time_limit" and chief["step"] == worker["step"]
+    assert chief["learning_rate"] == worker["learning_rate"] < 0.01 * 0.5
+    assert chief["val_loss"] == pytest.approx(worker["val_loss"], abs=1e-9)
+    assert checkpoints.latest(root / "mw").state["fitted_decay_steps"] > 50
 
 
 @pytest.mark.parametrize("args, env, message", [

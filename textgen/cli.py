@@ -188,7 +188,8 @@ class RichProgress:
         if self.enabled:
             self.progress.console.print(
                 f"step {record['step']:,} (epoch {record['epoch']:.2f}): val loss {record['val_loss']:.4f} "
-                f"nats/char, {record['val_bpc']:.4f} bpc [dim](eval {record['eval_seconds']:.1f}s)[/]"
+                f"nats/char, {record['val_bpc']:.4f} bpc [dim](eval {record['eval_seconds']:.1f}s, "
+                f"learning rate {record['learning_rate']:.2e})[/]"
             )
 
     def on_sample(self, text):
@@ -225,9 +226,9 @@ def train(
     val_fraction: Annotated[Optional[float], typer.Option(help="Share of the corpus (its tail) used for validation. (default: 0.1)")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (and checkpoint) every N steps. (default: every epoch)")] = None,
     eval_chars: Annotated[Optional[int], typer.Option(help="Validation characters scored per evaluation, from the start of the split. (default: 1000000)")] = None,
-    lr_schedule: Annotated[Optional[str], typer.Option(help="constant, cosine (decays to 10% over --decay-steps) or plateau (halves after 2 evaluations without improvement). (default: constant)")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(help="constant, cosine (decays to 10% by the end of the run: over --decay-steps, else the steps that fit in --time-limit, else all --epochs) or plateau (halves after 2 evaluations without improvement). (default: cosine)")] = None,
     warmup_steps: Annotated[Optional[int], typer.Option(help="Linear learning-rate warm-up steps (constant, cosine). (default: 0)")] = None,
-    decay_steps: Annotated[Optional[int], typer.Option(help="Cosine: steps to decay over. (default: epochs x steps per epoch)")] = None,
+    decay_steps: Annotated[Optional[int], typer.Option(help="Cosine: steps to decay over. (default: with --time-limit, the steps that fit in it, measured while training; else epochs x steps per epoch)")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Stop after N evaluations without a better validation loss, restoring the best weights.")] = None,
     sample_every: Annotated[Optional[int], typer.Option(help="Print a sample every N steps (besides after each evaluation).")] = None,
     sample_temperature: Annotated[Optional[float], typer.Option(help="Temperature of the samples printed while training. (default: 0.8)")] = None,

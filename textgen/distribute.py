@@ -93,6 +93,16 @@ class Distribution:
             lambda context: tf.constant(1.0 if stop else 0.0))
         return float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, flag, axis=None)) > 0
 
+    def mean(self, value: float) -> float:
+        """Multi-worker: the mean of every worker's value, the same number on all of them."""
+        if self.name != "multi-worker":
+            return value
+        import tensorflow as tf
+
+        values = self.strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(float(value), tf.float64))
+        return float(self.strategy.reduce(tf.distribute.ReduceOp.MEAN, values, axis=None))
+
 
 _CURRENT: Distribution | None = None
 

@@ -50,9 +50,9 @@ class TrainConfig:
     eval_chars: int = 1_000_000  # validation characters scored per evaluation (from the start of the split)
     checkpoint_seconds: float = 120.0  # also checkpoint this often (wall clock)
     state_reset: int = 10  # each stream forgets its LSTM state every this many segments (staggered); 1 = stateless
-    lr_schedule: str = "constant"  # constant | cosine | plateau
+    lr_schedule: str = "cosine"  # constant | cosine | plateau
     warmup_steps: int = 0  # linear warm-up from 0 (constant and cosine)
-    decay_steps: int | None = None  # cosine: steps to decay over; None = epochs x steps per epoch
+    decay_steps: int | None = None  # cosine: steps to decay over; None = fitted to time_limit, else epochs x steps/epoch
     min_lr_fraction: float = 0.1  # cosine ends (and plateau stops halving) at this share of learning_rate
     patience: int | None = None  # early stopping: evaluations without a new best validation loss
     sample_every: int | None = None  # steps between samples (besides the one after each evaluation)
@@ -102,6 +102,7 @@ class TrainConfig:
 
 
 LR_SCHEDULES = ("constant", "cosine", "plateau")
+FIT_AFTER_STEPS = 50  # cosine under a time limit: fit the decay to it after this many timed steps
 PLATEAU_EVALS = 2  # plateau: halve the learning rate after this many evaluations without improvement
 
 # Options that must stay fixed for a run: resuming with others would not continue it.
@@ -271,7 +272,7 @@ class Trainer:
                 self.model = build_model(self.model_config, self.config.batch_size, self.config.seq_len)
             self.cudnn_warnings = devices.cudnn_warnings(devices.cudnn_report(self.model))
             self.model.compile(
-                optimizer=keras.optimizers.Adam(learning_rate=self._learning_rate(),
+                optimizer=keras.optimizers.Adam(learning_rate=self.config.learning_rate,
                                                 global_clipnorm=self.config.clip_norm),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 jit_compile=False if self.distribution.strategy is not None
@@ -286,22 +287,54 @@ class Trainer:
         self.history: list = []
         self.train_seconds = 0.0
         self.best_val = math.inf
+        # Cosine decays over --decay-steps if given, else over the steps that fit in --time-limit
+        # (measured while training, see _fit_decay), else over all epochs.
+        self.decay_total = self.config.decay_steps or self.config.epochs * self.batches.steps_per_epoch
+        self.fitting = (self.config.lr_schedule == "cosine" and self.config.decay_steps is None
+                        and self.config.time_limit is not None)
+        self.fitted = False
+        self._started, self._clock = time.time(), None
         if self.resume is not None:
             self._restore(self.resume)
 
-    def _learning_rate(self):
-        """A float (constant, plateau) or a Keras schedule driven by the optimizer's step."""
+    def scheduled_learning_rate(self, step: int) -> float | None:
+        """The learning rate of update `step` (0-based); None for plateau, which sets it itself.
+
+        Linear warm-up over the first warmup_steps updates, then constant or a cosine from
+        learning_rate down to min_lr_fraction of it at step decay_total (and flat after).
+        """
         cfg = self.config
-        if cfg.lr_schedule == "plateau" or (cfg.lr_schedule == "constant" and not cfg.warmup_steps):
+        if cfg.lr_schedule == "plateau":
+            return None
+        if step < cfg.warmup_steps:
+            return cfg.learning_rate * (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "constant":
             return cfg.learning_rate
-        total = cfg.decay_steps or cfg.epochs * self.batches.steps_per_epoch
-        alpha = 1.0 if cfg.lr_schedule == "constant" else cfg.min_lr_fraction
-        return keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if cfg.warmup_steps else cfg.learning_rate,
-            decay_steps=max(1, total - cfg.warmup_steps), alpha=alpha,
-            warmup_target=cfg.learning_rate if cfg.warmup_steps else None,
-            warmup_steps=cfg.warmup_steps,
-        )
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, self.decay_total - cfg.warmup_steps))
+        floor = cfg.min_lr_fraction
+        return cfg.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def _set_learning_rate(self) -> None:
+        rate = self.scheduled_learning_rate(self.step)
+        if rate is not None and rate != getattr(self, "_rate_set", None):
+            self.optimizer.learning_rate.assign(rate)
+            self._rate_set = rate
+
+    def _fit_decay(self, clock: tuple[float, int], started: float) -> None:
+        """Cosine under --time-limit: decay over the steps that fit in the time left.
+
+        Steps per second are measured from the end of this process' first step (compiling
+        excluded) to now, evaluations and checkpoints included; the fit is repeated after each
+        evaluation and saved in every checkpoint, so a resumed run follows the same schedule.
+        Workers of a multi-worker run take the mean of their estimates.
+        """
+        since, first_step = clock
+        now = time.time()
+        rate = (self.step - first_step) / max(now - since, 1e-9)
+        left = max(0.0, self.config.time_limit - (now - started))
+        total = self.distribution.mean(self.step + rate * left)
+        self.decay_total = max(self.step, min(int(round(total)), self.config.epochs * self.batches.steps_per_epoch))
+        self.fitted = True
 
     def current_learning_rate(self) -> float:
         return float(np.asarray(self.optimizer.learning_rate))
@@ -326,6 +359,9 @@ class Trainer:
         self.history = list(state.get("history", []))
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.best_val = min([r["val_loss"] for r in self.history if "val_loss" in r] or [math.inf])
+        if self.fitting and state.get("fitted_decay_steps"):
+            # The schedule was fitted to the time limit of the process that started the run.
+            self.decay_total, self.fitting, self.fitted = int(state["fitted_decay_steps"]), False, True
 
     def _state(self) -> dict:
         spe = self.batches.steps_per_epoch
@@ -339,6 +375,7 @@ class Trainer:
             "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
             "history": self.history,
             "restored_best_from_step": getattr(self, "restored_best_from", None),
+            "fitted_decay_steps": self.decay_total if self.fitted else None,
             "saved_at": time.time(),
         }
 
@@ -434,6 +471,7 @@ class Trainer:
             "val_chars": len(self.val_ids) - 1,
         })
         started = time.time()
+        self._started, self._clock = started, None  # _clock: (time, step) after this process' first step
         last_save = started
         last_logs: dict = {}
         needs_save = False
@@ -455,11 +493,16 @@ class Trainer:
                 else:
                     self._reset_some_streams(k)
                 x, y = self.batches.batch(epoch, k)
+                self._set_learning_rate()
                 t0 = time.time()
                 loss = self.train_step(x, y)
                 now = time.time()
                 self.train_seconds += now - t0
                 self.step += 1
+                if self._clock is None:
+                    self._clock = (now, self.step)
+                elif self.fitting and self.step - self._clock[1] == FIT_AFTER_STEPS:
+                    self._fit_decay(self._clock, started)
                 needs_save = True
                 if not math.isfinite(loss):
                     raise ConfigError(
@@ -477,6 +520,7 @@ class Trainer:
                 elif now - last_save >= cfg.checkpoint_seconds:
                     self.save()
                     last_save, needs_save = time.time(), False
+            self.fitting = False  # the schedule is final: the last evaluation does not refit it
             if self.stop_reason is None:
                 self.stop_reason = "finished"
             if needs_save:
@@ -526,6 +570,8 @@ class Trainer:
             self.best_val = metrics["val_loss"]
         stale = self.evals_since_best()
         cfg = self.config
+        if self.fitting and self._clock is not None and self.step > self._clock[1]:
+            self._fit_decay(self._clock, self._started)  # now counting the evaluations' time too
         if cfg.lr_schedule == "plateau" and stale and stale % PLATEAU_EVALS == 0:
             floor = cfg.learning_rate * cfg.min_lr_fraction
             self.optimizer.learning_rate.assign(max(floor, self.current_learning_rate() * 0.5))
