@@ -226,7 +226,7 @@ def train(
     val_fraction: Annotated[Optional[float], typer.Option(help="Share of the corpus (its tail) used for validation. (default: 0.1)")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (and checkpoint) every N steps. (default: every epoch)")] = None,
     eval_chars: Annotated[Optional[int], typer.Option(help="Validation characters scored per evaluation, from the start of the split. (default: 1000000)")] = None,
-    lr_schedule: Annotated[Optional[str], typer.Option(help="constant, cosine (decays to 10% by the end of the run: over --decay-steps, else the steps that fit in --time-limit, else all --epochs) or plateau (halves after 2 evaluations without improvement). (default: cosine)")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(help="cosine (decays to 10% by the end of the run: over --decay-steps, else the steps that fit in --time-limit, else all --epochs), constant or plateau (halves after 2 evaluations without improvement). (default: cosine)")] = None,
     warmup_steps: Annotated[Optional[int], typer.Option(help="Linear learning-rate warm-up steps (constant, cosine). (default: 0)")] = None,
     decay_steps: Annotated[Optional[int], typer.Option(help="Cosine: steps to decay over. (default: with --time-limit, the steps that fit in it, measured while training; else epochs x steps per epoch)")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Stop after N evaluations without a better validation loss, restoring the best weights.")] = None,

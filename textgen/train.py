@@ -293,7 +293,7 @@ class Trainer:
         self.fitting = (self.config.lr_schedule == "cosine" and self.config.decay_steps is None
                         and self.config.time_limit is not None)
         self.fitted = False
-        self._started, self._clock = time.time(), None
+        self._started, self._clock, self._rate_set = time.time(), None, None
         if self.resume is not None:
             self._restore(self.resume)
 
@@ -316,7 +316,7 @@ class Trainer:
 
     def _set_learning_rate(self) -> None:
         rate = self.scheduled_learning_rate(self.step)
-        if rate is not None and rate != getattr(self, "_rate_set", None):
+        if rate is not None and rate != self._rate_set:
             self.optimizer.learning_rate.assign(rate)
             self._rate_set = rate
 
