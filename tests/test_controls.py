@@ -104,10 +104,11 @@ def test_fitted_decay_arithmetic(tiny_corpus, tmp_path):
     assert trainer.fitting and not trainer.fitted
     trainer.step = 100
     now = time.time()
-    trainer._fit_decay((now - 10, 0), now - 10)  # 10 steps/s so far, 20 s left: 200 more steps
+    trainer._clock, trainer._started = (now - 10, 0), now - 10  # 10 steps/s so far, 20 s left: 200 more
+    trainer._fit_decay()
     assert trainer.decay_total == pytest.approx(300, abs=2)
     trainer.config.time_limit, trainer.config.epochs = 3000.0, 1  # never beyond the run's last step
-    trainer._fit_decay((now - 10, 0), now - 10)
+    trainer._fit_decay()
     assert trainer.decay_total == trainer.batches.steps_per_epoch
 
 

@@ -117,7 +117,9 @@ def test_multi_worker_fits_one_schedule_to_the_time_limit(corpus, tmp_path):
     root = tmp_path / "shared"
     chief, worker = train_two_workers(corpus, [root, root], "--lr-schedule", "cosine", "--time-limit", "8",
                                       "--epochs", "10000")
-    assert chief["stopped"] == worker["stopped"] == "time_limit" and chief["step"] == worker["step"]
+    # The worker whose clock runs out first stops both; the other reports "another worker stopped".
+    assert "time_limit" in (chief["stopped"], worker["stopped"]) and chief["step"] == worker["step"]
+    assert {chief["stopped"], worker["stopped"]} <= {"time_limit", "another worker stopped"}
     assert chief["learning_rate"] == worker["learning_rate"] < 0.01 * 0.5
     assert chief["val_loss"] == pytest.approx(worker["val_loss"], abs=1e-9)
     assert checkpoints.latest(root / "mw").state["fitted_decay_steps"] > 50

@@ -85,13 +85,7 @@ class Distribution:
 
     def agree(self, stop: bool) -> bool:
         """Multi-worker: stop only together (a time limit or a signal seen by any worker)."""
-        if self.name != "multi-worker":
-            return stop
-        import tensorflow as tf
-
-        flag = self.strategy.experimental_distribute_values_from_function(
-            lambda context: tf.constant(1.0 if stop else 0.0))
-        return float(self.strategy.reduce(tf.distribute.ReduceOp.SUM, flag, axis=None)) > 0
+        return self.mean(1.0 if stop else 0.0) > 0
 
     def mean(self, value: float) -> float:
         """Multi-worker: the mean of every worker's value, the same number on all of them."""

@@ -293,7 +293,7 @@ class Trainer:
         self.fitting = (self.config.lr_schedule == "cosine" and self.config.decay_steps is None
                         and self.config.time_limit is not None)
         self.fitted = False
-        self._started, self._clock, self._rate_set = time.time(), None, None
+        self._started, self._clock, self._rate_set = None, None, None  # run() sets the first two
         if self.resume is not None:
             self._restore(self.resume)
 
@@ -320,7 +320,7 @@ class Trainer:
             self.optimizer.learning_rate.assign(rate)
             self._rate_set = rate
 
-    def _fit_decay(self, clock: tuple[float, int], started: float) -> None:
+    def _fit_decay(self) -> None:
         """Cosine under --time-limit: decay over the steps that fit in the time left.
 
         Steps per second are measured from the end of this process' first step (compiling
@@ -328,10 +328,10 @@ class Trainer:
         evaluation and saved in every checkpoint, so a resumed run follows the same schedule.
         Workers of a multi-worker run take the mean of their estimates.
         """
-        since, first_step = clock
+        since, first_step = self._clock
         now = time.time()
         rate = (self.step - first_step) / max(now - since, 1e-9)
-        left = max(0.0, self.config.time_limit - (now - started))
+        left = max(0.0, self.config.time_limit - (now - self._started))
         total = self.distribution.mean(self.step + rate * left)
         self.decay_total = max(self.step, min(int(round(total)), self.config.epochs * self.batches.steps_per_epoch))
         self.fitted = True
@@ -502,7 +502,7 @@ class Trainer:
                 if self._clock is None:
                     self._clock = (now, self.step)
                 elif self.fitting and self.step - self._clock[1] == FIT_AFTER_STEPS:
-                    self._fit_decay(self._clock, started)
+                    self._fit_decay()
                 needs_save = True
                 if not math.isfinite(loss):
                     raise ConfigError(
@@ -571,7 +571,7 @@ class Trainer:
         stale = self.evals_since_best()
         cfg = self.config
         if self.fitting and self._clock is not None and self.step > self._clock[1]:
-            self._fit_decay(self._clock, self._started)  # now counting the evaluations' time too
+            self._fit_decay()  # now counting the evaluations' time too
         if cfg.lr_schedule == "plateau" and stale and stale % PLATEAU_EVALS == 0:
             floor = cfg.learning_rate * cfg.min_lr_fraction
             self.optimizer.learning_rate.assign(max(floor, self.current_learning_rate() * 0.5))
