@@ -183,6 +183,38 @@ def test_generation_memory_does_not_grow_with_length():
     assert long < short + 16 * 1024, (short, long)  # keeping 4,500 more characters would cost > 36 KB
 
 
+
+BLAS_PROBE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from test_sampling import random_weights
+from textgen import sampling
+
+getter, setter = sampling._openblas_functions()
+calls = []
+sampling._openblas_functions = lambda: (getter, lambda n: calls.append(n) or setter(n))
+before = getter()
+engine = sampling.LSTMEngine(random_weights(units=16), 2)
+for num_samples in (1, 3, 1):  # several samples in a row, as the in-process CLI fuzzers do
+    list(sampling.generate(engine, [1], 20, 1.0, num_samples=num_samples, seed=0))
+print(before, getter(), calls)
+"""
+
+
+def test_sampling_sets_openblas_to_one_thread_once_and_leaves_it_there():
+    """One switch for the process, not one each way around every sample: switching back and
+    forth makes OpenBLAS end and start threads each time (a fuzzer once stalled in that)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", BLAS_PROBE, str(Path(__file__).parent)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr  # also fails when numpy's OpenBLAS is not found
+    before, after, calls = out.stdout.split(maxsplit=2)
+    assert (before, after, calls.strip()) == ("2", "1", "[1]")
 # ----------------------------------------------------------------------------- the engine against Keras
 
 

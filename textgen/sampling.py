@@ -12,11 +12,11 @@ What makes it fast (each measured, see benchmarks/README_sampling.md):
   [kernel; recurrent_kernel]: one matmul per layer, no allocation per step.
 - sigmoid and tanh are computed from float32 `np.exp`, which numpy vectorises; its float32
   `tanh` is not vectorised on AVX2 CPUs and made the elementwise part as slow as the matmuls.
-- OpenBLAS runs single-threaded while sampling. On these small matrices (64 x 1024 x 2048)
-  its own threads cost more than they give (about 5x slower on a 2-core machine); instead,
-  from 16 streams on, two worker threads each own half of every layer's units (their
-  columns of the weights) and meet at a barrier after each layer (numpy releases the GIL
-  inside BLAS and ufuncs).
+- OpenBLAS is put on one thread (for the rest of the process) when sampling starts. On
+  these small matrices (64 x 1024 x 2048) its own threads cost more than they give (about
+  5x slower on a 2-core machine); instead, from 16 streams on, two worker threads each own
+  half of every layer's units (their columns of the weights) and meet at a barrier after
+  each layer (numpy releases the GIL inside BLAS and ufuncs).
 - Each stream draws its uniforms from its own generator, seeded by (seed, stream index), in
   blocks of 256: no Python call per stream per step, and stream i's draws do not depend on
   how many streams run beside it.
@@ -28,7 +28,6 @@ import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -149,25 +148,28 @@ def _openblas_functions():
 
 
 _BLAS_LOCK = threading.Lock()
+_BLAS_SINGLE = False
 
 
-@contextmanager
-def single_threaded_blas():
-    """Run OpenBLAS on one thread inside the block, then restore its thread count.
+def single_threaded_blas() -> None:
+    """Put numpy's OpenBLAS on one thread, for the rest of the process (done once).
 
     Sampling multiplies small matrices; on them OpenBLAS' own threads mostly wait for each
-    other (see the module docstring). Does nothing when numpy uses another BLAS.
+    other (see the module docstring). The count is not switched back after each sample:
+    OpenBLAS (0.3.26+) ends and starts threads on every change, a restore from a generator's
+    `finally` can run at garbage collection while a worker thread is inside BLAS, and a
+    pytest process that sampled hundreds of times in a row once stalled inside that churn.
+    Nothing else textgen runs uses numpy's BLAS (training runs on Keras' backend).
+    Does nothing when numpy uses another BLAS.
     """
+    global _BLAS_SINGLE
     with _BLAS_LOCK:
+        if _BLAS_SINGLE:
+            return
         functions = _openblas_functions()
-        previous = functions[0]() if functions else None
-        if functions and previous != 1:
+        if functions and functions[0]() != 1:
             functions[1](1)
-    try:
-        yield
-    finally:
-        if functions and previous != 1:
-            functions[1](previous)
+        _BLAS_SINGLE = True
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -480,23 +482,23 @@ def generate(engine: LSTMEngine, prime_ids: Sequence[int], length: int, temperat
     prime = list(prime_ids) or [start_id]
     workers = SPLIT_WORKERS if threads is None else threads
     split = num_samples >= SPLIT_STREAMS and workers > 1 and engine.units >= 2 * workers
-    with single_threaded_blas():
-        uniforms = StreamUniforms(seed, 0, num_samples)
-        options = (temperature, top_k, top_p)
-        if split:
-            batch = _SplitBatch(engine, num_samples, prime, uniforms, options, workers)
-        else:
-            batch = _Batch(engine, num_samples, prime, uniforms, options)
-        pool = ThreadPoolExecutor(workers - 1) if split else None
-        try:
-            done = 0
-            while done < length:
-                steps = min(CHUNK_STEPS, length - done)
-                yield from batch.run(steps, pool)
-                done += steps
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True)
+    single_threaded_blas()
+    uniforms = StreamUniforms(seed, 0, num_samples)
+    options = (temperature, top_k, top_p)
+    if split:
+        batch = _SplitBatch(engine, num_samples, prime, uniforms, options, workers)
+    else:
+        batch = _Batch(engine, num_samples, prime, uniforms, options)
+    pool = ThreadPoolExecutor(workers - 1) if split else None
+    try:
+        done = 0
+        while done < length:
+            steps = min(CHUNK_STEPS, length - done)
+            yield from batch.run(steps, pool)
+            done += steps
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 # ----------------------------------------------------------------------------- text and stop strings
