@@ -38,7 +38,7 @@ LN2 = math.log(2.0)
 class TrainConfig:
     """How a run trains (saved as `run.json["training"]`)."""
 
-    seq_len: int = 50
+    seq_len: int = 25
     batch_size: int = 128
     epochs: int = 20
     time_limit: float | None = None
@@ -49,7 +49,7 @@ class TrainConfig:
     eval_every: int | None = None  # steps; None = at the end of every epoch
     eval_chars: int = 1_000_000  # validation characters scored per evaluation (from the start of the split)
     checkpoint_seconds: float = 120.0  # also checkpoint this often (wall clock)
-    state_reset: int = 10  # each stream forgets its LSTM state every this many segments (staggered); 1 = stateless
+    state_reset: int = 20  # each stream forgets its LSTM state every this many segments (staggered); 1 = stateless
     lr_schedule: str = "cosine"  # constant | cosine | plateau
     warmup_steps: int = 0  # linear warm-up from 0 (constant and cosine)
     decay_steps: int | None = None  # cosine: steps to decay over; None = fitted to time_limit, else epochs x steps/epoch
