@@ -59,9 +59,32 @@ def train_run(workdir: Path, env: dict) -> Path:
     return checkpoints
 
 
+def _openblas_threads() -> tuple:
+    """(set function, default thread count) of numpy's OpenBLAS, or (None, None)."""
+    from textgen.sampling import _openblas_functions
+
+    functions = _openblas_functions()
+    return (functions[1], functions[0]()) if functions else (None, None)
+
+
+BLAS_SET, BLAS_DEFAULT = _openblas_threads()  # read before textgen's sampler sets it to 1
+
+
 def naive_rate(weights: dict, num_layers: int, streams: int, steps: int) -> float:
     """The textbook numpy step: concatenate [x, h] per layer, default BLAS threads, one
     generator call per stream per step. Returns characters per second."""
+    if BLAS_SET is None:
+        return _naive_rate(weights, num_layers, streams, steps)
+    # textgen's sampler leaves OpenBLAS on one thread for the rest of the process: this row
+    # puts the default back, and textgen's rows get their one thread again afterwards.
+    BLAS_SET(BLAS_DEFAULT)
+    try:
+        return _naive_rate(weights, num_layers, streams, steps)
+    finally:
+        BLAS_SET(1)
+
+
+def _naive_rate(weights: dict, num_layers: int, streams: int, steps: int) -> float:
     embedding = weights["embedding/embeddings"]
     layers = [(np.concatenate([weights[f"lstm_{i}/lstm/lstm_cell/kernel"],
                                weights[f"lstm_{i}/lstm/lstm_cell/recurrent_kernel"]]),
