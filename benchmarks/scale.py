@@ -1,7 +1,7 @@
 """Scale check (issue 4, "Corpora far larger than RAM"): prepare and train on a 1 GB corpus.
 
 Usage: python benchmarks/scale.py [--size-mb 1024] [--out /tmp/textgen-scale/big.txt]
-                                  [--steps 200] [--pipeline-steps 30] [--keep] [--profile auto]
+                                  [--steps 200] [--pipeline-steps 60] [--keep] [--profile auto]
 
 1. Generates a UTF-8 text file of --size-mb MiB, streamed to disk block by block: the lines
    of the Shakespeare corpus, shuffled, about a third of them perturbed (upper/lower case,
@@ -377,7 +377,7 @@ def main():
     ap.add_argument("--out", type=Path, default=ROOT / "big.txt", help="where to write the corpus")
     ap.add_argument("--steps", type=int, default=200, help="training steps")
     ap.add_argument("--eval-chars", type=int, default=20000, help="validation characters scored at the end")
-    ap.add_argument("--pipeline-steps", type=int, default=30, help="measured steps per source and round")
+    ap.add_argument("--pipeline-steps", type=int, default=60, help="measured steps per source and round (60 steps of the default model: about 5 s each)")
     ap.add_argument("--reuse", action="store_true", help="re-use an existing --out file of the right size")
     ap.add_argument("--keep", action="store_true", help="keep the corpus and its cache entry")
     ap.add_argument("--profile", choices=("auto", "always", "never"), default="auto",
