@@ -380,7 +380,7 @@ def test_render_image_uses_shades():
     image[0:2, 0] = 255
     image[2, 2] = 255
     assert len(mnist.DATASETS) == 2
-    from textgen.mnist_cli import render_image
+    from textgen.cli.demos import render_image
 
     assert render_image(image) == ["█  ", "  ▒"]
 

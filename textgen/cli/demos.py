@@ -1,22 +1,18 @@
-"""CLI commands `textgen mnist` and `textgen perceptron` (registered on the main app)."""
+"""`textgen mnist` and `textgen perceptron`: the demos apart from the language model."""
 
 from __future__ import annotations
 
-import json
-import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, List, Optional, Tuple
+from typing import Annotated, Optional
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from textgen.cli.common import JsonOption, emit_json, err, out
 from textgen.errors import ConfigError
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
 SHADES = " ░▒▓█"
 
 
@@ -29,12 +25,6 @@ CheckpointsOption = Annotated[
     Path, typer.Option("--checkpoints", help="Directory holding the runs; the model goes in its mnist/.",
                        envvar="TEXTGEN_CHECKPOINTS")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
-
-
-def emit_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -102,7 +92,7 @@ def show_images(data, predicted: np.ndarray, count: int) -> list:
     for start in range(0, count, per_row):
         picks = range(start, min(start + per_row, count))
         blocks = [render_image(data.x_test[i]) for i in picks]
-        for line in zip(*blocks):
+        for line in zip(*blocks, strict=True):
             out.print("  ".join(line), markup=False, highlight=False)
         captions = []
         for i in picks:
@@ -126,7 +116,7 @@ def confusion_table(matrix, class_names, classes) -> Table:
     for label in classes:
         table.add_column(str(label), justify="right")
     table.add_column("recall", justify="right")
-    for i, (label, name, row) in enumerate(zip(classes, class_names, matrix)):
+    for i, (label, name, row) in enumerate(zip(classes, class_names, matrix, strict=True)):
         cells = [f"[bold green]{n}[/]" if i == j else (f"[red]{n}[/]" if n else "[dim]0[/]")
                  for j, n in enumerate(row)]
         recall = row[i] / sum(row) if sum(row) else 0.0
@@ -144,10 +134,10 @@ def mnist(
     epochs: Annotated[Optional[int], typer.Option(help="Passes over the training images. [default: 5]")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per gradient step. [default: 32]")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed (weights, shuffling, splits). [default: 0]")] = None,
-    digits: Annotated[Optional[Tuple[int, int]], typer.Option(help="Two-class mode: train and test on these two classes only, e.g. --digits 3 7.")] = None,
+    digits: Annotated[Optional[tuple[int, int]], typer.Option(help="Two-class mode: train and test on these two classes only, e.g. --digits 3 7.")] = None,
     show: Annotated[int, typer.Option(help="Draw this many test images in the terminal with predicted and true labels.")] = 0,
     evaluate: Annotated[bool, typer.Option("--evaluate", help="Reload the saved model and score it on the test set, without training.")] = False,
-    compare: Annotated[Optional[List[str]], typer.Option(help="Compare architectures (repeat the option): --compare 800 --compare 10,10. Trains on fresh 80/20 splits of all images; saves nothing.")] = None,
+    compare: Annotated[Optional[list[str]], typer.Option(help="Compare architectures (repeat the option): --compare 800 --compare 10,10. Trains on fresh 80/20 splits of all images; saves nothing.")] = None,
     repeats: Annotated[Optional[int], typer.Option(help="With --compare (or alone, for --hidden): random 80/20 re-splits, one fresh model each. [default: 1]")] = None,
     checkpoints_dir: CheckpointsOption = Path("checkpoints"),
     as_json: JsonOption = False,

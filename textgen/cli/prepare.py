@@ -1,0 +1,52 @@
+"""`textgen prepare`: encode a corpus into the cache and show its statistics."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from textgen.cli.common import JsonOption, emit_json, out
+
+
+def prepare(
+    corpus: Annotated[Optional[str], typer.Argument(help="A text file, or a named corpus (default: shakespeare).")] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = "utf-8",
+    val_fraction: Annotated[float, typer.Option(help="Share of the corpus (its tail) kept for validation.")] = 0.1,
+    as_json: JsonOption = False,
+):
+    """Encode a corpus into the cache and show its statistics, without training.
+
+    Example: [bold]textgen prepare my_corpus.txt --val-fraction 0.05[/]
+    """
+    from textgen import corpus as corpus_lib
+    from textgen import named
+
+    path, name = named.resolve(corpus)
+    start = time.time()
+    prepared = corpus_lib.prepare(path, encoding=encoding)
+    stats = corpus_lib.split_stats(prepared, val_fraction)
+    stats = {"corpus": name, **stats, "seconds": round(time.time() - start, 2)}
+    if as_json:
+        emit_json(stats)
+        return
+    table = Table(title=f"Corpus {name}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("characters", f"{stats['characters']:,}")
+    table.add_row("vocabulary", f"{stats['vocab_size']:,} distinct characters")
+    table.add_row("train", f"{stats['train_chars']:,}")
+    table.add_row("validation", f"{stats['val_chars']:,} (last {val_fraction:.0%})")
+    unseen = stats["val_chars_unseen_in_train"]
+    shown = "".join(stats["val_unseen_vocab"][:20])
+    table.add_row("validation chars never seen in training", f"{unseen:,}" + (f"  {shown!r}" if unseen else ""))
+    table.add_row("ids", f"{stats['ids_dtype']} memmap, {stats['cache']}")
+    table.add_row("sha256", stats["sha256"][:16] + "…")
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `prepare` command to `app`."""
+    app.command("prepare")(prepare)

@@ -1,0 +1,242 @@
+"""`textgen sample`: generate text from a trained run, streamed as it is written."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from textgen.cli.common import CheckpointsOption, JsonOption, emit_json, err, out
+from textgen.errors import ConfigError
+
+
+def _temperatures(values: list[str]) -> list[float]:
+    from textgen.sampling import check_temperature
+
+    temps = []
+    for value in values:
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                t = float(part)
+            except ValueError:
+                raise ConfigError(f"temperature must be a number. Received: temperature={part!r}") from None
+            temps.append(check_temperature(t))
+    if not temps:
+        raise ConfigError("Give at least one --temperature.")
+    return temps
+
+
+def _unescape(text: str) -> str:
+    """Read \\n, \\t and \\\\ in an option value as newline, tab and backslash."""
+    import re
+
+    return re.sub(r"\\(\\|n|t)", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
+
+
+class _TextSink:
+    """Where sampled text goes: stdout (flushed at least every 20 ms) and, with --output,
+    a temporary file renamed over FILE when sampling ends (so FILE is never half-written)."""
+
+    def __init__(self, to_stdout: bool, output: Optional[Path]):
+        self.to_stdout, self.output = to_stdout, output
+        self.file = None
+        if output is not None:
+            if output.is_dir():
+                raise ConfigError(f"--output must be a file, not a directory. Received: output={str(output)!r}")
+            if not output.parent.is_dir():
+                raise ConfigError(f"--output's directory does not exist. Received: output={str(output)!r}")
+            self.tmp = output.with_name(f".{output.name}.tmp-{__import__('os').getpid()}")
+            self.file = open(self.tmp, "w", encoding="utf-8")
+        self.last_flush = 0.0
+
+    def write(self, text: str, to_stdout: bool = True) -> None:
+        if not text:
+            return
+        if self.file is not None:
+            self.file.write(text)
+        if self.to_stdout and to_stdout:
+            sys.stdout.write(text)
+            now = time.monotonic()
+            if now - self.last_flush > 0.02:
+                sys.stdout.flush()
+                self.last_flush = now
+
+    def close(self, keep: bool) -> None:
+        if self.to_stdout:
+            sys.stdout.flush()
+        if self.file is not None:
+            import os
+
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            if keep:
+                os.replace(self.tmp, self.output)
+            else:
+                self.tmp.unlink(missing_ok=True)
+
+
+def _novelty_line(report: dict) -> str:
+    return (f"novelty: longest span copied from the training text {report['longest_copied']:,} characters; "
+            f"{report['copied_share']:.1%} of characters inside copied spans of {report['min_span']}+")
+
+
+def _interactive(engine, vocab, temps, length, seed, top_k, top_p, stops, start_id) -> None:
+    """Read a prime per line from stdin and stream its continuation; Ctrl-D / Ctrl-C leave."""
+    from textgen.errors import CorpusError
+    from textgen.sampling import TextStreams
+
+    err.print("[dim]Type a prime and press Enter (an empty line: no prime). Ctrl-D or Ctrl-C to leave.[/]")
+    turn = 0
+    try:
+        while True:
+            sys.stderr.write("prime> ")
+            sys.stderr.flush()
+            line = sys.stdin.readline()
+            if not line:
+                break
+            prime = line.rstrip("\r\n")
+            try:
+                prime_ids = vocab.encode(prime).tolist()
+            except CorpusError as e:
+                print(f"Error: {e}", file=sys.stderr, flush=True)
+                continue
+            for t in temps:
+                if len(temps) > 1:
+                    out.rule(f"temperature {t:g}", style="dim")
+                sys.stdout.write(prime)
+                sink = _TextSink(True, None)
+                for pieces in TextStreams(engine, vocab.chars, prime_ids, length, t, 1, seed + turn,
+                                          top_k, top_p, start_id, stops):
+                    sink.write(pieces[0])
+                sink.write("\n")
+                sink.close(keep=True)
+            turn += 1
+    except KeyboardInterrupt:
+        pass
+    sys.stdout.flush()
+    sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def sample(
+    temperature: Annotated[list[str], typer.Option(help="Sampling temperature; 0 is greedy. Repeat or comma-separate for one labelled sample per value: --temperature 0.5,1.0")] = ["0.8"],  # noqa: B006 (Typer reads the default)
+    length: Annotated[int, typer.Option(help="Characters to generate per sample.")] = 500,
+    prime: Annotated[str, typer.Option(help="Text the samples continue from (printed before the continuation). \\n is a newline.")] = "",
+    stop: Annotated[list[str], typer.Option(help="Stop a sample at the first occurrence of this string (left out of the output). Repeat for several; \\n is a newline.")] = [],  # noqa: B006
+    num_samples: Annotated[int, typer.Option(help="Samples per temperature, generated as one batch; sample i is seeded by (seed, i).")] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed: the same checkpoint and seed give the same text. (default: random)")] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample only from the k most likely characters (k >= 1).")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Sample only from the smallest set of characters with probability mass >= p, p in (0, 1].")] = None,
+    output: Annotated[Optional[Path], typer.Option(help="Also write the text to this file (replaced atomically when sampling ends).")] = None,
+    novelty: Annotated[bool, typer.Option("--novelty", help="Report, per sample, the longest span copied verbatim from the training text and the share of characters in copied spans of 20+.")] = False,
+    interactive: Annotated[bool, typer.Option("--interactive", help="Prompt for a prime, stream its continuation, repeat; Ctrl-D or Ctrl-C to leave.")] = False,
+    run: Annotated[Optional[str], typer.Option(help="Run to sample from. (default: the most recently trained)")] = None,
+    checkpoint: Annotated[str, typer.Option(help="latest, best, or a checkpoint directory name such as ckpt-00001200.")] = "latest",
+    checkpoints_dir: CheckpointsOption = Path("checkpoints"),
+    use_previous: Annotated[bool, typer.Option("--use-previous", help="If the newest checkpoint is damaged, use the previous good one.")] = False,
+    as_json: JsonOption = False,
+):
+    """Generate text from a trained run, streamed as it is written.
+
+    Example: [bold]textgen sample --temperature 0.7 --length 500 --prime "ROMEO:" --stop "\\n\\n"[/]
+    """
+    from textgen import checkpoints, sampling
+    from textgen.corpus import Vocabulary
+
+    temps = _temperatures(temperature)
+    if length < 1:
+        raise ConfigError(f"--length must be a positive integer. Received: length={length}")
+    if num_samples < 1:
+        raise ConfigError(f"--num-samples must be a positive integer. Received: num_samples={num_samples}")
+    sampling.check_top_k(top_k)
+    sampling.check_top_p(top_p)
+    prime = _unescape(prime)
+    stops = sampling.check_stops([_unescape(s) for s in stop])
+    if interactive:
+        for name, given in (("--json", as_json), ("--output", output is not None), ("--novelty", novelty),
+                            ("--prime", bool(prime)), ("--num-samples > 1", num_samples > 1)):
+            if given:
+                raise ConfigError(f"--interactive reads primes from the keyboard; it does not combine with {name}.")
+    directory = checkpoints.find_run(checkpoints_dir, run)
+    info, ckpt, engine = sampling.load_run(directory, checkpoint, use_previous=use_previous)
+    vocab = Vocabulary(info["vocab"])
+    prime_ids = vocab.encode(prime).tolist() if prime else []
+    start_id = vocab.index.get("\n", 0)
+    if seed is None:
+        seed = int.from_bytes(__import__("os").urandom(4), "little")
+    if "fell_back_from" in ckpt.state:
+        err.print(f"[yellow]Newest checkpoint {ckpt.state['fell_back_from']} is damaged; using {ckpt.path.name}.[/]")
+    if interactive:
+        return _interactive(engine, vocab, temps, length, seed, top_k, top_p, stops, start_id)
+    corpus = None
+    if novelty:
+        from textgen import novelty as novelty_lib
+
+        corpus = novelty_lib.training_corpus(info)  # before sampling: a missing corpus fails fast
+    streaming = num_samples == 1 and not as_json
+    keep_text = as_json or not streaming or novelty
+    sink = _TextSink(to_stdout=not as_json, output=output)
+    labelled = num_samples > 1 or len(temps) > 1
+    results = []
+    finished = False
+    try:
+        for t in temps:
+            streams = sampling.TextStreams(engine, vocab.chars, prime_ids, length, t, num_samples, seed,
+                                           top_k, top_p, start_id, stops)
+            if streaming:
+                if labelled:
+                    out.rule(f"temperature {t:g}", style="dim")
+                    sink.write(f"--- temperature {t:g} ---\n", to_stdout=False)
+                sink.write(prime)
+            parts = [[] for _ in range(num_samples)]
+            for pieces in streams:
+                if streaming:
+                    sink.write(pieces[0])
+                if keep_text:
+                    for i, piece in enumerate(pieces):
+                        if piece:
+                            parts[i].append(piece)
+            if streaming:
+                sink.write("\n")
+                sys.stdout.flush()
+            for i, stopped in enumerate(streams.stopped):
+                result = {"index": i, "temperature": t, "text": "".join(parts[i]) if keep_text else None,
+                          "stop": stopped}
+                if corpus is not None:
+                    from textgen.novelty import novelty as novelty_report
+
+                    result["novelty"] = novelty_report(vocab.encode(result["text"]), corpus)
+                    if streaming:
+                        out.print(f"[dim]{_novelty_line(result['novelty'])}[/]")
+                results.append(result)
+            if not streaming:
+                for r in results[-num_samples:]:
+                    label = f"sample {r['index'] + 1} · temperature {r['temperature']:g}"
+                    if labelled:
+                        sink.write(f"--- {label} ---\n", to_stdout=False)
+                        if not as_json:
+                            out.rule(label, style="dim")
+                    sink.write(prime + r["text"] + "\n", to_stdout=False)
+                    if not as_json:
+                        out.print(prime + r["text"], markup=False, highlight=False)
+                        if "novelty" in r:
+                            out.print(f"[dim]{_novelty_line(r['novelty'])}[/]")
+        finished = True
+    finally:
+        sink.close(keep=finished)
+    if as_json:
+        emit_json({"run": directory.name, "checkpoint": ckpt.path.name, "step": ckpt.step, "seed": seed,
+                   "prime": prime, "length": length, "top_k": top_k, "top_p": top_p, "stop": stops,
+                   "samples": results})
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `sample` command to `app`."""
+    app.command("sample")(sample)

@@ -1,0 +1,186 @@
+"""`textgen train`: train a run, with Rich progress on stderr drawn from the trainer's hooks."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from textgen.cli.common import CheckpointsOption, JsonOption, emit_json, err, out
+from textgen.errors import ConfigError
+
+
+def _positive(name: str, value):
+    if value is not None and value <= 0:
+        raise ConfigError(f"--{name} must be positive. Received: {name.replace('-', '_')}={value}")
+    return value
+
+
+class RichProgress:
+    """Draws training progress on stderr; the trainer calls these hooks."""
+
+    def __init__(self, enabled: bool = True):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.enabled = enabled
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(bar_width=20),
+            TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+            TextColumn("ETA {task.fields[eta]}"), console=err, disable=not enabled,
+        )
+        self.task = None
+        self.val = ""
+        self.rate_window: list = []
+
+    def on_train_begin(self, info):
+        self.info = info
+        limit = f", time limit {info['time_limit']:.0f}s" if info["time_limit"] else ""
+        if self.enabled:
+            err.print(f"[dim]{info['parameters']:,} parameters · {info['train_chars']:,} training / "
+                      f"{info['val_chars']:,} validation characters · {info['steps_per_epoch']:,} steps per "
+                      f"epoch · starting at step {info['step']:,}{limit}[/]")
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=info["total_steps"], completed=info["step"],
+                                           status="compiling…", eta="?")
+
+    def on_step(self, step, logs):
+        now = time.time()
+        self.rate_window = (self.rate_window + [(now, step)])[-50:]
+        rate = 0.0
+        if len(self.rate_window) > 1:
+            (t0, s0), (t1, s1) = self.rate_window[0], self.rate_window[-1]
+            rate = (s1 - s0) / max(t1 - t0, 1e-9)
+        cps = rate * logs["chars_per_step"]
+        remaining = (self.info["total_steps"] - step) / rate if rate > 0 else math.inf
+        if self.info["time_limit"]:
+            remaining = min(remaining, max(0.0, self.info["time_limit"] - logs["elapsed"]))
+        eta = "?" if math.isinf(remaining) else time.strftime("%H:%M:%S", time.gmtime(remaining))
+        self.progress.update(
+            self.task, completed=step, eta=eta,
+            status=f"ep {logs['epoch']:.2f} · loss {logs['loss']:.3f}{self.val} · {cps:,.0f} ch/s",
+        )
+
+    def on_eval(self, record):
+        self.val = f" · val {record['val_loss']:.3f} ({record['val_bpc']:.2f} bpc)"
+        if self.enabled:
+            self.progress.console.print(
+                f"step {record['step']:,} (epoch {record['epoch']:.2f}): val loss {record['val_loss']:.4f} "
+                f"nats/char, {record['val_bpc']:.4f} bpc [dim](eval {record['eval_seconds']:.1f}s, "
+                f"learning rate {record['learning_rate']:.2e})[/]"
+            )
+
+    def on_sample(self, text):
+        if self.enabled:
+            self.progress.console.print("[dim]sample:[/]")
+            self.progress.console.print(text, markup=False, highlight=False)
+
+    def on_checkpoint(self, path):
+        pass
+
+    def on_train_end(self, summary):
+        self.progress.stop()
+
+def train(
+    corpus: Annotated[Optional[str], typer.Argument(help="A text file, or a named corpus. Default: shakespeare.")] = None,
+    run: Annotated[Optional[str], typer.Option(help="Run name (a directory under --checkpoints). Default: run-<date>-<time>.")] = None,
+    checkpoints_dir: CheckpointsOption = Path("checkpoints"),
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run (default: the latest) exactly where it stopped.")] = False,
+    use_previous: Annotated[bool, typer.Option("--use-previous", help="With --resume: if the newest checkpoint is damaged, continue from the previous good one.")] = False,
+    size: Annotated[Optional[str], typer.Option(help="Model size preset: small, medium (the default model) or large (sizes in the README); --layers/--units/--embedding-dim override it.")] = None,
+    layers: Annotated[Optional[int], typer.Option(help="Number of LSTM layers. (default: 2)")] = None,
+    units: Annotated[Optional[int], typer.Option(help="Units per LSTM layer. (default: 256)")] = None,
+    embedding_dim: Annotated[Optional[int], typer.Option(help="Size of the character embedding. (default: 64)")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers, in [0, 1). (default: 0)")] = None,
+    seq_len: Annotated[Optional[int], typer.Option(help="Characters per training segment (back-propagation length). (default: 25)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Parallel text streams per step. (default: 128)")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training text. (default: 20)")] = None,
+    time_limit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds of training, then evaluate and checkpoint.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate. (default: 0.006)")] = None,
+    clip_norm: Annotated[Optional[float], typer.Option(help="Clip the global gradient norm to this value. (default: 1.0)")] = None,
+    checkpoint_seconds: Annotated[Optional[float], typer.Option(help="Also checkpoint every this many seconds of wall time. (default: 120)")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="Share of the corpus (its tail) used for validation. (default: 0.1)")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (and checkpoint) every N steps. (default: every epoch)")] = None,
+    eval_chars: Annotated[Optional[int], typer.Option(help="Validation characters scored per evaluation, from the start of the split. (default: 1000000)")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(help="cosine (decays to 10% by the end of the run: over --decay-steps, else the steps that fit in --time-limit, else all --epochs), constant or plateau (halves after 2 evaluations without improvement). (default: cosine)")] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option(help="Linear learning-rate warm-up steps (constant, cosine). (default: 0)")] = None,
+    decay_steps: Annotated[Optional[int], typer.Option(help="Cosine: steps to decay over. (default: with --time-limit, the steps that fit in it, measured while training; else epochs x steps per epoch)")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Stop after N evaluations without a better validation loss, restoring the best weights.")] = None,
+    sample_every: Annotated[Optional[int], typer.Option(help="Print a sample every N steps (besides after each evaluation).")] = None,
+    sample_temperature: Annotated[Optional[float], typer.Option(help="Temperature of the samples printed while training. (default: 0.8)")] = None,
+    state_reset: Annotated[Optional[int], typer.Option(help="Each stream forgets its LSTM state every N segments, staggered across streams; 1 = stateless. (default: 20)")] = None,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Write Keras TensorBoard logs to <run>/tensorboard.")] = False,
+    mixed_precision: Annotated[Optional[bool], typer.Option("--mixed-precision/--no-mixed-precision", help="mixed_float16 on a GPU; logits, softmax and loss stay float32. Refused without a GPU.")] = None,
+    jit: Annotated[Optional[bool], typer.Option("--jit/--no-jit", help="XLA-compile the training step. (default: Keras' choice for this backend and device)")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="auto, one-device, mirrored (all local GPUs) or multi-worker (hosts in TF_CONFIG; only the chief writes checkpoints); tf.distribute, TensorFlow backend. auto = mirrored with 2+ GPUs. (default: auto)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (weights, data order, dropout). (default: 0)")] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the corpus file.")] = "utf-8",
+    as_json: JsonOption = False,
+):
+    """Train a character-level LSTM on a corpus, with checkpoints you can resume exactly.
+
+    Example: [bold]textgen train my_corpus.txt --time-limit 600[/]
+
+    Ctrl-C or SIGTERM saves a checkpoint; continue with [bold]textgen train --resume[/].
+    """
+    from textgen import corpus as corpus_lib
+    from textgen import named
+
+    for name, value in (("layers", layers), ("units", units), ("embedding-dim", embedding_dim),
+                        ("seq-len", seq_len), ("batch-size", batch_size), ("epochs", epochs),
+                        ("time-limit", time_limit), ("learning-rate", learning_rate),
+                        ("clip-norm", clip_norm), ("eval-every", eval_every), ("eval-chars", eval_chars),
+                        ("decay-steps", decay_steps), ("patience", patience), ("sample-every", sample_every),
+                        ("state-reset", state_reset), ("checkpoint-seconds", checkpoint_seconds)):
+        _positive(name, value)
+    if size is not None:
+        from textgen.presets import preset
+
+        chosen = preset(size)
+        layers = layers if layers is not None else chosen["num_layers"]
+        units = units if units is not None else chosen["units"]
+        embedding_dim = embedding_dim if embedding_dim is not None else chosen["embedding_dim"]
+    path, name = named.resolve(corpus)
+    prepared = corpus_lib.prepare(path, encoding=encoding)
+    from textgen.train import open_run
+
+    progress = RichProgress(enabled=not as_json)
+    trainer = open_run(
+        prepared, name, checkpoints_dir, run,
+        model_options={"num_layers": layers, "units": units, "embedding_dim": embedding_dim, "dropout": dropout},
+        train_options={"seq_len": seq_len, "batch_size": batch_size, "epochs": epochs,
+                       "time_limit": time_limit, "learning_rate": learning_rate, "clip_norm": clip_norm,
+                       "val_fraction": val_fraction, "eval_every": eval_every, "eval_chars": eval_chars,
+                       "seed": seed, "lr_schedule": lr_schedule, "warmup_steps": warmup_steps,
+                       "decay_steps": decay_steps, "patience": patience, "sample_every": sample_every,
+                       "sample_temperature": sample_temperature, "state_reset": state_reset,
+                       "tensorboard": tensorboard or None, "checkpoint_seconds": checkpoint_seconds,
+                       "precision": None if mixed_precision is None else ("mixed_float16" if mixed_precision else "float32"),
+                       "jit": jit, "strategy": strategy},
+        resume=resume, callbacks=progress, use_previous=use_previous,
+    )
+    for warning in trainer.cudnn_warnings:
+        err.print(f"[bold yellow]Warning:[/] {warning}")
+    summary = trainer.run()
+    if as_json:
+        emit_json(summary)
+        return
+    reason = {"finished": "finished", "time_limit": "time limit reached", "early_stopping": "early stopping",
+              "SIGINT": "interrupted (Ctrl-C)", "SIGTERM": "stopped by SIGTERM"}.get(summary["stopped"], summary["stopped"])
+    val = (f"val loss {summary['val_loss']:.4f} nats/char ({summary['val_bpc']:.4f} bpc)"
+           if summary["val_loss"] is not None else "no evaluation")
+    if not summary["chief"]:
+        out.print(f"{summary['run']} ({summary['strategy']}): {reason} at step {summary['step']:,}; {val}; "
+                  "the chief saved the checkpoints")
+        return
+    out.print(f"[bold]{summary['run']}[/]: {reason} at step {summary['step']:,} (epoch {summary['epoch']:.2f}); "
+              f"{val}; {summary['chars_per_second'] or 0:,.0f} chars/s; saved in {summary['run_dir']}")
+    if summary["stopped"] != "finished":
+        out.print(f"Continue with: textgen train --run {summary['run']} --resume")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `train` command to `app`."""
+    app.command("train")(train)
