@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from textgen import checkpoints
 from textgen.cli import app
+from textgen.config import PRESETS, TrainConfig
 from textgen.corpus import prepare
 from textgen.errors import ConfigError
-from textgen.presets import PRESETS
-from textgen.train import TrainConfig, TrainingCallbacks, open_run
+from textgen.train import TrainingCallbacks, open_run
 
 TINY = {"num_layers": 1, "units": 8, "embedding_dim": 4}
 

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from textgen import checkpoints, devices
 from textgen.cli import OneLineErrors
+from textgen.config import PRESETS, ModelConfig
 from textgen.errors import ConfigError
 from textgen.info_cli import register
-from textgen.model import ModelConfig, build_model
-from textgen.presets import PRESETS
+from textgen.model import build_model
 
 VOCAB = 65
 PRECISIONS = ("float32", "mixed_float16")

@@ -12,50 +12,13 @@ unroll=False, use_bias=True, no masking.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 from textgen.backend import quiet_import_keras
-from textgen.errors import ConfigError
+from textgen.config import ModelConfig
+
+__all__ = ["ModelConfig", "CarriedLSTM", "build_model", "lstm_layers", "reset_states"]
 
 keras = quiet_import_keras()
 layers = keras.layers
-
-
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild the network (saved as `config.json["model"]`)."""
-
-    vocab_size: int
-    embedding_dim: int = 64
-    units: int = 256
-    num_layers: int = 2
-    dropout: float = 0.0
-
-    def validate(self) -> "ModelConfig":
-        for name in ("vocab_size", "embedding_dim", "units", "num_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer. Received: {name}={value!r}")
-        if self.vocab_size < 2:
-            raise ConfigError(
-                "The corpus has a one-character vocabulary; there is nothing to predict. "
-                f"Received: vocab_size={self.vocab_size}"
-            )
-        if not (0.0 <= self.dropout < 1.0):
-            raise ConfigError(f"dropout must be in [0, 1). Received: dropout={self.dropout}")
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def num_parameters(self) -> int:
-        v, e, u = self.vocab_size, self.embedding_dim, self.units
-        total = v * e + u * v + v
-        inputs = e
-        for _ in range(self.num_layers):
-            total += 4 * u * (inputs + u + 1)
-            inputs = u
-        return total
 
 
 @keras.saving.register_keras_serializable(package="textgen")

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from textgen import checkpoints
+from textgen.config import parameter_count
 from textgen.errors import CheckpointError
 
 
@@ -45,16 +46,11 @@ def summarize(directory: Path) -> dict:
 
 
 def _parameters(model: dict) -> int | None:
-    """Parameter count from a run's model config (kept here so listing runs needs no Keras)."""
+    """The parameter count of a recorded model config, None if the record lacks a field."""
     try:
-        v, e, u, layers = model["vocab_size"], model["embedding_dim"], model["units"], model["num_layers"]
-    except KeyError:
+        return parameter_count(model)
+    except (KeyError, TypeError):
         return None
-    total, inputs = v * e + u * v + v, e
-    for _ in range(layers):
-        total += 4 * u * (inputs + u + 1)
-        inputs = u
-    return total
 
 
 def list_summaries(root: Path) -> list[dict]:
@@ -91,7 +87,7 @@ def plot(xs: list, ys: list, width: int = 60, height: int = 12) -> list[str]:
     x_lo, x_hi = min(xs), max(xs)
     x_span = (x_hi - x_lo) or 1.0
     grid = [[" "] * width for _ in range(height)]
-    for x, y in zip(xs, ys):
+    for x, y in zip(xs, ys, strict=True):
         col = round((x - x_lo) / x_span * (width - 1))
         row = round((hi - y) / span * (height - 1))
         grid[row][col] = "•"

@@ -24,89 +24,20 @@ import numpy as np
 
 from textgen import checkpoints, devices, distribute
 from textgen.backend import quiet_import_keras
+from textgen.config import ModelConfig, TrainConfig, resumed_configs
 from textgen.corpus import PreparedCorpus, split_point
 from textgen.data import StreamBatches, scoring_windows
 from textgen.errors import CheckpointError, ConfigError, CorpusError
-from textgen.model import ModelConfig, build_model, lstm_layers, reset_states
+from textgen.model import build_model, lstm_layers, reset_states
 from textgen.sampling import LSTMEngine, generate, log_softmax
 
 keras = quiet_import_keras()
 LN2 = math.log(2.0)
 
 
-@dataclass
-class TrainConfig:
-    """How a run trains (saved as `run.json["training"]`)."""
-
-    seq_len: int = 25
-    batch_size: int = 128
-    epochs: int = 20
-    time_limit: float | None = None
-    learning_rate: float = 6e-3
-    clip_norm: float | None = 1.0
-    val_fraction: float = 0.1
-    seed: int = 0
-    eval_every: int | None = None  # steps; None = at the end of every epoch
-    eval_chars: int = 1_000_000  # validation characters scored per evaluation (from the start of the split)
-    checkpoint_seconds: float = 120.0  # also checkpoint this often (wall clock)
-    state_reset: int = 20  # each stream forgets its LSTM state every this many segments (staggered); 1 = stateless
-    lr_schedule: str = "cosine"  # constant | cosine | plateau
-    warmup_steps: int = 0  # linear warm-up from 0 (constant and cosine)
-    decay_steps: int | None = None  # cosine: steps to decay over; None = fitted to time_limit, else epochs x steps/epoch
-    min_lr_fraction: float = 0.1  # cosine ends (and plateau stops halving) at this share of learning_rate
-    patience: int | None = None  # early stopping: evaluations without a new best validation loss
-    sample_every: int | None = None  # steps between samples (besides the one after each evaluation)
-    sample_chars: int = 200  # sample printed after each evaluation (0 = none)
-    sample_temperature: float = 0.8
-    tensorboard: bool = False  # Keras TensorBoard logs in <run>/tensorboard
-    precision: str = "float32"  # or mixed_float16 (GPU only)
-    jit: bool | None = None  # XLA; None = Keras' choice for this backend and device
-    strategy: str = "auto"  # auto | one-device | mirrored | multi-worker (tf.distribute); may change on resume
-
-    def validate(self) -> "TrainConfig":
-        for name in ("seq_len", "batch_size", "epochs", "eval_chars", "state_reset"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer. Received: {name}={value!r}")
-        for name in ("eval_every", "patience", "sample_every", "decay_steps"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name} must be a positive integer. Received: {name}={value!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(
-                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}. Received: lr_schedule={self.lr_schedule!r}"
-            )
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be an integer >= 0. Received: warmup_steps={self.warmup_steps!r}")
-        if self.warmup_steps and self.lr_schedule == "plateau":
-            raise ConfigError("--warmup-steps works with --lr-schedule constant or cosine, not plateau.")
-        if not (0.0 <= self.min_lr_fraction <= 1.0):
-            raise ConfigError(f"min_lr_fraction must be in [0, 1]. Received: min_lr_fraction={self.min_lr_fraction}")
-        if not (self.checkpoint_seconds > 0 and math.isfinite(self.checkpoint_seconds)):
-            raise ConfigError(
-                f"checkpoint_seconds must be a positive number. Received: checkpoint_seconds={self.checkpoint_seconds}"
-            )
-        if not (self.sample_temperature >= 0 and math.isfinite(self.sample_temperature)):
-            raise ConfigError(
-                f"sample_temperature must be a finite number >= 0. Received: sample_temperature={self.sample_temperature}"
-            )
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ConfigError(f"learning_rate must be a positive number. Received: learning_rate={self.learning_rate}")
-        if self.clip_norm is not None and not (self.clip_norm > 0 and math.isfinite(self.clip_norm)):
-            raise ConfigError(f"clip_norm must be a positive number. Received: clip_norm={self.clip_norm}")
-        if self.time_limit is not None and not (self.time_limit > 0 and math.isfinite(self.time_limit)):
-            raise ConfigError(f"time_limit must be a positive number of seconds. Received: time_limit={self.time_limit}")
-        if not (0.0 < self.val_fraction < 1.0):
-            raise ConfigError(f"val_fraction must be in (0, 1). Received: val_fraction={self.val_fraction}")
-        return self
-
-
-LR_SCHEDULES = ("constant", "cosine", "plateau")
 FIT_AFTER_STEPS = 50  # cosine under a time limit: fit the decay to it after this many timed steps
 PLATEAU_EVALS = 2  # plateau: halve the learning rate after this many evaluations without improvement
 
-# Options that must stay fixed for a run: resuming with others would not continue it.
-FIXED_ON_RESUME = ("seq_len", "batch_size", "seed", "val_fraction", "state_reset", "precision")
 
 
 class TrainingCallbacks:
@@ -148,12 +79,12 @@ def _variable_keys(model) -> list:
 
 
 def model_arrays(model) -> dict:
-    return {k: np.asarray(v.numpy()) for k, v in zip(_variable_keys(model), model.variables)}
+    return {k: np.asarray(v.numpy()) for k, v in zip(_variable_keys(model), model.variables, strict=True)}
 
 
 def assign_model_arrays(model, arrays: dict, include_state: bool = True) -> None:
     """Load saved variables into `model`; without `include_state`, only trainable weights."""
-    for key, v in zip(_variable_keys(model), model.variables):
+    for key, v in zip(_variable_keys(model), model.variables, strict=True):
         if not include_state and not v.trainable:
             continue
         if key not in arrays:
@@ -260,8 +191,6 @@ class Trainer:
         self.batches = StreamBatches(ids, 0, self.split, self.config.batch_size,
                                      self.config.seq_len, self.config.seed)
         self.val_ids = ids[self.split: self.split + self.config.eval_chars + 1]
-        if self.config.precision not in ("float32", "mixed_float16"):
-            raise ConfigError(f"precision must be float32 or mixed_float16. Received: precision={self.config.precision!r}")
         if self.config.precision != "float32":
             devices.check_mixed_precision()
         self.distribution = distribute.setup(self.config.strategy)
@@ -636,7 +565,7 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
     if not chief:
         ckpt = None
         if resume:
-            model_config, config = _resumed_configs(directory.name, info, corpus, given_model, given_train)
+            model_config, config = resumed_configs(directory.name, info, corpus.vocab, given_model, given_train)
             if checkpoints.list_checkpoints(directory):
                 ckpt = checkpoints.latest(directory, use_previous=use_previous)
         return Trainer(directory, model_config, config, corpus,
@@ -647,7 +576,7 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
     try:
         ckpt = None
         if resume:
-            model_config, config = _resumed_configs(directory.name, info, corpus, given_model, given_train)
+            model_config, config = resumed_configs(directory.name, info, corpus.vocab, given_model, given_train)
             checkpoints.clean_temporaries(directory)
             # A run stopped before its first checkpoint restarts from step 0 with its own config.
             if checkpoints.list_checkpoints(directory):
@@ -664,35 +593,3 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
         raise
     trainer.lock = lock
     return trainer
-
-
-def _resumed_configs(name: str, info: dict, corpus: PreparedCorpus, given_model: dict,
-                     given_train: dict) -> tuple[ModelConfig, TrainConfig]:
-    """The run's recorded configs, updated by the options that may change on --resume."""
-    vocab = corpus.vocab
-    if info["vocab"] != vocab:
-        missing = sorted(set(vocab) - set(info["vocab"]))
-        extra = sorted(set(info["vocab"]) - set(vocab))
-        raise CheckpointError(
-            f"The corpus vocabulary differs from run {name!r}'s: "
-            f"{len(vocab)} characters vs the run's {len(info['vocab'])}"
-            + (f"; new characters: {', '.join(map(repr, missing[:10]))}" if missing else "")
-            + (f"; characters the corpus lacks: {', '.join(map(repr, extra[:10]))}" if extra else "")
-            + ". Resume with the run's corpus, or train a new run."
-        )
-    model_config = ModelConfig(**info["model"])
-    for key, value in given_model.items():
-        if getattr(model_config, key) != value:
-            raise ConfigError(
-                f"Run {name!r} has {key}={getattr(model_config, key)}; it cannot change "
-                f"on --resume. Received: {key}={value}"
-            )
-    recorded = dict(info["training"])
-    for key in FIXED_ON_RESUME:
-        if key in given_train and given_train[key] != recorded.get(key):
-            raise ConfigError(
-                f"Run {name!r} was trained with {key}={recorded.get(key)}; it cannot "
-                f"change on --resume. Received: {key}={given_train[key]}"
-            )
-    recorded.update(given_train)
-    return model_config, TrainConfig(**recorded).validate()
