@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from textgen import mnist
 from textgen.cli import app
-from textgen.errors import CheckpointError, ConfigError, TextgenError
+from textgen.demos import mnist, mnist_data
+from textgen.errors import CheckpointError, ConfigError, DataError, TextgenError
 
 runner = CliRunner()
 
@@ -85,7 +85,7 @@ def assert_one_line_error(result, *fragments, code=1):
 @pytest.mark.parametrize("compress", [False, True])
 def test_idx_directory_round_trip(tmp_path, compress):
     directory = write_idx_dir(tmp_path / "idx", compress)
-    data = mnist.load("digits", directory)
+    data = mnist_data.load("digits", directory)
     x_train, y_train = make_images(300, 1)
     np.testing.assert_array_equal(data.x_train, x_train)
     np.testing.assert_array_equal(data.y_train, y_train)
@@ -94,9 +94,9 @@ def test_idx_directory_round_trip(tmp_path, compress):
 
 
 def test_npz_round_trip_equals_idx(tmp_path, npz):
-    from_npz = mnist.load("digits", npz)
-    from_idx = mnist.load("digits", write_idx_dir(tmp_path / "idx", True))
-    for name in mnist.NPZ_KEYS:
+    from_npz = mnist_data.load("digits", npz)
+    from_idx = mnist_data.load("digits", write_idx_dir(tmp_path / "idx", True))
+    for name in mnist_data.NPZ_KEYS:
         np.testing.assert_array_equal(getattr(from_npz, name), getattr(from_idx, name))
 
 
@@ -104,8 +104,8 @@ def test_wrong_magic_number(tmp_path):
     directory = write_idx_dir(tmp_path / "idx", False)
     path = directory / "train-labels-idx1-ubyte"
     path.write_bytes(bytes([0, 0, 8, 3]) + path.read_bytes()[4:])  # says 3-D images, holds labels
-    with pytest.raises(mnist.DataError, match="magic number 2049"):
-        mnist.load("digits", directory)
+    with pytest.raises(DataError, match="magic number 2049"):
+        mnist_data.load("digits", directory)
 
 
 @pytest.mark.parametrize("compress", [False, True])
@@ -114,68 +114,68 @@ def test_truncated_idx(tmp_path, compress):
     name = "t10k-images-idx3-ubyte" + (".gz" if compress else "")
     raw = (directory / name).read_bytes()
     (directory / name).write_bytes(raw[: len(raw) - 50])
-    with pytest.raises(mnist.DataError, match="truncated"):
-        mnist.load("digits", directory)
+    with pytest.raises(DataError, match="truncated"):
+        mnist_data.load("digits", directory)
 
 
 def test_truncated_header_and_trailing_bytes(tmp_path):
     path = tmp_path / "labels"
     path.write_bytes(bytes([0, 0, 8, 1, 0, 0]))
-    with pytest.raises(mnist.DataError, match="header"):
-        mnist.read_idx(path, 1)
+    with pytest.raises(DataError, match="header"):
+        mnist_data.read_idx(path, 1)
     path.write_bytes(idx_bytes(np.arange(5)) + b"\x00")
-    with pytest.raises(mnist.DataError, match="1 bytes after"):
-        mnist.read_idx(path, 1)
+    with pytest.raises(DataError, match="1 bytes after"):
+        mnist_data.read_idx(path, 1)
 
 
 def test_images_and_labels_count_mismatch(tmp_path):
     directory = write_idx_dir(tmp_path / "idx", False)
     (directory / "train-labels-idx1-ubyte").write_bytes(idx_bytes(make_images(299, 1)[1]))
-    with pytest.raises(mnist.DataError, match="300 images but 299 labels"):
-        mnist.load("digits", directory)
+    with pytest.raises(DataError, match="300 images but 299 labels"):
+        mnist_data.load("digits", directory)
 
 
 def test_missing_idx_file(tmp_path):
     directory = write_idx_dir(tmp_path / "idx", False)
     (directory / "t10k-labels-idx1-ubyte").unlink()
-    with pytest.raises(mnist.DataError, match="t10k-labels-idx1-ubyte"):
-        mnist.load("digits", directory)
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
+        mnist_data.load("digits", directory)
 
 
 def test_npz_wrong_keys(tmp_path):
     path = tmp_path / "bad.npz"
     np.savez(path, images=np.zeros((2, 28, 28), np.uint8), labels=np.zeros(2, np.uint8))
-    with pytest.raises(mnist.DataError, match="Received keys: images, labels"):
-        mnist.load("digits", path)
+    with pytest.raises(DataError, match="Received keys: images, labels"):
+        mnist_data.load("digits", path)
 
 
 def test_npz_shapes_disagree(tmp_path):
     path = write_npz(tmp_path / "small.npz", x_test=make_images(100, 2, size=20)[0])
-    with pytest.raises(mnist.DataError, match="must agree"):
-        mnist.load("digits", path)
+    with pytest.raises(DataError, match="must agree"):
+        mnist_data.load("digits", path)
 
 
 def test_npz_bad_labels_and_values(tmp_path):
     labels = np.full(100, 10, np.uint8)
-    with pytest.raises(mnist.DataError, match="labels 0..9"):
-        mnist.load("digits", write_npz(tmp_path / "a.npz", y_test=labels))
-    with pytest.raises(mnist.DataError, match=r"floats, which must lie in \[0, 1\]"):
-        mnist.load("digits", write_npz(tmp_path / "b.npz", x_test=np.full((100, 28, 28), 2.0)))
+    with pytest.raises(DataError, match="labels 0..9"):
+        mnist_data.load("digits", write_npz(tmp_path / "a.npz", y_test=labels))
+    with pytest.raises(DataError, match=r"floats, which must lie in \[0, 1\]"):
+        mnist_data.load("digits", write_npz(tmp_path / "b.npz", x_test=np.full((100, 28, 28), 2.0)))
 
 
 def test_not_an_npz_or_missing(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    with pytest.raises(mnist.DataError, match="not an .npz archive"):
-        mnist.load("digits", text)
-    with pytest.raises(mnist.DataError, match="does not exist"):
-        mnist.load("digits", tmp_path / "nowhere")
+    with pytest.raises(DataError, match="not an .npz archive"):
+        mnist_data.load("digits", text)
+    with pytest.raises(DataError, match="does not exist"):
+        mnist_data.load("digits", tmp_path / "nowhere")
 
 
 def test_fashion_from_debian_package_directory(tmp_path, monkeypatch):
     directory = write_idx_dir(tmp_path / "fashion-mnist", True)
-    monkeypatch.setattr(mnist, "DEBIAN_FASHION_DIR", directory)
-    data = mnist.load("fashion")
+    monkeypatch.setattr(mnist_data, "DEBIAN_FASHION_DIR", directory)
+    data = mnist_data.load("fashion")
     assert data.source == str(directory)
     assert data.class_names[0] == "T-shirt/top" and data.class_names[9] == "Ankle boot"
 
@@ -185,35 +185,35 @@ def test_digits_default_uses_keras_datasets(monkeypatch):
     x_train, y_train = make_images(20, 1)
     x_test, y_test = make_images(10, 2)
     monkeypatch.setattr(keras.datasets.mnist, "load_data", lambda: ((x_train, y_train), (x_test, y_test)))
-    data = mnist.load("digits")
+    data = mnist_data.load("digits")
     assert data.source == "keras.datasets.mnist" and len(data.y_train) == 20
 
     def offline():
         raise Exception("URL fetch failure: Name or service not known")
 
     monkeypatch.setattr(keras.datasets.mnist, "load_data", offline)
-    with pytest.raises(mnist.DataError, match="--data PATH"):
-        mnist.load("digits")
+    with pytest.raises(DataError, match="--data PATH"):
+        mnist_data.load("digits")
 
 
 def test_select_classes_renumbers(npz):
-    data = mnist.select_classes(mnist.load("digits", npz), [7, 3])
+    data = mnist_data.select_classes(mnist_data.load("digits", npz), [7, 3])
     assert data.classes == [7, 3] and data.class_names == ["7", "3"]
     assert set(data.y_train.tolist()) == {0, 1}
-    full = mnist.load("digits", npz)
+    full = mnist_data.load("digits", npz)
     assert (data.y_train == 0).sum() == (full.y_train == 7).sum()
     with pytest.raises(ConfigError):
-        mnist.select_classes(full, [3, 3])
+        mnist_data.select_classes(full, [3, 3])
     with pytest.raises(ConfigError):
-        mnist.select_classes(full, [3, 12])
+        mnist_data.select_classes(full, [3, 12])
 
 
 def test_scale_and_one_hot():
     x = np.array([[[0, 255], [51, 102]]], np.uint8)
-    scaled = mnist.scale(x)
+    scaled = mnist_data.scale(x)
     assert scaled.dtype == np.float32 and scaled.min() == 0 and scaled.max() == 1
     np.testing.assert_allclose(scaled[0, 1], [0.2, 0.4], rtol=1e-6)
-    np.testing.assert_array_equal(mnist.one_hot(np.array([2, 0]), 3), [[0, 0, 1], [1, 0, 0]])
+    np.testing.assert_array_equal(mnist_data.one_hot(np.array([2, 0]), 3), [[0, 0, 1], [1, 0, 0]])
 
 
 def test_parse_hidden():
@@ -237,7 +237,7 @@ def test_model_shape_and_parameter_count():
 
 
 def test_training_learns_and_callback_agrees_with_numpy_scoring(npz):
-    data = mnist.load("digits", npz)
+    data = mnist_data.load("digits", npz)
     epochs_seen = []
 
     class Hooks:
@@ -302,7 +302,7 @@ def test_cli_two_class_mode(npz):
     out = json.loads(result.stdout)
     assert out["classes"] == [3, 7] and out["class_names"] == ["3", "7"]
     assert np.array(out["confusion_matrix"]).shape == (2, 2)
-    full = mnist.load("digits", npz)
+    full = mnist_data.load("digits", npz)
     assert out["test_size"] == int(np.isin(full.y_test, [3, 7]).sum())
     again = json.loads(invoke("mnist", "--evaluate", "--json").stdout)
     assert again["classes"] == [3, 7] and again["test_accuracy"] == pytest.approx(out["test_accuracy"])
@@ -339,7 +339,7 @@ def test_random_split_is_a_fresh_partition_per_repeat():
 
 
 def test_compare_reports_every_run(npz):
-    data = mnist.load("digits", npz)
+    data = mnist_data.load("digits", npz)
     seen = []
 
     class Hooks:
@@ -379,7 +379,7 @@ def test_render_image_uses_shades():
     image = np.zeros((4, 3), np.uint8)
     image[0:2, 0] = 255
     image[2, 2] = 255
-    assert len(mnist.DATASETS) == 2
+    assert len(mnist_data.DATASETS) == 2
     from textgen.cli.demos import render_image
 
     assert render_image(image) == ["█  ", "  ▒"]
@@ -392,4 +392,4 @@ def test_help_has_examples():
 
 
 def test_errors_are_textgen_errors():
-    assert issubclass(mnist.DataError, TextgenError)
+    assert issubclass(DataError, TextgenError)

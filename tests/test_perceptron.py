@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from textgen import perceptron
 from textgen.cli import app
+from textgen.demos import perceptron
 from textgen.errors import ConfigError
 
 runner = CliRunner()

@@ -11,7 +11,12 @@ import typer
 from rich.table import Table
 
 from textgen.cli.common import JsonOption, emit_json, err, out
-from textgen.errors import ConfigError
+from textgen.demos import mnist as mnist_lib
+from textgen.demos import mnist_data
+from textgen.demos import perceptron as perceptron_lib
+from textgen.errors import ConfigError, positive_int
+
+DEFAULTS = mnist_lib.DEFAULTS
 
 SHADES = " ░▒▓█"
 
@@ -130,10 +135,10 @@ def confusion_table(matrix, class_names, classes) -> Table:
 def mnist(
     data: Annotated[Optional[Path], typer.Option(help="A Keras-style mnist.npz, or a directory with the four IDX files (gzipped or not). [default: download through keras.datasets]")] = None,
     dataset: Annotated[Optional[DatasetName], typer.Option(help="digits (MNIST) or fashion (Fashion-MNIST; offline from Debian's dataset-fashion-mnist when installed). [default: digits]")] = None,
-    hidden: Annotated[Optional[str], typer.Option(help="Hidden layer sizes, comma-separated: 800, or 10,10 for two layers. [default: 128]")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training images. [default: 5]")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per gradient step. [default: 32]")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (weights, shuffling, splits). [default: 0]")] = None,
+    hidden: Annotated[Optional[str], typer.Option(help=f"Hidden layer sizes, comma-separated: 800, or 10,10 for two layers. [default: {','.join(map(str, DEFAULTS['hidden']))}]")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help=f"Passes over the training images. [default: {DEFAULTS['epochs']}]")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=f"Images per gradient step. [default: {DEFAULTS['batch_size']}]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help=f"Random seed (weights, shuffling, splits). [default: {DEFAULTS['seed']}]")] = None,
     digits: Annotated[Optional[tuple[int, int]], typer.Option(help="Two-class mode: train and test on these two classes only, e.g. --digits 3 7.")] = None,
     show: Annotated[int, typer.Option(help="Draw this many test images in the terminal with predicted and true labels.")] = 0,
     evaluate: Annotated[bool, typer.Option("--evaluate", help="Reload the saved model and score it on the test set, without training.")] = False,
@@ -148,13 +153,10 @@ def mnist(
 
     Compare architectures: [bold]textgen mnist --compare 800 --compare 10,10 --repeats 5[/]
     """
-    from textgen import mnist as lib
-
     if show < 0:
         raise ConfigError(f"--show must be zero or a positive integer. Received: show={show}")
-    for name, value in (("epochs", epochs), ("batch-size", batch_size), ("repeats", repeats)):
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name} must be a positive integer. Received: {name.replace('-', '_')}={value}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("repeats", repeats)):
+        positive_int(name, value, allow_none=True, option=True)  # before the (slow) data loading
     name = dataset.value if dataset else None
     if evaluate:
         given = [f"--{n}" for n, v in (("hidden", hidden), ("epochs", epochs), ("seed", seed),
@@ -162,60 +164,60 @@ def mnist(
         if given:
             raise ConfigError(f"--evaluate scores the saved model without training, so training options do not "
                               f"apply. Received: {', '.join(given)}")
-        return _evaluate(lib, checkpoints_dir, data, name, digits, batch_size, show, as_json)
+        return _evaluate(checkpoints_dir, data, name, digits, batch_size, show, as_json)
 
     # Check every value before the (slow) data loading and Keras import.
     if seed is not None:
-        lib.check_seed(seed)
+        mnist_lib.check_seed(seed)
     for sizes in [hidden, *(compare or [])]:
         if sizes is not None:
-            lib.parse_hidden(sizes)
+            mnist_lib.parse_hidden(sizes)
     if show and (compare or repeats):
         raise ConfigError("--show draws the saved model's predictions; it does not apply to --compare/--repeats.")
-    dataset_value = lib.load(name or "digits", data)
+    dataset_value = mnist_data.load(name or "digits", data)
     if digits:
-        dataset_value = lib.select_classes(dataset_value, digits)
+        dataset_value = mnist_data.select_classes(dataset_value, digits)
     settings = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)) if v is not None}
     progress = EpochProgress(enabled=not as_json)
     if compare or repeats:
-        architectures = compare or [hidden or "128"]
-        result = lib.compare(dataset_value, architectures, repeats or 1, hooks=progress, **settings)
+        architectures = compare or [hidden or DEFAULTS["hidden"]]
+        result = mnist_lib.compare(dataset_value, architectures, repeats or 1, hooks=progress, **settings)
         if as_json:
             return emit_json({"mode": "compare", **result})
         return _print_comparison(result)
 
-    model, result = lib.train(dataset_value, hidden=hidden or "128", hooks=progress, **settings)
-    directory = lib.save(model, result, checkpoints_dir)
-    shown = _print_scores(lib, model, dataset_value, result, show, as_json)
+    model, result = mnist_lib.train(dataset_value, hidden=hidden or DEFAULTS["hidden"], hooks=progress, **settings)
+    directory = mnist_lib.save(model, result, checkpoints_dir)
+    shown = _print_scores(model, dataset_value, result, show, as_json)
     if as_json:
         return emit_json({"mode": "train", **result, "saved": str(directory), "shown": shown})
-    out.print(f"Saved in {directory}/ ({lib.MODEL_FILE}, {lib.METRICS_FILE}); "
+    out.print(f"Saved in {directory}/ ({mnist_lib.MODEL_FILE}, {mnist_lib.METRICS_FILE}); "
               "score it again with: textgen mnist --evaluate")
 
 
-def _evaluate(lib, checkpoints_dir, data_path, dataset, digits, batch_size, show, as_json):
-    model, info = lib.load_saved(checkpoints_dir)
+def _evaluate(checkpoints_dir, data_path, dataset, digits, batch_size, show, as_json):
+    model, info = mnist_lib.load_saved(checkpoints_dir)
     if digits and list(digits) != info["classes"]:
         raise ConfigError(f"The saved model was trained on classes {info['classes']}. Received: digits={list(digits)}")
-    data = lib.data_for_saved(info, data_path, dataset)
-    scores = lib.score(model, data, batch_size or 1024)
+    data = mnist_lib.data_for_saved(info, data_path, dataset)
+    scores = mnist_lib.score(model, data, batch_size or 1024)
     result = {"dataset": data.dataset, "source": data.source, "classes": data.classes,
               "class_names": data.class_names, "test_size": len(data.y_test),
               "test_loss": scores["test_loss"], "test_accuracy": scores["test_accuracy"],
               "confusion_matrix": scores["confusion_matrix"].tolist(),
               "trained": {k: info.get(k) for k in ("hidden", "parameters", "epochs", "batch_size", "seed",
                                                    "test_accuracy", "saved_at")},
-              "model": str(lib.model_dir(checkpoints_dir) / lib.MODEL_FILE)}
-    shown = _print_scores(lib, model, data, result, show, as_json, predicted=scores["predicted"])
+              "model": str(mnist_lib.model_dir(checkpoints_dir) / mnist_lib.MODEL_FILE)}
+    shown = _print_scores(model, data, result, show, as_json, predicted=scores["predicted"])
     if as_json:
         emit_json({"mode": "evaluate", **result, "shown": shown})
 
 
-def _print_scores(lib, model, data, result, show, as_json, predicted=None):
+def _print_scores(model, data, result, show, as_json, predicted=None):
     """Human summary (accuracy, confusion matrix, images); returns the shown images' labels."""
     shown = []
     if show and predicted is None:
-        predicted = lib.predict(model, data.x_test[:show]).argmax(axis=1)
+        predicted = mnist_lib.predict(model, data.x_test[:show]).argmax(axis=1)
     if as_json:
         if show:
             shown = [{"index": i, "predicted": data.class_names[predicted[i]], "true": data.class_names[data.y_test[i]],
@@ -246,17 +248,15 @@ def _print_comparison(result):
 
 
 def perceptron(
-    iterations: Annotated[int, typer.Option(help="Back-propagation updates over the four training examples.")] = 10_000,
-    seed: Annotated[int, typer.Option(help="Seed for the initial weights (1 reproduces the article).")] = 1,
+    iterations: Annotated[int, typer.Option(help="Back-propagation updates over the four training examples.")] = perceptron_lib.DEFAULT_ITERATIONS,
+    seed: Annotated[int, typer.Option(help="Seed for the initial weights (1 reproduces the article).")] = perceptron_lib.DEFAULT_SEED,
     as_json: JsonOption = False,
 ):
     """Train a single sigmoid neuron with three inputs in numpy, and ask it about (1, 0, 0).
 
     Example: [bold]textgen perceptron --iterations 10000 --seed 1[/]
     """
-    from textgen import perceptron as lib
-
-    result = lib.train(iterations, seed)
+    result = perceptron_lib.train(iterations, seed)
     if as_json:
         return emit_json(result)
     weights = ", ".join(f"{w:+.4f}" for w in result["initial_weights"])

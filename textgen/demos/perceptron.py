@@ -59,7 +59,7 @@ def train(iterations: int = DEFAULT_ITERATIONS, seed: int = DEFAULT_SEED, histor
         "seed": seed, "iterations": iterations,
         "initial_weights": start[:, 0].tolist(), "weights": weights[:, 0].tolist(),
         "training": [{"inputs": x.astype(int).tolist(), "target": int(y[0]), "output": float(sigmoid(x @ weights)[0])}
-                     for x, y in zip(TRAINING_INPUTS, TRAINING_OUTPUTS)],
+                     for x, y in zip(TRAINING_INPUTS, TRAINING_OUTPUTS, strict=True)],
         "new_case": NEW_CASE.astype(int).tolist(),
         "prediction_before_training": float(sigmoid(NEW_CASE @ start)[0]),
         "prediction": float(sigmoid(NEW_CASE @ weights)[0]),
