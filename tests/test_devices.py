@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from textgen import checkpoints, devices
 from textgen.cli import OneLineErrors
+from textgen.cli.info import register
 from textgen.config import PRESETS, ModelConfig
 from textgen.errors import ConfigError
-from textgen.info_cli import register
 from textgen.model import build_model
 
 VOCAB = 65
