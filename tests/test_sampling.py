@@ -1,5 +1,5 @@
-"""The sampling library: pure filters, the numpy engine against Keras, determinism, stop
-strings, constant memory, and the novelty report."""
+"""The sampling library: pure filters, the numpy engine against Keras, the session
+(determinism, stop strings, joining and leaving, logprobs) and constant memory."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import tracemalloc
 
 import numpy as np
 import pytest
-
 from conftest import TINY_TEXT
+
 from textgen import sampling
-from textgen.errors import ConfigError, CorpusError
-from textgen.novelty import Corpus, novelty, training_corpus
+from textgen.engine import LSTMEngine
+from textgen.errors import ConfigError
+from textgen.session import SamplingSession, StreamSpec, generate, load_run
 
 VOCAB = 7
 
@@ -36,14 +37,18 @@ def random_weights(num_layers=2, vocab=VOCAB, embedding=5, units=8, scale=0.5, s
 def one_hot_engine(next_id):
     """An engine stub whose logits are one-hot x 1e9 on next_id(previous id) (keras-hub's trick)."""
 
+    class State:
+        def __init__(self, capacity):
+            self.arrays, self.rows = [np.zeros(capacity)], capacity
+
     class Stub:
         vocab_size = VOCAB
 
-        def initial_state(self, batch_size):
-            return [np.zeros(batch_size, dtype=np.intp)]
+        def initial_state(self, capacity, threads=None):
+            return State(capacity)
 
         def feed(self, ids, state):
-            return self.step(np.full(len(state[0]), ids[-1]), state)
+            return self.step(np.full(state.rows, ids[-1]), state)
 
         def step(self, ids, state):
             logits = np.zeros((len(ids), VOCAB), dtype=np.float32)
@@ -92,18 +97,18 @@ def test_invalid_temperature_is_an_error(bad):
     with pytest.raises(ConfigError, match="temperature"):
         sampling.check_temperature(bad)
     with pytest.raises(ConfigError, match="temperature"):
-        list(sampling.generate(sampling.LSTMEngine(random_weights(), 2), [1], 3, bad))
+        list(generate(LSTMEngine(random_weights(), 2), [1], 3, bad))
 
 
 @pytest.mark.parametrize("top_k, top_p", [(0, None), (-3, None), (None, 0.0), (None, 1.01), (None, math.nan)])
 def test_invalid_top_k_top_p_are_errors(top_k, top_p):
     with pytest.raises(ConfigError, match="top_k" if top_k is not None else "top_p"):
-        list(sampling.generate(sampling.LSTMEngine(random_weights(), 2), [1], 3, 1.0, top_k=top_k, top_p=top_p))
+        list(generate(LSTMEngine(random_weights(), 2), [1], 3, 1.0, top_k=top_k, top_p=top_p))
 
 
 def test_one_hot_stub_gives_a_known_string():
     engine = one_hot_engine(lambda i: (i + 1) % VOCAB)
-    ids = [int(row[0]) for row in sampling.generate(engine, [2], 9, 1.0, seed=0)]
+    ids = [int(row[0]) for row in generate(engine, [2], 9, 1.0, seed=0)]
     assert ids == [3, 4, 5, 6, 0, 1, 2, 3, 4]
 
 
@@ -134,13 +139,15 @@ def test_stop_filter_without_stops_passes_through():
 def test_text_streams_stop_each_stream_and_end_when_all_stopped():
     chars = list("abcdefg")
     engine = one_hot_engine(lambda i: (i + 1) % VOCAB)  # ... a b c d e f g a b ...
-    streams = sampling.TextStreams(engine, chars, [0], 1000, 1.0, num_samples=2, seed=0, stops=["de"])
-    texts = ["", ""]
+    session = SamplingSession(engine, chars)
+    specs = [StreamSpec(prime="a", length=1000, temperature=1.0, seed=0, index=i, stops=["de"]) for i in range(2)]
+    streams = [session.add(spec) for spec in specs]
     steps = 0
-    for pieces in streams:
+    while session.active:
+        session.step()
         steps += 1
-        texts = [t + p for t, p in zip(texts, pieces)]
-    assert texts == ["bc", "bc"] and streams.stopped == ["de", "de"]
+    assert [s.text for s in streams] == ["bc", "bc"] and [s.stop for s in streams] == ["de", "de"]
+    assert [s.finish_reason for s in streams] == ["stop", "stop"] and session.active == 0
     assert steps < 10  # ended early, not after 1000 characters
 
 
@@ -153,28 +160,32 @@ def test_empty_stop_string_is_an_error():
 
 
 def test_same_seed_same_ids_and_stream_i_independent_of_batch_size():
-    engine = sampling.LSTMEngine(random_weights(units=16, scale=1.0), 2)
+    weights = random_weights(units=16, scale=1.0)
+    engine = LSTMEngine(weights, 2)
 
-    def run(num_samples, seed=5, **kw):
-        return np.stack(list(sampling.generate(engine, [1, 2], 300, 1.0, num_samples, seed, **kw)), axis=1)
+    def run(num_samples, seed=5, threads=2):
+        engine_ = engine if threads == 2 else LSTMEngine(weights, 2, threads=threads)
+        return np.stack(list(generate(engine_, [1, 2], 300, 1.0, num_samples, seed)), axis=1)
 
-    one, three, seventy = run(1), run(3), run(70)  # 70 streams: three shards of 23-24
+    one, three, seventy = run(1), run(3), run(70)
     assert np.array_equal(run(3), three)
     assert np.array_equal(one[0], three[0])
     assert np.array_equal(three, seventy[:3])
-    assert np.array_equal(seventy, run(70, threads=1))  # worker threads do not change the text
+    assert np.array_equal(seventy, run(70, threads=1))  # the worker thread does not change the text
     assert not np.array_equal(three[0], three[1])  # streams differ from each other
     assert not np.array_equal(run(3, seed=6), three)
 
 
 def test_generation_memory_does_not_grow_with_length():
-    engine = sampling.LSTMEngine(random_weights(units=16), 2)
+    engine = LSTMEngine(random_weights(units=16), 2)
     chars = list("abcdefg")
 
     def peak(length):
         tracemalloc.start()
-        for _ in sampling.TextStreams(engine, chars, [1], length, 1.0, seed=0, stops=["gggggggg"]):
-            pass
+        session = SamplingSession(engine, chars)
+        for pieces in session.run([StreamSpec(prime="b", length=length, temperature=1.0, stops=["gggggggg"])]):
+            for piece in pieces:
+                piece.stream.parts.clear()  # a streaming caller keeps nothing
         _, top = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return top
@@ -187,21 +198,27 @@ def test_generation_memory_does_not_grow_with_length():
 BLAS_PROBE = """
 import sys
 sys.path.insert(0, sys.argv[1])
+import threadpoolctl
 from test_sampling import random_weights
-from textgen import sampling
+from textgen.engine import LSTMEngine
+from textgen.session import generate
 
-getter, setter = sampling._openblas_functions()
+def blas_threads():
+    return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"][0]
+
 calls = []
-sampling._openblas_functions = lambda: (getter, lambda n: calls.append(n) or setter(n))
-before = getter()
-engine = sampling.LSTMEngine(random_weights(units=16), 2)
+real = threadpoolctl.threadpool_limits
+threadpoolctl.threadpool_limits = lambda limits=None, user_api=None: calls.append(limits) or real(limits, user_api)
+before = blas_threads()
+engine = LSTMEngine(random_weights(units=16), 2)
 for num_samples in (1, 3, 1):  # several samples in a row, as the in-process CLI fuzzers do
-    list(sampling.generate(engine, [1], 20, 1.0, num_samples=num_samples, seed=0))
-print(before, getter(), calls)
+    list(generate(engine, [1], 20, 1.0, num_samples=num_samples, seed=0))
+print(before, blas_threads(), calls)
 """
 
 
-def test_sampling_sets_openblas_to_one_thread_once_and_leaves_it_there():
+@pytest.mark.slow
+def test_sampling_sets_blas_to_one_thread_once_and_leaves_it_there():
     """One switch for the process, not one each way around every sample: switching back and
     forth makes OpenBLAS end and start threads each time (a fuzzer once stalled in that)."""
     import os
@@ -212,7 +229,7 @@ def test_sampling_sets_openblas_to_one_thread_once_and_leaves_it_there():
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
     out = subprocess.run([sys.executable, "-c", BLAS_PROBE, str(Path(__file__).parent)], env=env,
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr  # also fails when numpy's OpenBLAS is not found
+    assert out.returncode == 0, out.stderr  # also fails when numpy's BLAS is not found
     before, after, calls = out.stdout.split(maxsplit=2)
     assert (before, after, calls.strip()) == ("2", "1", "[1]")
 # ----------------------------------------------------------------------------- the engine against Keras
@@ -241,7 +258,7 @@ def test_engine_equals_keras_with_random_weights():
     weights = {v.path: np.asarray(v.numpy()) for v in model.trainable_variables}
     ids = rng.integers(0, 11, size=(3, 400))
     expected = keras_log_probs(model, ids)
-    got = engine_log_probs(sampling.LSTMEngine(weights, 2), ids)
+    got = engine_log_probs(LSTMEngine(weights, 2), ids)
     assert expected.shape == got.shape == (3, 400, 11)
     assert np.abs(expected - got).max() <= 1e-4
     assert np.abs(expected).max() > 1.0  # a distribution far from uniform: the test can fail
@@ -252,7 +269,7 @@ def test_engine_equals_keras_on_a_trained_checkpoint(trained_run):
     from textgen.corpus import Vocabulary
     from textgen.model import ModelConfig, build_model
 
-    info, ckpt, engine = sampling.load_run(trained_run)
+    info, ckpt, engine = load_run(trained_run)
     model = build_model(ModelConfig(**info["model"]), batch_size=1, seq_len=None)
     arrays = checkpoints.load_arrays(ckpt.path)
     for v in model.trainable_variables:
@@ -272,68 +289,7 @@ def test_load_run_rejects_a_damaged_checkpoint(trained_run, tmp_path):
     weights = next(trained_run.glob("ckpt-*")) / "weights.npz"
     weights.write_bytes(weights.read_bytes()[:-10])
     with pytest.raises(CheckpointError, match="damaged"):
-        sampling.load_run(trained_run, next(trained_run.glob("ckpt-*")).name)
-
-
-# ----------------------------------------------------------------------------- novelty
-
-
-def brute_force_novelty(sample: str, corpus: str, min_span: int = 20):
-    longest = 0
-    covered = [False] * len(sample)
-    for i in range(len(sample)):
-        for j in range(i + 1, len(sample) + 1):
-            if sample[i:j] not in corpus:
-                break
-            longest = max(longest, j - i)
-            if j - i >= min_span:
-                covered[i:j] = [True] * (j - i)
-    return longest, sum(covered)
-
-
-def test_novelty_matches_brute_force():
-    rng = np.random.default_rng(3)
-    alphabet = np.array(list("abcde"))
-    corpus = "".join(rng.choice(alphabet, 3000))
-    index = {c: i for i, c in enumerate("abcde")}
-    for k in range(6):
-        pieces = ["".join(rng.choice(alphabet, rng.integers(5, 40)))]
-        for _ in range(3):
-            start, span = int(rng.integers(0, 2900)), int(rng.integers(10, 60))
-            pieces += [corpus[start: start + span], "".join(rng.choice(alphabet, rng.integers(3, 15)))]
-        sample = "".join(pieces)
-        report = novelty(np.array([index[c] for c in sample], dtype=np.uint8),
-                         Corpus(np.array([index[c] for c in corpus], dtype=np.uint8)))
-        longest, copied = brute_force_novelty(sample, corpus)
-        assert (report["longest_copied"], report["copied_chars"]) == (longest, copied), k
-        assert report["copied_share"] == pytest.approx(copied / len(sample))
-
-
-def test_novelty_with_uint16_ids_needs_aligned_matches():
-    corpus = Corpus(np.array([0x0102, 0x0304], dtype=np.uint16))
-    assert corpus.contains(np.array([0x0102, 0x0304], dtype=np.uint16))
-    assert not corpus.contains(np.array([0x0401], dtype=np.uint16))  # its bytes 01 04 occur, but unaligned
-    assert novelty(np.array([0x0102, 0x0304, 0x0001], dtype=np.uint16), corpus, min_span=2)["longest_copied"] == 2
-
-
-def test_training_corpus_uses_the_training_split_and_detects_a_missing_or_changed_corpus(trained_run, tmp_path):
-    from textgen import checkpoints
-    from textgen.corpus import split_point
-
-    info = checkpoints.read_run_file(trained_run)
-    corpus = training_corpus(info)
-    assert len(corpus.ids) == split_point(info["corpus"]["characters"], info["training"]["val_fraction"])
-    assert np.array_equal(corpus.ids[:50], np.asarray(training_corpus(info).ids[:50]))
-    source = tmp_path / "moved.txt"
-    shutil.copy(info["corpus"]["source"], source)
-    info["corpus"]["source"] = str(source)
-    assert len(training_corpus(info).ids) == len(corpus.ids)
-    source.write_text(source.read_text(encoding="utf-8") + "x", encoding="utf-8")
-    with pytest.raises(CorpusError, match="changed"):
-        training_corpus(info)
-    source.unlink()
-    with pytest.raises(CorpusError, match="gone"):
-        training_corpus(info)
+        load_run(trained_run, next(trained_run.glob("ckpt-*")).name)
 
 
 # ----------------------------------------------------------------------------- a trained run

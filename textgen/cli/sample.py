@@ -87,10 +87,10 @@ def _novelty_line(report: dict) -> str:
             f"{report['copied_share']:.1%} of characters inside copied spans of {report['min_span']}+")
 
 
-def _interactive(engine, vocab, temps, length, seed, top_k, top_p, stops, start_id) -> None:
+def _interactive(session, temps, length, seed, top_k, top_p, stops) -> None:
     """Read a prime per line from stdin and stream its continuation; Ctrl-D / Ctrl-C leave."""
     from textgen.errors import CorpusError
-    from textgen.sampling import TextStreams
+    from textgen.session import Sample, write_samples
 
     err.print("[dim]Type a prime and press Enter (an empty line: no prime). Ctrl-D or Ctrl-C to leave.[/]")
     turn = 0
@@ -103,18 +103,19 @@ def _interactive(engine, vocab, temps, length, seed, top_k, top_p, stops, start_
                 break
             prime = line.rstrip("\r\n")
             try:
-                prime_ids = vocab.encode(prime).tolist()
+                session.vocab.encode(prime)
             except CorpusError as e:
                 print(f"Error: {e}", file=sys.stderr, flush=True)
                 continue
             for t in temps:
                 if len(temps) > 1:
                     out.rule(f"temperature {t:g}", style="dim")
-                sys.stdout.write(prime)
                 sink = _TextSink(True, None)
-                for pieces in TextStreams(engine, vocab.chars, prime_ids, length, t, 1, seed + turn,
-                                          top_k, top_p, start_id, stops):
-                    sink.write(pieces[0])
+                sink.write(prime)
+                for event in write_samples(session, prime, [t], 1, length, seed + turn, top_k, top_p, stops,
+                                           keep_text=False):
+                    if not isinstance(event, Sample):
+                        sink.write(event.text)
                 sink.write("\n")
                 sink.close(keep=True)
             turn += 1
@@ -147,34 +148,32 @@ def sample(
 
     Example: [bold]textgen sample --temperature 0.7 --length 500 --prime "ROMEO:" --stop "\\n\\n"[/]
     """
-    from textgen import checkpoints, sampling
-    from textgen.corpus import Vocabulary
+    from textgen import checkpoints
+    from textgen.errors import positive_int
+    from textgen.sampling import check_stops, check_top_k, check_top_p
+    from textgen.session import Sample, SamplingSession, load_run, random_seed, start_id, write_samples
 
     temps = _temperatures(temperature)
-    if length < 1:
-        raise ConfigError(f"--length must be a positive integer. Received: length={length}")
-    if num_samples < 1:
-        raise ConfigError(f"--num-samples must be a positive integer. Received: num_samples={num_samples}")
-    sampling.check_top_k(top_k)
-    sampling.check_top_p(top_p)
+    positive_int("length", length, option=True)
+    positive_int("num_samples", num_samples, option=True)
+    check_top_k(top_k)
+    check_top_p(top_p)
     prime = _unescape(prime)
-    stops = sampling.check_stops([_unescape(s) for s in stop])
+    stops = check_stops([_unescape(s) for s in stop])
     if interactive:
         for name, given in (("--json", as_json), ("--output", output is not None), ("--novelty", novelty),
                             ("--prime", bool(prime)), ("--num-samples > 1", num_samples > 1)):
             if given:
                 raise ConfigError(f"--interactive reads primes from the keyboard; it does not combine with {name}.")
     directory = checkpoints.find_run(checkpoints_dir, run)
-    info, ckpt, engine = sampling.load_run(directory, checkpoint, use_previous=use_previous)
-    vocab = Vocabulary(info["vocab"])
-    prime_ids = vocab.encode(prime).tolist() if prime else []
-    start_id = vocab.index.get("\n", 0)
-    if seed is None:
-        seed = int.from_bytes(__import__("os").urandom(4), "little")
+    info, ckpt, engine = load_run(directory, checkpoint, use_previous=use_previous)
+    session = SamplingSession(engine, info["vocab"], start_id(info["vocab"]), capacity=num_samples)
+    session.vocab.encode(prime)  # characters the model never saw: an error before anything is printed
+    seed = random_seed() if seed is None else seed
     if "fell_back_from" in ckpt.state:
         err.print(f"[yellow]Newest checkpoint {ckpt.state['fell_back_from']} is damaged; using {ckpt.path.name}.[/]")
     if interactive:
-        return _interactive(engine, vocab, temps, length, seed, top_k, top_p, stops, start_id)
+        return _interactive(session, temps, length, seed, top_k, top_p, stops)
     corpus = None
     if novelty:
         from textgen import novelty as novelty_lib
@@ -188,36 +187,29 @@ def sample(
     finished = False
     try:
         for t in temps:
-            streams = sampling.TextStreams(engine, vocab.chars, prime_ids, length, t, num_samples, seed,
-                                           top_k, top_p, start_id, stops)
             if streaming:
                 if labelled:
                     out.rule(f"temperature {t:g}", style="dim")
                     sink.write(f"--- temperature {t:g} ---\n", to_stdout=False)
                 sink.write(prime)
-            parts = [[] for _ in range(num_samples)]
-            for pieces in streams:
-                if streaming:
-                    sink.write(pieces[0])
-                if keep_text:
-                    for i, piece in enumerate(pieces):
-                        if piece:
-                            parts[i].append(piece)
+            samples = []
+            for event in write_samples(session, prime, [t], num_samples, length, seed, top_k, top_p, stops,
+                                       keep_text=keep_text):
+                if isinstance(event, Sample):
+                    samples.append(event.record())
+                elif streaming:
+                    sink.write(event.text)
             if streaming:
                 sink.write("\n")
                 sys.stdout.flush()
-            for i, stopped in enumerate(streams.stopped):
-                result = {"index": i, "temperature": t, "text": "".join(parts[i]) if keep_text else None,
-                          "stop": stopped}
+            for result in samples:
                 if corpus is not None:
-                    from textgen.novelty import novelty as novelty_report
-
-                    result["novelty"] = novelty_report(vocab.encode(result["text"]), corpus)
+                    result["novelty"] = novelty_lib.novelty(session.vocab.encode(result["text"]), corpus)
                     if streaming:
                         out.print(f"[dim]{_novelty_line(result['novelty'])}[/]")
-                results.append(result)
+            results.extend(samples)
             if not streaming:
-                for r in results[-num_samples:]:
+                for r in samples:
                     label = f"sample {r['index'] + 1} · temperature {r['temperature']:g}"
                     if labelled:
                         sink.write(f"--- {label} ---\n", to_stdout=False)
@@ -231,6 +223,7 @@ def sample(
         finished = True
     finally:
         sink.close(keep=finished)
+        session.close()
     if as_json:
         emit_json({"run": directory.name, "checkpoint": ckpt.path.name, "step": ckpt.step, "seed": seed,
                    "prime": prime, "length": length, "top_k": top_k, "top_p": top_p, "stop": stops,

@@ -1,0 +1,382 @@
+"""The sampling session: streams with their own options that join and leave a running batch.
+
+One `SamplingSession` owns an engine state whose rows are the live streams. `add` feeds a
+stream's prime and gives it a row; `step` draws one character for every live stream,
+advances the engine once for all of them, and returns what each stream may show; a stream
+that finished (its length, a stop string) or was cancelled leaves at once. `textgen sample`,
+the server's scheduler and the exporters' checks all sample through it.
+
+Determinism: stream (seed, index) draws its uniforms from its own generator, and its prime
+is fed through a state of one row, so its text does not depend on which other streams share
+the batch. Only float rounding can differ between batch heights (BLAS may sum a row's dot
+products in another order for another matrix height): a character changes only when a
+uniform lands within about 1e-7 of a boundary of the cumulative distribution.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from textgen.corpus import Vocabulary
+from textgen.engine import LSTMEngine
+from textgen.errors import CheckpointError, ConfigError, positive_int
+from textgen.sampling import StopFilter, check_stops, check_temperature, check_top_k, check_top_p, log_softmax, sample
+
+UNIFORM_BLOCK = 256
+MAX_LOGPROBS = 20
+
+
+def random_seed() -> int:
+    return int.from_bytes(os.urandom(4), "little")
+
+
+@dataclass
+class StreamSpec:
+    """What one stream writes: its prime, length, sampling options, stops and randomness."""
+
+    prime: str = ""
+    length: int = 500
+    temperature: float = 0.8
+    top_k: int | None = None
+    top_p: float | None = None
+    stops: Sequence[str] = ()
+    seed: int = 0
+    index: int = 0
+    logprobs: int | None = None  # None: none; k: each character's logprob and its k likeliest alternatives
+    prime_logprobs: bool = False  # also score the prime's characters
+    keep_text: bool = True  # keep what the stream showed in `Stream.text` (off: constant memory)
+
+    def validate(self) -> StreamSpec:
+        self.temperature = check_temperature(self.temperature)
+        check_top_k(self.top_k)
+        check_top_p(self.top_p)
+        positive_int("length", self.length)
+        self.stops = check_stops(self.stops)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"seed must be an integer. Received: seed={self.seed!r}")
+        if self.logprobs is not None and not (isinstance(self.logprobs, int) and 0 <= self.logprobs <= MAX_LOGPROBS):
+            raise ConfigError(f"logprobs must be an integer in [0, {MAX_LOGPROBS}]. Received: logprobs={self.logprobs!r}")
+        return self
+
+
+@dataclass
+class CharLogprob:
+    """A character, its log-probability under the model (temperature 1) and the likeliest alternatives."""
+
+    char: str
+    logprob: float
+    top: list = field(default_factory=list)  # [(char, logprob)], most likely first
+
+
+@dataclass
+class Piece:
+    """New text of one stream after a step (possibly empty on its finishing piece)."""
+
+    stream: Stream
+    text: str
+    logprobs: list | None
+    finished: bool
+
+
+class Stream:
+    """A stream in a session: its spec, what it has shown, and how it ended."""
+
+    def __init__(self, spec: StreamSpec, prime_ids: list):
+        self.spec = spec
+        self.prime_ids = prime_ids
+        self.generated = 0
+        self.parts: list = []
+        self.finish_reason: str | None = None  # "length" | "stop" | "cancelled"
+        self.prime_logprobs: list | None = None
+        self.user = None
+        self._filter = StopFilter(spec.stops)
+        self._pending: list = []  # logprobs of characters held back by the stop filter
+        self._rng = np.random.default_rng([spec.seed, spec.index])
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def stop(self) -> str | None:
+        return self._filter.stopped
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def _push(self, char: str, entry) -> tuple:
+        """Feed one generated character; returns (shown text, its logprob entries or None)."""
+        self.generated += 1
+        if entry is not None:
+            self._pending.append(entry)
+        shown = self._filter.push(char)
+        if self._filter.stopped is not None:
+            self.finish_reason = "stop"
+        elif self.generated >= self.spec.length:
+            self.finish_reason = "length"
+            shown += self._filter.finish()
+        return self._take(shown)
+
+    def _take(self, shown: str) -> tuple:
+        if self.spec.keep_text and shown:
+            self.parts.append(shown)
+        if self.spec.logprobs is None:
+            return shown, None
+        taken, self._pending = self._pending[: len(shown)], self._pending[len(shown):]
+        return shown, taken
+
+
+class SamplingSession:
+    """Live streams over one engine; see the module docstring. Not thread-safe: one thread
+    calls add, cancel and step."""
+
+    def __init__(self, engine: LSTMEngine, chars: Sequence[str], start_id: int = 0, capacity: int = 8):
+        self.engine = engine
+        self.vocab = Vocabulary(chars)
+        self.chars = self.vocab.chars
+        self.start_id = start_id
+        self.streams: list = []  # row r of the state belongs to streams[r]
+        self.state = None
+        self._grow(max(1, capacity))
+        self._primed: dict = {}  # prime ids -> (state of one row, logits): shared by streams with one prime
+
+    @property
+    def active(self) -> int:
+        return len(self.streams)
+
+    def _grow(self, capacity: int) -> None:
+        """(Re)allocate the batch for `capacity` streams, keeping the live rows."""
+        old = self.state
+        n = old.rows if old is not None else 0
+        state = self.engine.initial_state(capacity)
+        buffers = (np.zeros((capacity, self.engine.vocab_size), np.float32), np.zeros((capacity, UNIFORM_BLOCK)),
+                   np.full(capacity, UNIFORM_BLOCK, dtype=np.intp))
+        if old is not None:
+            for new, former in zip((*state.arrays, *buffers), (*old.arrays, self.logits, self.uniforms, self.used)):
+                new[:n] = former[:n]
+            _close(old)
+        state.rows = n
+        self.state, (self.logits, self.uniforms, self.used) = state, buffers
+
+    def _prime(self, prime_ids: list):
+        key = tuple(prime_ids)
+        if key not in self._primed:
+            if len(self._primed) >= 8:
+                self._primed.pop(next(iter(self._primed)))
+            one = self.engine.initial_state(1, threads=1)
+            logits = np.array(self.engine.feed(prime_ids, one), dtype=np.float32)
+            self._primed[key] = (one, logits)
+        return self._primed[key]
+
+    def add(self, spec: StreamSpec) -> Stream:
+        """Validate `spec`, feed its prime and give it a row: it joins at the next step."""
+        spec.validate()
+        stream = Stream(spec, self.vocab.encode(spec.prime).tolist())
+        fed = stream.prime_ids or [self.start_id]
+        if spec.prime_logprobs:
+            stream.prime_logprobs = self._score(stream.prime_ids, spec.logprobs or 0)
+        one, logits = self._prime(fed)
+        n = self.state.rows
+        if n == len(self.logits):
+            self._grow(2 * n)
+        for target, source in zip(self.state.arrays, one.arrays):
+            target[n] = source[0]
+        self.logits[n] = logits[0]
+        self.used[n] = UNIFORM_BLOCK
+        self.state.rows = n + 1
+        self.streams.append(stream)
+        return stream
+
+    def _score(self, prime_ids: list, k: int) -> list:
+        """Logprob entries of the prime's characters (the first has no context: None)."""
+        if not prime_ids:
+            return []
+        one = self.engine.initial_state(1, threads=1)
+        entries: list = [None]
+        for previous, current in zip(prime_ids, prime_ids[1:]):
+            row = log_softmax(self.engine.step(np.array([previous], dtype=np.intp), one))[0]
+            entries.append(self._entry(row, current, k))
+        return entries
+
+    def _entry(self, row: np.ndarray, chosen: int, k: int) -> CharLogprob:
+        top = []
+        if k:
+            best = np.argpartition(-row, min(k, len(row) - 1))[:k]
+            best = best[np.argsort(-row[best], kind="stable")]
+            top = [(self.chars[i], float(row[i])) for i in best]
+        return CharLogprob(self.chars[chosen], float(row[chosen]), top)
+
+    def cancel(self, stream: Stream) -> None:
+        """Take `stream` out of the batch now (if it is still in it)."""
+        if stream.finish_reason is None:
+            stream.finish_reason = "cancelled"
+        if stream in self.streams:
+            self._keep([i for i, s in enumerate(self.streams) if s is not stream])
+
+    def _keep(self, rows: list) -> None:
+        """Keep only `rows` of the batch, in order."""
+        if len(rows) == len(self.streams):
+            return
+        index = np.asarray(rows, dtype=np.intp)
+        k = len(rows)
+        for array in (*self.state.arrays, self.logits, self.uniforms, self.used):
+            array[:k] = array[index]
+        self.state.rows = k
+        self.streams = [self.streams[i] for i in rows]
+
+    def _draw(self) -> np.ndarray:
+        n = len(self.streams)
+        empty = np.flatnonzero(self.used[:n] == UNIFORM_BLOCK)
+        for r in empty:  # every 256 steps per stream
+            self.uniforms[r] = self.streams[r]._rng.random(UNIFORM_BLOCK)
+            self.used[r] = 0
+        rows = np.arange(n)
+        u = self.uniforms[rows, self.used[:n]]
+        self.used[:n] += 1
+        return u
+
+    def step(self) -> list:
+        """One character for every live stream; returns the pieces with something to report."""
+        n = len(self.streams)
+        if n == 0:
+            return []
+        logits, u = self.logits[:n], self._draw()
+        ids = np.empty(n, dtype=np.intp)
+        groups: dict = {}
+        for r, s in enumerate(self.streams):
+            groups.setdefault((s.spec.temperature, s.spec.top_k, s.spec.top_p), []).append(r)
+        for (temperature, top_k, top_p), rows in groups.items():
+            if len(rows) == n:
+                ids[:] = sample(logits, temperature, u, top_k, top_p)
+            else:
+                ids[rows] = sample(logits[rows], temperature, u[rows], top_k, top_p)
+        pieces, keep = [], []
+        chars = self.chars
+        for r, s in enumerate(self.streams):
+            entry = None
+            if s.spec.logprobs is not None:
+                entry = self._entry(log_softmax(logits[r]), int(ids[r]), s.spec.logprobs)
+            text, entries = s._push(chars[ids[r]], entry)
+            if text or s.finish_reason is not None:
+                pieces.append(Piece(s, text, entries, s.finish_reason is not None))
+            if s.finish_reason is None:
+                keep.append(r)
+        if len(keep) < n:
+            ids = ids[keep]
+            self._keep(keep)
+        if keep:
+            self.logits[: len(keep)] = self.engine.step(ids, self.state)
+        return pieces
+
+    def run(self, specs: Sequence[StreamSpec]) -> Iterator[list]:
+        """Add `specs` and step until all of them finish; yields each step's pieces."""
+        streams = [self.add(spec) for spec in specs]
+        while any(s.finish_reason is None for s in streams):
+            yield self.step()
+
+    def close(self) -> None:
+        for stream in list(self.streams):
+            self.cancel(stream)
+        _close(self.state)
+
+
+def _close(state) -> None:
+    """Stop a state's worker thread, if it has one (engines in tests may not)."""
+    close = getattr(state, "close", None)
+    if close is not None:
+        close()
+
+
+@dataclass
+class Sample:
+    """One finished sample of `write_samples`: the JSON record `textgen sample --json` prints."""
+
+    index: int
+    temperature: float
+    text: str | None
+    stop: str | None
+
+    def record(self) -> dict:
+        return {"index": self.index, "temperature": self.temperature, "text": self.text, "stop": self.stop}
+
+
+def write_samples(session: SamplingSession, prime: str, temperatures: Sequence[float], num_samples: int,
+                  length: int, seed: int, top_k: int | None = None, top_p: float | None = None,
+                  stops: Sequence[str] = (), keep_text: bool = True) -> Iterator:
+    """`num_samples` samples per temperature, each temperature's samples generated as one batch.
+
+    Yields every non-empty `Piece` as it is written, and after each temperature its `Sample`s
+    in index order. Sample i of every temperature is stream (seed, i).
+    """
+    positive_int("num_samples", num_samples)
+    for temperature in temperatures:
+        specs = [StreamSpec(prime=prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                            stops=stops, seed=seed, index=i, keep_text=keep_text) for i in range(num_samples)]
+        streams = [session.add(spec) for spec in specs]
+        while session.active:
+            for piece in session.step():
+                if piece.text:
+                    yield piece
+        for i, stream in enumerate(streams):
+            yield Sample(i, temperature, stream.text if keep_text else None, stream.stop)
+
+
+def generate(engine, prime_ids: Sequence[int], length: int, temperature: float, num_samples: int = 1,
+             seed: int | None = None, top_k: int | None = None, top_p: float | None = None,
+             start_id: int = 0) -> Iterator[np.ndarray]:
+    """Yield, `length` times, an array of `num_samples` new character ids (streams 0..N-1 of `seed`)."""
+    positive_int("num_samples", num_samples)
+    seed = random_seed() if seed is None else seed
+    chars = [chr(0xE000 + i) for i in range(engine.vocab_size)]  # ids in, ids out
+    session = SamplingSession(engine, chars, start_id, capacity=num_samples)
+    prime = "".join(chars[i] for i in prime_ids)
+    specs = [StreamSpec(prime=prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                        seed=seed, index=i) for i in range(num_samples)]
+    try:
+        for pieces in session.run(specs):
+            yield np.array([ord(p.text) - 0xE000 for p in pieces], dtype=np.intp)
+    finally:
+        session.close()
+
+
+def load_run(directory, which: str = "latest", use_previous: bool = False, threads: int = 2):
+    """(run info, checkpoint, engine) for sampling from a run directory, without Keras.
+
+    `which` is "latest", "best", or the name of a checkpoint directory inside the run.
+    """
+    from textgen import checkpoints
+
+    directory = Path(directory)
+    info = checkpoints.read_run_file(directory)
+    if which == "latest":
+        ckpt = checkpoints.latest(directory, use_previous=use_previous)
+    elif which == "best":
+        ckpt = checkpoints.best(directory)
+        if ckpt is None:
+            raise CheckpointError(f"Run {directory.name!r} has no best checkpoint yet (no evaluation ran).")
+    else:
+        path = directory / which
+        if checkpoints.check_run_name(which) and not path.is_dir():
+            raise CheckpointError(f"Run {directory.name!r} has no checkpoint {which!r}.")
+        checkpoints.verify(path)
+        ckpt = checkpoints.Checkpoint(path, checkpoints.load_state(path))
+    engine = LSTMEngine(checkpoints.load_arrays(ckpt.path), int(info["model"]["num_layers"]), threads=threads)
+    if engine.vocab_size != len(info["vocab"]):
+        raise CheckpointError(
+            f"Checkpoint {str(ckpt.path)!r} has {engine.vocab_size} outputs but the run's vocabulary "
+            f"has {len(info['vocab'])} characters."
+        )
+    return info, ckpt, engine
+
+
+def start_id(chars: Sequence[str]) -> int:
+    """The id fed when there is no prime: the corpus' newline if it has one, else 0."""
+    return list(chars).index("\n") if "\n" in chars else 0
+
+
