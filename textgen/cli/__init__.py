@@ -29,6 +29,8 @@ import_module("textgen.cli.train").register(app)
 import_module("textgen.cli.sample").register(app)
 import_module("textgen.cli.evaluate").register(app)
 import_module("textgen.cli.runs").register(app)
+import_module("textgen.cli.serve").register(app)
+import_module("textgen.cli.export").register(app)
 import_module("textgen.cli.demos").register(app)
 import_module("textgen.cli.info").register(app)
 # ----------------------------------------------------------------------------- end of command modules

@@ -1,0 +1,60 @@
+"""Bits per character of a run's validation text under given arrays (the numpy engine).
+
+Used to tell what a lower precision costs: the same text is scored with the float32 arrays
+and with the dequantised ones, and the difference is reported.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from textgen.export.arrays import ModelArrays, reference_engine
+
+MAX_CHARS = 1_000_000  # score at most this many validation characters (the split's start)
+STREAMS = 64           # the text is cut into this many segments, scored side by side
+
+
+def validation_ids(info: dict) -> tuple[np.ndarray | None, str | None]:
+    """(the run's validation split as ids, None), or (None, why it is unavailable) in one line."""
+    from textgen import corpus as corpus_lib
+    from textgen.errors import TextgenError
+
+    recorded = info.get("corpus") or {}
+    source = recorded.get("source")
+    if not source:
+        return None, "the run does not record its corpus, so the bpc change was not measured"
+    if not Path(source).is_file():
+        return None, f"the run's corpus {source!r} is gone, so the bpc change was not measured"
+    try:
+        prepared = corpus_lib.prepare(Path(source), encoding=recorded.get("encoding", "utf-8"))
+    except TextgenError as e:
+        return None, f"the run's corpus could not be read ({e}), so the bpc change was not measured"
+    if prepared.vocab != info["vocab"]:
+        return None, f"the corpus {source!r} no longer encodes to the run's vocabulary; bpc change not measured"
+    val_fraction = float(info.get("training", {}).get("val_fraction", corpus_lib.DEFAULT_VAL_FRACTION))
+    split = corpus_lib.split_point(prepared.num_chars, val_fraction)
+    ids = np.asarray(prepared.ids()[split: split + MAX_CHARS], dtype=np.intp)
+    if len(ids) < 2:
+        return None, "the run's validation split is empty, so the bpc change was not measured"
+    return ids, None
+
+
+def bits_per_char(arrays: ModelArrays, ids: np.ndarray, streams: int = STREAMS) -> float:
+    """Mean -log2 p(next | preceding in its segment) over `ids` cut into `streams` segments,
+    each starting from the zero state (the same cut for every precision, so figures compare)."""
+    engine = reference_engine(arrays)
+    streams = max(1, min(streams, len(ids) // 64))
+    length = len(ids) // streams
+    segments = np.asarray(ids[: streams * length]).reshape(streams, length)
+    state = engine.initial_state(streams)
+    rows = np.arange(streams)
+    total = 0.0
+    for t in range(length - 1):
+        logits = engine.step(segments[:, t], state).astype(np.float64)
+        top = logits.max(axis=1)
+        log_norm = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
+        total += float((log_norm - logits[rows, segments[:, t + 1]]).sum())
+    return total / (streams * (length - 1)) / math.log(2)
