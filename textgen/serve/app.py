@@ -1,0 +1,81 @@
+"""`create_app(settings)`: the FastAPI application of `textgen serve`, with no module globals.
+
+State lives on `app.state`: settings, metrics, and the registry of served runs (each with
+its scheduler). Models load in the background after start, so `/health` answers at once
+(503 until every run is loaded, then 200).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+
+from textgen.serve import api, errors
+from textgen.serve.jobs import Outbox
+from textgen.serve.metrics import Metrics
+from textgen.serve.registry import Registry
+from textgen.serve.security import AccessLog, BodyLimit, require_key
+
+STATIC = Path(__file__).parent / "static"
+DESCRIPTION = """An OpenAI-compatible API over textgen's character-level models: one token is one character.
+
+Every concurrent request shares one step of the model (continuous batching); choice i of a
+request draws from (seed, i) only, so a seeded request gives the same text however busy the
+server is. Errors use OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`."""
+
+
+def create_app(settings) -> FastAPI:
+    """The application for `settings` (raises CheckpointError for an unknown run name)."""
+    metrics = Metrics()
+    outbox = Outbox(None)
+    registry = Registry(settings, outbox, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        outbox.loop = asyncio.get_running_loop()
+        registry.start()
+        try:
+            yield
+        finally:
+            registry.close()
+
+    from textgen import __version__
+
+    app = FastAPI(title="textgen serve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings, app.state.metrics, app.state.registry = settings, metrics, registry
+    errors.install(app)
+    guarded = [Depends(require_key)]
+    app.include_router(api.router, dependencies=guarded)
+
+    @app.get("/health", summary="200 when every model is loaded, 503 while loading", tags=["service"])
+    async def health(request: Request):
+        if registry.ready:
+            return {"status": "ok", "models": list(registry.models)}
+        waiting = {m.name: m.error or "loading" for m in registry.models.values() if not m.ready}
+        return JSONResponse({"status": "loading", "waiting": waiting}, status_code=503)
+
+    @app.get("/metrics", dependencies=guarded, response_class=PlainTextResponse, tags=["service"],
+             summary="Prometheus text format")
+    async def prometheus():
+        return PlainTextResponse(metrics.render(registry.models), media_type="text/plain; version=0.0.4")
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # Outermost last: the access log sees every answer, CORS headers go on errors too.
+    app.add_middleware(BodyLimit, limit=settings.max_body)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
+                           allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["Authorization", "Content-Type"],
+                           max_age=600)
+    app.add_middleware(AccessLog, metrics=metrics, quiet=settings.quiet)
+    return app

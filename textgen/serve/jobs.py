@@ -1,0 +1,131 @@
+"""A request as the asyncio side sees it: its stream specs going in, its pieces coming out.
+
+The engine thread never touches a Job's asyncio objects: it hands batches of `Update`s to
+`Outbox`, which moves them onto the event loop with one `call_soon_threadsafe` per batch
+(however many requests got text in that step), so 64 streams do not mean 64 wake-ups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Update:
+    """New text of one choice (from one engine step, or several merged)."""
+
+    index: int
+    text: str
+    logprobs: list | None = None          # CharLogprob per character of `text`, when asked
+    finished: bool = False
+    finish_reason: str | None = None      # "length" | "stop" | "cancelled" | "shutdown"
+
+
+@dataclass(eq=False)
+class Job:
+    """One request: `specs[i]` is choice i. Built by a route, admitted by the scheduler."""
+
+    specs: list
+    loop: asyncio.AbstractEventLoop
+    submitted: float = field(default_factory=time.monotonic)
+    streams: list = field(default_factory=list)      # engine thread only
+    prime_logprobs: list = field(default_factory=list)  # per choice, set when admitted (echo + logprobs)
+    checkpoint_step: int | None = None                # the weights it runs on, set when admitted
+    session: object = None                            # the session its streams run in (engine thread)
+    error: BaseException | None = None                # a failure after it was accepted
+    first_text_at: float | None = None
+    cancelled: bool = False
+
+    def __post_init__(self):
+        self._buffer: list[Update] = []
+        self._event = asyncio.Event()
+        self._remaining = len(self.specs)
+        self.started = asyncio.Event()                # set when the scheduler admits it
+
+    @property
+    def done(self) -> bool:
+        return self._remaining == 0 or self.error is not None
+
+    # ---- called on the event loop by Outbox
+    def _deliver(self, updates: list[Update]) -> None:
+        for update in updates:
+            if update.finished:
+                self._remaining -= 1
+        self._buffer.extend(updates)
+        self._event.set()
+
+    def _fail(self, error: BaseException) -> None:
+        self.error = error
+        self.started.set()
+        self._event.set()
+
+    async def updates(self, interval: float, keepalive: float) -> AsyncIterator[list[Update]]:
+        """Yield lists of updates, at most one list per `interval` seconds (the first at once).
+
+        An empty list means nothing happened for `keepalive` seconds. Ends when every choice
+        has finished or the job failed (then `self.error` is set).
+        """
+        last = 0.0
+        while True:
+            if not self._buffer and not self.done:
+                try:
+                    await asyncio.wait_for(self._event.wait(), timeout=keepalive)
+                except asyncio.TimeoutError:
+                    yield []
+                    continue
+            wait = last + interval - time.monotonic()
+            if wait > 0 and not self.done:
+                await asyncio.sleep(wait)
+            self._event.clear()
+            items, self._buffer = self._buffer, []
+            last = time.monotonic()
+            if items:
+                yield items
+            if self.done and not self._buffer:
+                return
+
+    async def result(self) -> list[Update]:
+        """Every update of the job once it is done (for non-streaming requests)."""
+        collected: list[Update] = []
+        async for items in self.updates(interval=0.0, keepalive=3600.0):
+            collected.extend(items)
+        return collected
+
+
+class Outbox:
+    """Moves updates from the engine thread to the event loop, one callback per batch."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Job, object]] = []
+        self._scheduled = False
+
+    def put(self, items: list[tuple[Job, object]]) -> None:
+        """`items`: (job, list[Update]) or (job, exception) or (job, "started"). Engine thread."""
+        if not items:
+            return
+        with self._lock:
+            self._pending.extend(items)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the event loop has closed: nobody is listening any more
+            pass
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._pending, self._scheduled = self._pending, [], False
+        for job, what in items:
+            if isinstance(what, BaseException):
+                job._fail(what)
+            elif what == "started":
+                job.started.set()
+            else:
+                job._deliver(what)

@@ -1,0 +1,244 @@
+"""Request and response bodies (Pydantic): they validate requests and document `/docs`.
+
+One token is one character: `max_tokens`, `usage` and `logprobs` count characters.
+Parameters a character model cannot honour (penalties, `logit_bias`, `best_of`, `suffix`)
+are accepted only at their neutral value, so nothing is silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_SEED = 2**63 - 1
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _stops(value):
+    if value is None:
+        return []
+    stops = [value] if isinstance(value, str) else list(value)
+    if len(stops) > 4:
+        raise ValueError("at most 4 stop strings are allowed")
+    if any(s == "" for s in stops):
+        raise ValueError("a stop string must not be empty")
+    return stops
+
+
+def _neutral(value, neutral, name):
+    if value is not None and value != neutral:
+        raise ValueError(f"{name} is not supported by a character model; leave it at {neutral!r}")
+    return value
+
+
+class StreamOptions(_Body):
+    include_usage: bool = Field(False, description="Send a last chunk with `usage` before `data: [DONE]`.")
+
+
+class Sampling(_Body):
+    """What every text request shares: how to draw characters and when to stop."""
+
+    model: str = Field(description="A served run's name (see GET /v1/models).", max_length=1000)
+    temperature: Optional[float] = Field(1.0, ge=0, le=2, description="0 = greedy; higher = more diverse.")
+    top_p: Optional[float] = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep the most likely characters up to this mass.")
+    top_k: Optional[int] = Field(None, ge=1, description="Extra field: keep only the k most likely characters.")
+    n: int = Field(1, ge=1, description="Choices per prompt (capped by the server's --max-n).")
+    stop: Union[str, list[str], None] = Field(None, description="Up to 4 strings; generation ends before the first one.")
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, description="Choice i draws from (seed, i) only. Omitted: the server picks one and returns it.")
+    stream: bool = Field(False, description="Server-sent events, ending in `data: [DONE]`.")
+    stream_options: Optional[StreamOptions] = None
+    user: Optional[str] = Field(None, max_length=1000, description="Accepted and ignored.")
+    presence_penalty: Optional[float] = Field(None, description="Only 0 is accepted.")
+    frequency_penalty: Optional[float] = Field(None, description="Only 0 is accepted.")
+    logit_bias: Optional[dict[str, float]] = Field(None, description="Only an empty map is accepted.")
+
+    _stop_list = field_validator("stop")(lambda cls, v: _stops(v))
+
+    @field_validator("presence_penalty", "frequency_penalty")
+    @classmethod
+    def _no_penalty(cls, v, info):
+        return _neutral(v, 0, info.field_name)
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _no_bias(cls, v):
+        if v:
+            raise ValueError("logit_bias is not supported by a character model; leave it empty")
+        return v
+
+
+class CompletionRequest(Sampling):
+    """POST /v1/completions."""
+
+    prompt: Union[str, list[str]] = Field("", description="Text to continue, or a list of texts (choices for each).")
+    max_tokens: Optional[int] = Field(16, ge=1, description="Characters to generate per choice (capped by --max-length).")
+    logprobs: Optional[int] = Field(None, ge=0, le=5, description="Each character's log-probability and this many top alternatives.")
+    echo: bool = Field(False, description="Return the prompt before the completion (with its log-probabilities when asked).")
+    best_of: Optional[int] = Field(None, description="Only 1 (or equal to n) is accepted.")
+    suffix: Optional[str] = Field(None, description="Not supported; must be null.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompts(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("give at least one prompt")
+        return v
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, v):
+        if v:
+            raise ValueError("suffix is not supported by a character model")
+        return v
+
+
+class ContentPart(_Body):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Union[str, list[ContentPart], None] = None
+    name: Optional[str] = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class ChatCompletionRequest(Sampling):
+    """POST /v1/chat/completions: the messages go through the server's chat template."""
+
+    messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far.")
+    max_tokens: Optional[int] = Field(None, ge=1, description="Characters to generate (default 16, capped by --max-length).")
+    max_completion_tokens: Optional[int] = Field(None, ge=1, description="Same as max_tokens.")
+    logprobs: bool = Field(False, description="Return each character's log-probability.")
+    top_logprobs: Optional[int] = Field(None, ge=0, le=5, description="With logprobs: this many top alternatives.")
+
+
+class SampleSpec(_Body):
+    """One choice of a native request, with its own settings."""
+
+    temperature: float = Field(1.0, ge=0, le=10)
+    top_k: Optional[int] = Field(None, ge=1)
+    top_p: Optional[float] = Field(None, gt=0, le=1)
+    max_tokens: int = Field(16, ge=1)
+    stop: Union[str, list[str], None] = None
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, description="Default: the request's seed.")
+
+    _stop_list = field_validator("stop")(lambda cls, v: _stops(v))
+
+
+class NativeRequest(_Body):
+    """POST /v1/textgen/generate: what the OpenAI API cannot say, e.g. per-choice temperatures."""
+
+    model: str = Field(max_length=1000)
+    prompt: str = ""
+    samples: list[SampleSpec] = Field(min_length=1, description="One entry per choice; choice i draws from (its seed, i).")
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
+    logprobs: Optional[int] = Field(None, ge=0, le=5)
+    stream: bool = False
+
+
+# ----------------------------------------------------------------------------- responses
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[Optional[float]]
+    top_logprobs: list[Optional[dict[str, float]]]
+    text_offset: list[int]
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: Optional[CompletionLogprobs] = None
+    finish_reason: Optional[str] = Field(description="length or stop")
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    seed: int = Field(description="The seed used (replay the request with it).")
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: dict[str, Any]
+    logprobs: Optional[dict[str, Any]] = None
+    finish_reason: Optional[str]
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    seed: int
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "textgen"
+    vocab_size: int
+    parameters: Optional[int]
+    checkpoint_step: int
+    validation_bpc: Optional[float]
+    layers: int
+    units: int
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class NativeSample(BaseModel):
+    index: int
+    text: str
+    finish_reason: Optional[str]
+    seed: int
+    logprobs: Optional[CompletionLogprobs] = None
+
+
+class NativeResponse(BaseModel):
+    id: str
+    model: str
+    checkpoint_step: int
+    samples: list[NativeSample]
+    usage: Usage
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: Optional[str]
+    code: Optional[str]
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

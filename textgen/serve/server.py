@@ -1,0 +1,78 @@
+"""Run the app with uvicorn: the start-up panel, the warnings, and a clean exit on a signal.
+
+SIGTERM or Ctrl-C: the engine threads end every stream with a final event (an error object
+saying the server is shutting down, then `data: [DONE]`), uvicorn stops accepting and waits
+for the responses to finish, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from textgen.serve.app import create_app
+
+
+def _panel(settings, app) -> Panel:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("Playground", f"{settings.url}/")
+    grid.add_row("API", f"{settings.url}/v1   (docs: {settings.url}/docs)")
+    grid.add_row("Models", ", ".join(app.state.registry.models))
+    grid.add_row("Limits", f"{settings.max_streams} streams, queue {settings.max_queue}, n <= {settings.max_n}, "
+                 f"max_tokens <= {settings.max_length}, prompt <= {settings.max_prompt} chars")
+    grid.add_row("API key", "required" if settings.api_key else "none (anyone who can reach the port may use it)")
+    grid.add_row("CORS", ", ".join(settings.cors_origins) or "off")
+    return Panel(grid, title="textgen serve", expand=False)
+
+
+def serve(settings) -> None:
+    """Serve until SIGTERM / Ctrl-C (raises CheckpointError first if a run name is unknown)."""
+    import uvicorn
+
+    console = Console(stderr=True, highlight=False)
+    app = create_app(settings)
+    if settings.exposed and not settings.api_key:
+        console.print(f"[yellow]Warning:[/] listening on {settings.host} without --api-key: anyone who can reach "
+                      "this port can use the server. Set --api-key (or TEXTGEN_API_KEY).")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("textgen.serve").setLevel(logging.INFO)
+    console.print(_panel(settings, app))
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, access_log=False, log_level="warning",
+                            timeout_graceful_shutdown=10, lifespan="on", ws="none")
+    server = _Server(config, app.state.registry, console)
+    # uvicorn re-raises the signal it caught once it has shut down; with these handlers in
+    # place that re-raise is a no-op, so the process exits 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    server.run()
+    if getattr(server, "started", True) is False:
+        from textgen.errors import ConfigError
+
+        raise ConfigError(f"Could not listen on {settings.host}:{settings.port} (in use, or not allowed). "
+                          f"Received: port={settings.port}")
+    console.print("textgen serve: stopped.")
+
+
+class _Server:
+    """uvicorn.Server whose exit handler first ends the streams in flight."""
+
+    def __new__(cls, config, registry, console):
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig, frame):
+                if not self.should_exit:
+                    console.print("Shutting down: ending the streams in flight.")
+                registry.begin_shutdown()
+                if self.should_exit and sig == signal.SIGINT:
+                    self.force_exit = True
+                self.should_exit = True
+
+        return Server(config)

@@ -1,0 +1,78 @@
+"""What a server is told at start: the runs it serves, where it listens, its limits.
+
+One frozen `Settings` object is built by the CLI (or a test) and passed to `create_app`;
+nothing in the server reads options from anywhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from textgen.errors import ConfigError, positive_int, positive_number
+
+#: The default chat template: each message as "ROLE:\n<content>\n\n", then "ASSISTANT:\n".
+DEFAULT_CHAT_TEMPLATE = "{ROLE}:\n{content}\n\n"
+MAX_BODY_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `create_app` needs. Limits count characters (one token = one character)."""
+
+    runs: tuple[str, ...] = ()            # run names; empty = the most recently updated run
+    checkpoints: Path = Path("checkpoints")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_streams: int = 64                 # streams (choices) stepped together, per model
+    max_queue: int = 256                  # requests waiting for room, per model; beyond: 429
+    max_length: int = 4096                # cap on max_tokens
+    max_prompt: int = 10_000              # characters of prompt (after a chat template)
+    max_n: int = 16                       # choices per request
+    max_body: int = MAX_BODY_BYTES        # bytes of request body; beyond: 413
+    quiet: bool = False                   # no access-log lines
+    chat_template: str = DEFAULT_CHAT_TEMPLATE
+    reload_seconds: float = 1.0           # how often a served run is checked for a new checkpoint
+    flush_seconds: float = 0.05           # streamed text is sent at least this often
+    keepalive_seconds: float = 15.0       # SSE comment line while a stream has nothing to say
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        for name in ("max_streams", "max_queue", "max_length", "max_prompt", "max_n", "max_body", "port"):
+            positive_int(name, getattr(self, name), option=True)
+        for name in ("reload_seconds", "flush_seconds", "keepalive_seconds"):
+            positive_number(name, getattr(self, name))
+        if self.max_n > self.max_streams:
+            raise ConfigError(
+                "--max-n cannot exceed --max-streams (all choices of a request run together). "
+                f"Received: max_n={self.max_n}, max_streams={self.max_streams}"
+            )
+        if "{content}" not in self.chat_template:
+            raise ConfigError(
+                "--chat-template must contain {content} (and may use {role}, {Role} or {ROLE}). "
+                f"Received: chat_template={self.chat_template!r}"
+            )
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("--api-key must not be empty. Received: api_key=''")
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def exposed(self) -> bool:
+        """True when the server listens beyond this machine."""
+        return self.host not in ("127.0.0.1", "localhost", "::1")
+
+
+def chat_template_from_option(value: str | None) -> str:
+    """The template text: the option's value, or the contents of the file it names."""
+    if value is None:
+        return DEFAULT_CHAT_TEMPLATE
+    if "{content}" not in value and os.path.isfile(value):
+        return Path(value).read_text(encoding="utf-8")
+    return value.replace("\\n", "\n").replace("\\t", "\t")
