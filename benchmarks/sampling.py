@@ -134,9 +134,16 @@ def _naive_rate(weights: dict, num_layers: int, streams: int, steps: int) -> flo
     return streams * steps / (time.perf_counter() - start)
 
 
-def engine_rate(engine, streams: int, steps: int) -> float:
-    """Characters per second of `streams` streams sampled together through the session API."""
+def engine_rate(engine, streams: int, steps: int, blas_threads: int | None = None) -> float:
+    """Characters per second of `streams` streams sampled together through the session API
+    (`blas_threads`: let BLAS use that many threads instead of textgen's one)."""
     from textgen.session import generate
+
+    if blas_threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(blas_threads, "blas"):
+            return engine_rate(engine, streams, steps)
 
     for _ in generate(engine, [0], 10, 0.8, streams, seed=1):  # the worker thread starts
         pass
@@ -201,6 +208,8 @@ def main() -> None:
         record("textgen, 64 streams", engine_rate(engine, 64, args.batch_steps))
         record("textgen, 64 streams, 1 thread", engine_rate(one_thread, 64, args.batch_steps))
         record("textgen, 64 streams, 2 threads", engine_rate(two_threads, 64, args.batch_steps))
+        record("alternative: 1 stream, 1 thread, 2 BLAS threads", engine_rate(one_thread, 1, args.single_chars, 2))
+        record("alternative: 64 streams, 1 thread, 2 BLAS threads", engine_rate(one_thread, 64, args.batch_steps, 2))
         floor = matmul_limit(engine, 1, args.single_chars)
         ceiling = matmul_limit(engine, 64, args.batch_steps)
         record("limit: matvec floor, 1 row, 1 BLAS thread", floor[0])
