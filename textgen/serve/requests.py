@@ -36,7 +36,7 @@ def check_prompt(prompt: str, served, settings, param: str = "prompt") -> None:
     missing = sorted({c for c in prompt if c not in served.chars})
     if missing:
         shown = ", ".join(repr(c) for c in missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
-        raise _bad(param, f"The prompt has characters outside {served.name!r}'s vocabulary: {shown}.", prompt)
+        raise _bad(param, f"The prompt has characters outside the vocabulary of model {served.name!r}: {shown}.", prompt)
 
 
 def check_length(value: int, settings, param: str = "max_tokens") -> int:
