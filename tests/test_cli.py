@@ -10,38 +10,18 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import TINY_TRAIN, assert_one_line_error, invoke, run_cli, wait_until
 
-from conftest import run_cli
 from textgen import checkpoints
 from textgen.cli import app
 
-runner = CliRunner()
-TINY = ["--layers", "1", "--units", "16", "--embedding-dim", "8", "--seq-len", "16",
-        "--batch-size", "4", "--epochs", "1", "--eval-every", "20"]
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments, code=None):
-    assert result.exit_code != 0, result.output
-    if code is not None:
-        assert result.exit_code == code, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+TINY = [*TINY_TRAIN, "--epochs", "1", "--eval-every", "20"]
 
 
 @pytest.fixture
-def trained(tiny_corpus):
-    result = invoke("train", tiny_corpus, "--run", "tiny", *TINY, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+def trained(copy_tiny_run):
+    """The session's tiny run (trained by `textgen train ... --json`) in ./checkpoints/tiny."""
+    return copy_tiny_run
 
 
 def snapshot(directory: Path) -> dict:
@@ -169,16 +149,15 @@ def test_run_name_cannot_escape(tiny_corpus):
     assert_one_line_error(invoke("train", tiny_corpus, "--run", "../../x"), "Run names")
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_resume_continues(tiny_corpus, tmp_path):
     """A real training process gets SIGTERM mid-run, saves, exits cleanly; --resume continues."""
-    args = [sys.executable, "-m", "textgen", "train", str(tiny_corpus), "--run", "term",
-            "--layers", "1", "--units", "16", "--embedding-dim", "8", "--seq-len", "16",
-            "--batch-size", "4", "--epochs", "500", "--eval-every", "100000", "--json"]
+    args = [sys.executable, "-m", "textgen", "train", str(tiny_corpus), "--run", "term", *TINY_TRAIN,
+            "--epochs", "500", "--eval-every", "100000", "--json"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dir = Path("checkpoints") / "term"
-    deadline = time.time() + 120
-    while not (run_dir / "run.json").exists() and time.time() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: (run_dir / "run.json").exists() or proc.poll() is not None, timeout=120,
+               what="the run to start")
     time.sleep(4.0)  # let it take some steps
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
@@ -215,3 +194,97 @@ def test_runs_list_and_show(trained):
     data = json.loads(invoke("runs", "show", "tiny", "--json").stdout)
     assert data["model"]["units"] == 16 and data["history"][-1]["step"] == trained["step"]
     assert_one_line_error(invoke("runs", "show", "ghost"), "Unknown run")
+
+
+def test_help_tables_show_no_type_hints():
+    """Typer prints `<int>`, `<bool>`, `<path>` beside every option; ours are clean (choices stay)."""
+    hints = ("<int>", "<bool>", "<str>", "<path>", "<float>", "<int,int>", "list[str]")
+    for path in [(), *all_commands()]:
+        result = invoke(*path, "--help", env={"COLUMNS": "200"})
+        assert result.exit_code == 0, (path, result.output)
+        assert "--help" in result.stdout, path
+        assert not [hint for hint in hints if hint in result.stdout], (path, result.stdout)
+    assert "digits|fashion" in invoke("mnist", "--help", env={"COLUMNS": "200"}).stdout
+
+
+def test_train_help_shows_the_config_defaults():
+    """`train --help` reads its defaults from ModelConfig / TrainConfig (no copies by hand)."""
+    import dataclasses
+
+    import typer.main
+
+    from textgen.config import DEFAULT_PRESET, PRESETS, ModelConfig, TrainConfig, defaults
+
+    values = {**defaults(TrainConfig), **defaults(ModelConfig)}
+    values["layers"] = values["num_layers"]
+    options = {param.name: param.help or "" for param in typer.main.get_command(app).commands["train"].params}
+    checked = []
+    for name, value in values.items():
+        if name in options and value is not None and not isinstance(value, bool):
+            shown = f"{value:g}" if isinstance(value, float) else str(value)
+            assert f"(default: {shown})" in options[name], (name, options[name])
+            checked.append(name)
+    assert {"layers", "units", "embedding_dim", "dropout", "seq_len", "batch_size", "epochs", "learning_rate",
+            "clip_norm", "eval_chars", "lr_schedule", "warmup_steps", "state_reset", "strategy", "seed"} <= set(checked)
+    assert f"{defaults(TrainConfig)['min_lr_fraction']:.0%}" in options["lr_schedule"]
+    assert all(size in options["size"] for size in PRESETS) and f"{DEFAULT_PRESET} is the default" in options["size"]
+    assert dataclasses.asdict(ModelConfig(vocab_size=2, **PRESETS[DEFAULT_PRESET])) == \
+        dataclasses.asdict(ModelConfig(vocab_size=2)), "the default preset is the default model"
+
+
+@pytest.mark.slow
+def test_train_help_does_not_import_keras():
+    code = ("import sys\nfrom textgen.cli import main\nsys.argv = ['textgen', 'train', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow', 'jax')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Example" in result.stdout and result.stdout.strip().endswith("[]"), result.stdout[-500:]
+
+
+LONG_NAME = "shakespeare-medium-cosine-seed1"  # 31 characters
+
+
+def test_runs_table_fits_80_columns_and_never_cuts_the_name(trained):
+    import shutil
+
+    shutil.copytree(Path("checkpoints") / "tiny", Path("checkpoints") / LONG_NAME)
+    result = invoke("runs", env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, result.stdout
+    assert any(line.startswith(LONG_NAME + " ") for line in lines), result.stdout
+    row = next(line for line in lines if line.startswith(LONG_NAME))
+    summary = json.loads(invoke("runs", "--json").stdout)["runs"][0]
+    from textgen.cli.common import compact_count, compact_duration
+
+    for figure in (compact_count(summary["parameters"]), compact_count(summary["chars_seen"]),
+                   f"{summary['best_val_bpc']:.4f}", compact_duration(summary["train_seconds"]), "1x16"):
+        assert f" {figure}" in row, (figure, row)
+
+
+@pytest.mark.slow
+def test_runs_table_in_a_pipe(trained):
+    import shutil
+
+    shutil.copytree(Path("checkpoints") / "tiny", Path("checkpoints") / LONG_NAME)
+    result = run_cli("runs", env={"COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout
+    assert LONG_NAME + " " in result.stdout and "tiny" in result.stdout
+
+
+@pytest.mark.parametrize("value,shown", [(0, "0"), (950, "950"), (12_345, "12K"), (1_812_345, "1.8M"),
+                                         (999_960, "1.0M"), (3_300_000_000, "3.3G"), (None, "0")])
+def test_compact_count(value, shown):
+    from textgen.cli.common import compact_count
+
+    assert compact_count(value) == shown
+
+
+@pytest.mark.parametrize("seconds,shown", [(0, "0s"), (45.4, "45s"), (67, "1m07s"), (7385, "2h03m"),
+                                           (3 * 86400 + 4 * 3600 + 59, "3d04h"), (None, "0s")])
+def test_compact_duration(seconds, shown):
+    from textgen.cli.common import compact_duration
+
+    assert compact_duration(seconds) == shown

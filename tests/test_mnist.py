@@ -12,13 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from conftest import assert_one_line_error, invoke
 
-from textgen.cli import app
 from textgen.demos import mnist, mnist_data
 from textgen.errors import CheckpointError, ConfigError, DataError, TextgenError
-
-runner = CliRunner()
 
 
 def make_images(count: int, seed: int, size: int = 28):
@@ -63,20 +60,6 @@ def write_npz(path: Path, train=300, test=100, **override) -> Path:
 @pytest.fixture
 def npz(tmp_path) -> Path:
     return write_npz(tmp_path / "mnist.npz")
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments, code=1):
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 # ----------------------------------------------------------------------------- loaders
@@ -309,6 +292,7 @@ def test_cli_two_class_mode(npz):
     assert_one_line_error(invoke("mnist", "--evaluate", "--digits", "1", "2"), "classes [3, 7]")
 
 
+@pytest.mark.slow  # five models trained one after the other
 def test_cli_compare_repeats(npz):
     result = invoke("mnist", "--data", npz, "--compare", "8", "--compare", "4,4", "--repeats", "2",
                     "--epochs", "1", "--json")
@@ -338,6 +322,7 @@ def test_random_split_is_a_fresh_partition_per_repeat():
         mnist.random_split(1, seed=0, repeat=0)
 
 
+@pytest.mark.slow  # four models trained one after the other
 def test_compare_reports_every_run(npz):
     data = mnist_data.load("digits", npz)
     seen = []

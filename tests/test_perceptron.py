@@ -6,13 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from conftest import invoke
 
-from textgen.cli import app
 from textgen.demos import perceptron
 from textgen.errors import ConfigError
-
-runner = CliRunner()
 
 
 def test_learns_the_rule_with_default_iterations():
@@ -61,20 +58,20 @@ def test_zero_iterations_is_the_untrained_neuron_and_negative_is_an_error():
 
 
 def test_cli_json_and_human_output():
-    result = runner.invoke(app, ["perceptron", "--iterations", "500", "--seed", "2", "--json"])
+    result = invoke("perceptron", "--iterations", 500, "--seed", 2, "--json")
     assert result.exit_code == 0, result.stdout + result.stderr
     data = json.loads(result.stdout)
     assert result.stdout.count("\n") == 1
     assert data["iterations"] == 500 and data["seed"] == 2 and data["new_case"] == [1, 0, 0]
     assert data == json.loads(json.dumps(perceptron.train(500, 2)))
 
-    human = runner.invoke(app, ["perceptron"])
+    human = invoke("perceptron")
     assert human.exit_code == 0, human.stdout + human.stderr
     assert "Learned weights" in human.stdout and "0.99993704" in human.stdout
 
 
 def test_cli_bad_iterations_is_one_line_error():
-    result = runner.invoke(app, ["perceptron", "--iterations", "-5"])
+    result = invoke("perceptron", "--iterations", -5)
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr.strip() == "Error: --iterations must be zero or a positive integer. Received: iterations=-5"

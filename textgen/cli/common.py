@@ -35,8 +35,34 @@ def fail(message: str, code: int = 1):
     sys.exit(code)
 
 
+def _no_type_hint(ctx=None):
+    return None
+
+
+def plain_help(command, ctx) -> None:
+    """Drop the type hints (`<int>`, `<bool>`, `<path>`) that Typer's help tables print beside
+    every option of `command` and its sub-commands; choices (`digits|fashion`) stay."""
+    for param in command.get_params(ctx):  # includes --help, which Click creates on first use
+        descriptor = getattr(param, "type_descriptor", None)
+        if descriptor is not None and not descriptor.is_choice:
+            param.display_type_rich = _no_type_hint
+    for sub in getattr(command, "commands", {}).values():
+        plain_help(sub, ctx)
+
+
 class OneLineErrors(TyperGroup):
-    """Turns user mistakes (ours and Click's) into one-line messages without tracebacks."""
+    """Turns user mistakes (ours and Click's) into one-line messages without tracebacks,
+    and prints help tables without type hints."""
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            plain_help(command, ctx)
+        return command
+
+    def format_help(self, ctx, formatter):
+        plain_help(self, ctx)
+        return super().format_help(ctx, formatter)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if hasattr(signal, "SIGXFSZ"):  # a file-size limit must surface as an error message, not a crash
@@ -77,3 +103,25 @@ def emit_json(obj) -> None:
     """Print `obj` as one JSON object on stdout (the only thing `--json` writes there)."""
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+def compact_count(value) -> str:
+    """A count in at most four characters plus a unit: 950, 12K, 1.8M, 3.3G."""
+    value = int(value or 0)
+    for unit, size in (("G", 10**9), ("M", 10**6), ("K", 10**3)):
+        if value >= size * 0.9995:  # 999,960 reads 1.0M, not 1000K
+            scaled = value / size
+            return f"{scaled:.1f}{unit}" if round(scaled, 1) < 10 else f"{scaled:.0f}{unit}"
+    return str(value)
+
+
+def compact_duration(seconds) -> str:
+    """A duration in at most six characters: 45s, 1m07s, 2h03m, 3d04h."""
+    seconds = int(round(seconds or 0))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
+from rich.text import Text
 
-from textgen.cli.common import CheckpointsOption, JsonOption, emit_json, out
+from textgen.cli.common import CheckpointsOption, JsonOption, compact_count, compact_duration, emit_json, out
 
 runs_app = typer.Typer(no_args_is_help=False)
 
@@ -35,19 +36,49 @@ def runs(
     if not rows:
         out.print(f"No runs in {checkpoints_dir}. Train one: textgen train")
         return
-    table = Table(title=f"Runs in {checkpoints_dir}", title_justify="left")
-    for column in ("run", "corpus", "size", "params", "chars seen", "best bpc", "train time", "updated"):
-        table.add_column(column, justify="right" if column not in ("run", "corpus") else "left")
+    table, notes = _runs_table(rows, checkpoints_dir, runs_lib.ago, out.width)
+    out.print(table)
+    for note in notes:
+        out.print(f"[red]{note}[/]")
+
+
+def _runs_table(rows: list, checkpoints_dir: Path, ago, width: int) -> tuple[Table, list]:
+    """The table of runs in `width` columns with compact figures (1.8M, 1m07s), and the lines
+    that explain unreadable runs. The run name is never cut; a long corpus name gives way."""
+    cells = []
+    notes = []
     for r in rows:
         if "error" in r and "corpus" not in r:
-            table.add_row(r["name"], f"[red]{r['error']}[/]", *[""] * 6)
+            cells.append([r["name"], "[red]unreadable[/]", *["-"] * 6])
+            notes.append(f"{r['name']}: {r['error']}")
             continue
         bpc = f"{r['best_val_bpc']:.4f}" if r.get("best_val_bpc") is not None else "-"
-        table.add_row(r["name"], str(r.get("corpus")), r.get("size", "-"), f"{r.get('parameters') or 0:,}",
-                      f"{r.get('chars_seen', 0):,}", bpc,
-                      time.strftime("%H:%M:%S", time.gmtime(r.get("train_seconds") or 0)),
-                      runs_lib.ago(r.get("updated")))
-    out.print(table)
+        params = compact_count(r["parameters"]) if r.get("parameters") is not None else "-"
+        cells.append([r["name"], str(r.get("corpus")), r.get("size", "-"), params,
+                      compact_count(r.get("chars_seen")), bpc, compact_duration(r.get("train_seconds")),
+                      ago(r.get("updated"))])
+    headers = ["run", "corpus", "size", "params", "chars", "best bpc", "time", "updated"]
+    widths = [max(len(headers[i]), *(len(Text.from_markup(row[i])) for row in cells)) for i in range(len(headers))]
+    widths[1] = min(widths[1], 6)  # a long corpus name gives way first (with an ellipsis)
+    for optional in ("updated", "corpus", "size"):  # then whole columns, so that no name is cut
+        if sum(widths) + len(widths) - 1 <= width:
+            break
+        index = headers.index(optional)
+        for sequence in (headers, widths, *cells):
+            del sequence[index]
+    corpus_width = width - (sum(widths) + len(widths) - 1) + 6 if "corpus" in headers else 0
+    table = Table(title=f"Runs in {checkpoints_dir}", title_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, padding=0)  # columns one space apart
+    for header, column_width in zip(headers, widths, strict=True):
+        if header == "run":
+            table.add_column(header, no_wrap=True, min_width=column_width)
+        elif header == "corpus":
+            table.add_column(header, no_wrap=True, overflow="ellipsis", max_width=corpus_width)
+        else:
+            table.add_column(header, justify="right", no_wrap=True)
+    for row in cells:
+        table.add_row(*row)
+    return table, notes
 
 
 @runs_app.command("show")

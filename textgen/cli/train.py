@@ -10,13 +10,15 @@ from typing import Annotated, Optional
 import typer
 
 from textgen.cli.common import CheckpointsOption, JsonOption, emit_json, err, out
-from textgen.errors import ConfigError
+from textgen.config import DEFAULT_PRESET, PRESETS, ModelConfig, TrainConfig, defaults, preset
+
+MODEL = defaults(ModelConfig)
+TRAINING = defaults(TrainConfig)
 
 
-def _positive(name: str, value):
-    if value is not None and value <= 0:
-        raise ConfigError(f"--{name} must be positive. Received: {name.replace('-', '_')}={value}")
-    return value
+def default(value) -> str:
+    """How the help states a default that lives in the configs: "(default: 256)", "(default: 0.006)"."""
+    return f"(default: {value:g})" if isinstance(value, float) else f"(default: {value})"
 
 
 class RichProgress:
@@ -89,33 +91,33 @@ def train(
     checkpoints_dir: CheckpointsOption = Path("checkpoints"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run (default: the latest) exactly where it stopped.")] = False,
     use_previous: Annotated[bool, typer.Option("--use-previous", help="With --resume: if the newest checkpoint is damaged, continue from the previous good one.")] = False,
-    size: Annotated[Optional[str], typer.Option(help="Model size preset: small, medium (the default model) or large (sizes in the README); --layers/--units/--embedding-dim override it.")] = None,
-    layers: Annotated[Optional[int], typer.Option(help="Number of LSTM layers. (default: 2)")] = None,
-    units: Annotated[Optional[int], typer.Option(help="Units per LSTM layer. (default: 256)")] = None,
-    embedding_dim: Annotated[Optional[int], typer.Option(help="Size of the character embedding. (default: 64)")] = None,
-    dropout: Annotated[Optional[float], typer.Option(help="Dropout between layers, in [0, 1). (default: 0)")] = None,
-    seq_len: Annotated[Optional[int], typer.Option(help="Characters per training segment (back-propagation length). (default: 25)")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Parallel text streams per step. (default: 128)")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Passes over the training text. (default: 20)")] = None,
+    size: Annotated[Optional[str], typer.Option(help=f"Model size preset: {', '.join(PRESETS)} ({DEFAULT_PRESET} is the default model; sizes in the README); --layers/--units/--embedding-dim override it.")] = None,
+    layers: Annotated[Optional[int], typer.Option(help=f"Number of LSTM layers. {default(MODEL['num_layers'])}")] = None,
+    units: Annotated[Optional[int], typer.Option(help=f"Units per LSTM layer. {default(MODEL['units'])}")] = None,
+    embedding_dim: Annotated[Optional[int], typer.Option(help=f"Size of the character embedding. {default(MODEL['embedding_dim'])}")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help=f"Dropout between layers, in [0, 1). {default(MODEL['dropout'])}")] = None,
+    seq_len: Annotated[Optional[int], typer.Option(help=f"Characters per training segment (back-propagation length). {default(TRAINING['seq_len'])}")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=f"Parallel text streams per step. {default(TRAINING['batch_size'])}")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help=f"Passes over the training text. {default(TRAINING['epochs'])}")] = None,
     time_limit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds of training, then evaluate and checkpoint.")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option(help="Adam learning rate. (default: 0.006)")] = None,
-    clip_norm: Annotated[Optional[float], typer.Option(help="Clip the global gradient norm to this value. (default: 1.0)")] = None,
-    checkpoint_seconds: Annotated[Optional[float], typer.Option(help="Also checkpoint every this many seconds of wall time. (default: 120)")] = None,
-    val_fraction: Annotated[Optional[float], typer.Option(help="Share of the corpus (its tail) used for validation. (default: 0.1)")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help=f"Adam learning rate. {default(TRAINING['learning_rate'])}")] = None,
+    clip_norm: Annotated[Optional[float], typer.Option(help=f"Clip the global gradient norm to this value. {default(TRAINING['clip_norm'])}")] = None,
+    checkpoint_seconds: Annotated[Optional[float], typer.Option(help=f"Also checkpoint every this many seconds of wall time. {default(TRAINING['checkpoint_seconds'])}")] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help=f"Share of the corpus (its tail) used for validation. {default(TRAINING['val_fraction'])}")] = None,
     eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (and checkpoint) every N steps. (default: every epoch)")] = None,
-    eval_chars: Annotated[Optional[int], typer.Option(help="Validation characters scored per evaluation, from the start of the split. (default: 1000000)")] = None,
-    lr_schedule: Annotated[Optional[str], typer.Option(help="cosine (decays to 10% by the end of the run: over --decay-steps, else the steps that fit in --time-limit, else all --epochs), constant or plateau (halves after 2 evaluations without improvement). (default: cosine)")] = None,
-    warmup_steps: Annotated[Optional[int], typer.Option(help="Linear learning-rate warm-up steps (constant, cosine). (default: 0)")] = None,
+    eval_chars: Annotated[Optional[int], typer.Option(help=f"Validation characters scored per evaluation, from the start of the split. {default(TRAINING['eval_chars'])}")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(help=f"cosine (decays to {TRAINING['min_lr_fraction']:.0%} by the end of the run: over --decay-steps, else the steps that fit in --time-limit, else all --epochs), constant or plateau (halves after 2 evaluations without improvement). {default(TRAINING['lr_schedule'])}")] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option(help=f"Linear learning-rate warm-up steps (constant, cosine). {default(TRAINING['warmup_steps'])}")] = None,
     decay_steps: Annotated[Optional[int], typer.Option(help="Cosine: steps to decay over. (default: with --time-limit, the steps that fit in it, measured while training; else epochs x steps per epoch)")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Stop after N evaluations without a better validation loss, restoring the best weights.")] = None,
     sample_every: Annotated[Optional[int], typer.Option(help="Print a sample every N steps (besides after each evaluation).")] = None,
-    sample_temperature: Annotated[Optional[float], typer.Option(help="Temperature of the samples printed while training. (default: 0.8)")] = None,
-    state_reset: Annotated[Optional[int], typer.Option(help="Each stream forgets its LSTM state every N segments, staggered across streams; 1 = stateless. (default: 20)")] = None,
+    sample_temperature: Annotated[Optional[float], typer.Option(help=f"Temperature of the samples printed while training. {default(TRAINING['sample_temperature'])}")] = None,
+    state_reset: Annotated[Optional[int], typer.Option(help=f"Each stream forgets its LSTM state every N segments, staggered across streams; 1 = stateless. {default(TRAINING['state_reset'])}")] = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Write Keras TensorBoard logs to <run>/tensorboard.")] = False,
     mixed_precision: Annotated[Optional[bool], typer.Option("--mixed-precision/--no-mixed-precision", help="mixed_float16 on a GPU; logits, softmax and loss stay float32. Refused without a GPU.")] = None,
     jit: Annotated[Optional[bool], typer.Option("--jit/--no-jit", help="XLA-compile the training step. (default: Keras' choice for this backend and device)")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="auto, one-device, mirrored (all local GPUs) or multi-worker (hosts in TF_CONFIG; only the chief writes checkpoints); tf.distribute, TensorFlow backend. auto = mirrored with 2+ GPUs. (default: auto)")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (weights, data order, dropout). (default: 0)")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help=f"auto, one-device, mirrored (all local GPUs) or multi-worker (hosts in TF_CONFIG; only the chief writes checkpoints); tf.distribute, TensorFlow backend. auto = mirrored with 2+ GPUs. {default(TRAINING['strategy'])}")] = None,
+    seed: Annotated[Optional[int], typer.Option(help=f"Random seed (weights, data order, dropout). {default(TRAINING['seed'])}")] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus file.")] = "utf-8",
     as_json: JsonOption = False,
 ):
@@ -128,16 +130,7 @@ def train(
     from textgen import corpus as corpus_lib
     from textgen import named
 
-    for name, value in (("layers", layers), ("units", units), ("embedding-dim", embedding_dim),
-                        ("seq-len", seq_len), ("batch-size", batch_size), ("epochs", epochs),
-                        ("time-limit", time_limit), ("learning-rate", learning_rate),
-                        ("clip-norm", clip_norm), ("eval-every", eval_every), ("eval-chars", eval_chars),
-                        ("decay-steps", decay_steps), ("patience", patience), ("sample-every", sample_every),
-                        ("state-reset", state_reset), ("checkpoint-seconds", checkpoint_seconds)):
-        _positive(name, value)
-    if size is not None:
-        from textgen.presets import preset
-
+    if size is not None:  # the preset fills what --layers/--units/--embedding-dim leave open
         chosen = preset(size)
         layers = layers if layers is not None else chosen["num_layers"]
         units = units if units is not None else chosen["units"]
