@@ -24,12 +24,13 @@ import time
 import numpy as np
 
 from textgen import devices
-from textgen.errors import ConfigError
+from textgen.arrays import trainable_arrays
 from textgen.backend import quiet_import_keras
-from textgen.model import ModelConfig, build_model
-from textgen.presets import PRESETS
-from textgen.sampling import LSTMEngine, generate
-from textgen.train import trainable_arrays
+from textgen.config import PRESETS, ModelConfig
+from textgen.engine import LSTMEngine
+from textgen.errors import ConfigError
+from textgen.model import build_training_model
+from textgen.session import generate
 
 keras = quiet_import_keras()
 VOCAB = 65
@@ -73,12 +74,9 @@ def sample_rate(engine, streams: int, length: int) -> float:
 
 def measure(size: str, args, precision: str, rng) -> dict:
     config = ModelConfig(vocab_size=VOCAB, **PRESETS[size])
-    with devices.precision_scope(precision):
-        keras.utils.set_random_seed(0)
-        model = build_model(config, args.batch_size, args.seq_len)
-    jit = devices.jit_compile_value(args.jit, model)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3, global_clipnorm=1.0),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    keras.utils.set_random_seed(0)
+    model = build_training_model(config, batch_size=args.batch_size, seq_len=args.seq_len, learning_rate=2e-3,
+                                 precision=precision, jit=args.jit)
     report = devices.cudnn_report(model)
     train, first = train_rate(model, args.batch_size, args.seq_len, args.steps, args.warmup, rng)
     engine = LSTMEngine(trainable_arrays(model), config.num_layers)

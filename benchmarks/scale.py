@@ -154,22 +154,13 @@ def worker(kind: str, corpus: Path, result: Path, **options) -> list[str]:
 
 def _build_like_trainer(vocab_size: int):
     """The default model with the default batch shape, built and compiled as `Trainer` does."""
-    from textgen import devices
     from textgen.backend import quiet_import_keras
-    from textgen.model import ModelConfig, build_model
-    from textgen.train import TrainConfig
+    from textgen.config import ModelConfig, TrainConfig
+    from textgen.model import build_training_model
 
     keras = quiet_import_keras()
-    cfg = TrainConfig()
-    keras.utils.set_random_seed(cfg.seed)
-    config = ModelConfig(vocab_size=vocab_size)
-    model = build_model(config, cfg.batch_size, cfg.seq_len)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate,
-                                                  global_clipnorm=cfg.clip_norm),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=devices.jit_compile_value(None, model))
-    model.optimizer.build(model.trainable_variables)
-    return model
+    keras.utils.set_random_seed(TrainConfig.seed)
+    return build_training_model(ModelConfig(vocab_size=vocab_size), TrainConfig())
 
 
 def worker_baseline(a) -> dict:
@@ -234,9 +225,9 @@ def worker_train(a) -> dict:
 
 def worker_pipeline(a) -> dict:
     """chars/s with batches read from the memmap vs the same batches already in memory."""
+    from textgen.config import TrainConfig
     from textgen.corpus import prepare, split_point
     from textgen.data import StreamBatches
-    from textgen.train import TrainConfig
 
     cfg = TrainConfig()
     corpus = prepare(a.out)

@@ -18,9 +18,11 @@ import time
 
 import numpy as np
 
+from textgen.arrays import assign_trainable_arrays, trainable_arrays
 from textgen.corpus import prepare, split_point
+from textgen.evaluate import build_scorer, score_ids
 from textgen.named import resolve
-from textgen.train import TrainingCallbacks, build_scorer, open_run, score_ids, trainable_arrays
+from textgen.train import TrainingCallbacks, open_run
 
 
 def main():
@@ -51,9 +53,7 @@ def main():
         losses = []
         for window, streams in ((100, 600), (1000, 60), (3000, 20)):
             scorer = build_scorer(trainer.model_config, streams=streams)
-            weights = trainable_arrays(trainer.model)
-            for v in scorer.trainable_variables:
-                v.assign(weights[v.path])
+            assign_trainable_arrays(scorer, trainable_arrays(trainer.model))
             total, count = score_ids(scorer, val, window=window, burn_in=0)
             losses.append(total / count)
         print(f"{reset:>12} {a.steps:>6} {seconds:>8.0f}  " + " ".join(f"{x:>8.4f}" for x in losses), flush=True)

@@ -11,21 +11,16 @@ import json
 import statistics
 import time
 
-
-from textgen.backend import quiet_import_keras
+from textgen.config import ModelConfig
 from textgen.corpus import prepare
 from textgen.data import StreamBatches
-from textgen.model import ModelConfig, build_model
+from textgen.model import build_training_model
 from textgen.named import resolve
-
-keras = quiet_import_keras()
 
 
 def measure(ids, vocab_size, layers, units, embedding, batch, seq_len, steps, jit=False):
     config = ModelConfig(vocab_size=vocab_size, embedding_dim=embedding, units=units, num_layers=layers)
-    model = build_model(config, batch, seq_len)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3, global_clipnorm=1.0),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    model = build_training_model(config, batch_size=batch, seq_len=seq_len, learning_rate=2e-3, jit=jit)
     batches = StreamBatches(ids, 0, len(ids), batch, seq_len)
     for k in range(3):
         model.train_on_batch(*batches.batch(0, k))

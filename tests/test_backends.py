@@ -18,13 +18,15 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from conftest import TINY_TEXT, run_cli
+
 from textgen import checkpoints
+from textgen.arrays import assign_model_arrays
 from textgen.corpus import prepare
 from textgen.model import ModelConfig, build_model, reset_states
-from textgen.sampling import log_softmax, load_run
-from textgen.train import assign_model_arrays, open_run
+from textgen.sampling import log_softmax
+from textgen.session import load_run
+from textgen.train import open_run
 
 MODEL = ["--layers", "2", "--units", "16", "--embedding-dim", "8", "--dropout", "0.1"]
 TRAIN = ["--seq-len", "16", "--batch-size", "8", "--eval-chars", "200", "--learning-rate", "0.01"]
@@ -40,7 +42,7 @@ KERAS_LOG_PROBS = textwrap.dedent("""
     from textgen.backend import quiet_import_keras
     from textgen.model import ModelConfig, build_model, reset_states
     from textgen.sampling import log_softmax
-    from textgen.train import assign_model_arrays
+    from textgen.arrays import assign_model_arrays
 
     keras = quiet_import_keras()
     ids = np.load(sys.argv[1])

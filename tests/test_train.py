@@ -133,7 +133,8 @@ def test_time_limit_stops_and_still_checkpoints(tiny_corpus, tmp_path):
 
 def test_streamed_evaluation_matches_one_stream(tiny_corpus, tmp_path):
     """Scoring in parallel streams with burn-in agrees with one stream over the whole text."""
-    from textgen.train import build_scorer, score_ids, trainable_arrays
+    from textgen.arrays import trainable_arrays
+    from textgen.evaluate import build_scorer, score_ids
 
     corpus = prepare(tiny_corpus)
     trainer = open_run(corpus, "tiny", tmp_path / "checkpoints", "ev", TINY_MODEL,
@@ -151,7 +152,8 @@ def test_streamed_evaluation_matches_one_stream(tiny_corpus, tmp_path):
         results[streams] = total / count
     assert results[4] == pytest.approx(results[1], abs=2e-3)
     # The same numbers by hand: numpy forward pass, one character at a time.
-    from textgen.sampling import LSTMEngine, log_softmax
+    from textgen.engine import LSTMEngine
+    from textgen.sampling import log_softmax
 
     engine = LSTMEngine(trainable_arrays(trainer.model), TINY_MODEL["num_layers"])
     state = engine.initial_state(1)
@@ -159,3 +161,35 @@ def test_streamed_evaluation_matches_one_stream(tiny_corpus, tmp_path):
     for a, b in zip(ids[:-1], ids[1:]):
         nll -= log_softmax(engine.step(np.array([a]), state))[0, b]
     assert nll / (len(ids) - 1) == pytest.approx(results[1], abs=1e-4)
+
+
+def test_build_training_model_is_the_trainers_recipe():
+    """One build-and-compile recipe: Adam with the global clip, sparse cross-entropy from logits."""
+    from textgen.config import ModelConfig, TrainConfig
+    from textgen.model import build_training_model
+
+    config = TrainConfig(batch_size=3, seq_len=5, learning_rate=0.02, clip_norm=0.5, jit=False)
+    model = build_training_model(ModelConfig(vocab_size=7, units=8, embedding_dim=4, num_layers=1), config)
+    assert tuple(model.inputs[0].shape) == (3, 5)
+    assert model.optimizer.__class__.__name__ == "Adam" and model.optimizer.built
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.02)
+    assert model.optimizer.global_clipnorm == 0.5
+    assert model.loss.from_logits
+    ids = np.arange(18, dtype=np.int32).reshape(3, 6) % 7
+    loss = float(model.train_on_batch(ids[:, :-1], ids[:, 1:]))
+    assert loss == pytest.approx(math.log(7), rel=0.2)  # untrained: about uniform over 7 characters
+    wider = build_training_model(ModelConfig(vocab_size=7, units=8, embedding_dim=4, num_layers=1), config,
+                                 batch_size=2, seq_len=None)
+    assert tuple(wider.inputs[0].shape) == (2, None)
+    with pytest.raises(TypeError, match="units"):
+        build_training_model(ModelConfig(vocab_size=7), config, units=3)
+
+
+def test_a_diverged_loss_is_its_own_error(tiny_corpus, tmp_path):
+    from textgen.errors import DivergedError
+
+    trainer = open_run(prepare(tiny_corpus), "tiny", tmp_path, "boom", {"num_layers": 1, "units": 8, "embedding_dim": 4},
+                       train_options(learning_rate=3e38, clip_norm=None, lr_schedule="constant"), False)
+    with pytest.raises(DivergedError, match=r"Training diverged: loss became (nan|inf) at step \d+\. The last"):
+        trainer.run()
+    assert not (tmp_path / "boom" / "lock").exists(), "the run is unlocked for a retry"

@@ -1,4 +1,9 @@
-"""Cross-entropy of a text under a trained run, in nats and bits per character."""
+"""Cross-entropy of a text under a trained model, in nats and bits per character.
+
+Scoring cuts the text into windows run as parallel streams from a zero state, each with
+characters of burn-in that are read but not scored (see `score_ids`). Training's validation
+and `textgen evaluate` score the same way. Keras is imported only when a model is built.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,57 @@ import numpy as np
 
 from textgen import checkpoints
 from textgen.corpus import Vocabulary, iter_text
-from textgen.errors import CorpusError
+from textgen.data import scoring_windows
+from textgen.errors import CheckpointError, CorpusError
+
+LN2 = math.log(2.0)
+
+
+def score_ids(model, ids: np.ndarray, window: int = 2048, burn_in: int = 256,
+              chunk_len: int = 256) -> tuple[float, int]:
+    """Sum of -log p(next char) over `ids[1:]` given the preceding text, and the count.
+
+    The text is cut into windows of `window` scored characters, each preceded by `burn_in`
+    characters of context that are read but not scored (see `data.scoring_windows`); the
+    windows run as parallel streams, `batch size of model` at a time, from a zero state.
+    Training resets each stream's state every `state_reset` segments, so a state age of
+    `burn_in + window` characters is what the model is used to.
+    """
+    from textgen.model import reset_states
+    from textgen.sampling import log_softmax
+
+    n = len(ids) - 1
+    if n < 1:
+        return 0.0, 0
+    batch = model.inputs[0].shape[0]
+    windows = scoring_windows(n, window, burn_in)
+    total, count = 0.0, 0
+    for group_start in range(0, len(windows), batch):
+        group = windows[group_start: group_start + batch]
+        width = max(stop - start for start, stop, _ in group)
+        inputs = np.zeros((batch, width), dtype=np.int32)
+        targets = np.zeros((batch, width), dtype=np.int32)
+        mask = np.zeros((batch, width), dtype=bool)
+        for s, (start, stop, owned) in enumerate(group):
+            length = stop - start
+            inputs[s, :length] = ids[start:stop]
+            targets[s, :length] = ids[start + 1: stop + 1]
+            mask[s, owned - start: length] = True
+        reset_states(model)
+        for t0 in range(0, width, chunk_len):
+            logits = model.predict_on_batch(inputs[:, t0:t0 + chunk_len])
+            logp = log_softmax(np.asarray(logits))
+            picked = np.take_along_axis(logp, targets[:, t0:t0 + chunk_len, None], axis=-1)[..., 0]
+            total -= float(picked[mask[:, t0:t0 + chunk_len]].sum())
+        count += int(mask.sum())
+    return total, count
+
+
+def build_scorer(model_config, streams: int = 32):
+    """A model for evaluation: any sequence length, `streams` parallel streams."""
+    from textgen.model import build_model
+
+    return build_model(model_config, batch_size=streams, seq_len=None)
 
 
 def encode_file(path: Path, vocab: Vocabulary, encoding: str = "utf-8") -> np.ndarray:
@@ -31,26 +86,36 @@ def encode_file(path: Path, vocab: Vocabulary, encoding: str = "utf-8") -> np.nd
     return ids
 
 
+def checkpoint_for(run_dir: Path, which: str = "latest", use_previous: bool = False) -> checkpoints.Checkpoint:
+    """The run's latest verified checkpoint, or its best one (an error before any evaluation)."""
+    if which == "best":
+        ckpt = checkpoints.best(run_dir)
+        if ckpt is None:
+            raise CheckpointError(f"Run {Path(run_dir).name!r} has no best checkpoint yet (no evaluation ran).")
+        return ckpt
+    return checkpoints.latest(run_dir, use_previous=use_previous)
+
+
 def evaluate_file(run_dir: Path, text_path: Path, encoding: str = "utf-8", which: str = "latest",
                   streams: int = 32, use_previous: bool = False) -> dict:
-    """Mean -log p(next char | all preceding) over the text, from the run's checkpoint."""
+    """Mean -log p(next char) over the text from `which` checkpoint, scored as `score_ids` does."""
+    from textgen.arrays import assign_trainable_arrays
+    from textgen.config import ModelConfig
+
+    run_dir = Path(run_dir)
     info = checkpoints.read_run_file(run_dir)
     ids = encode_file(text_path, Vocabulary(info["vocab"]), encoding)
-    from textgen.model import ModelConfig  # imports Keras: only when evaluating
-    from textgen.train import build_scorer, score_ids
-
-    if which == "best":
-        ckpt = checkpoints.best(run_dir) or checkpoints.latest(run_dir, use_previous)
-    else:
-        ckpt = checkpoints.latest(run_dir, use_previous=use_previous)
+    ckpt = checkpoint_for(run_dir, which, use_previous)
     arrays = checkpoints.load_arrays(ckpt.path)
     scorer = build_scorer(ModelConfig(**info["model"]), streams=max(1, min(streams, len(ids) // 2048 + 1)))
-    for v in scorer.trainable_variables:
-        v.assign(arrays[v.path])
+    try:
+        assign_trainable_arrays(scorer, arrays)
+    except CheckpointError as e:
+        raise CheckpointError(f"{ckpt.path.name} of run {run_dir.name!r}: {e}") from None
     start = time.time()
     total, count = score_ids(scorer, ids)
     nats = total / count
     return {"run": run_dir.name, "checkpoint": ckpt.path.name, "step": ckpt.step,
             "file": str(text_path), "characters": int(len(ids)), "scored": count,
-            "nats_per_char": nats, "bits_per_char": nats / math.log(2),
+            "nats_per_char": nats, "bits_per_char": nats / LN2,
             "seconds": round(time.time() - start, 2)}

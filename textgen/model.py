@@ -12,10 +12,12 @@ unroll=False, use_bias=True, no masking.
 
 from __future__ import annotations
 
+from textgen import devices
 from textgen.backend import quiet_import_keras
-from textgen.config import ModelConfig
+from textgen.config import ModelConfig, TrainConfig
 
-__all__ = ["ModelConfig", "CarriedLSTM", "build_model", "lstm_layers", "reset_states"]
+__all__ = ["ModelConfig", "CarriedLSTM", "build_model", "build_training_model", "compile_model",
+           "lstm_layers", "reset_states"]
 
 keras = quiet_import_keras()
 layers = keras.layers
@@ -105,6 +107,46 @@ def build_model(config: ModelConfig, batch_size: int, seq_len: int | None = None
             x = layers.Dropout(config.dropout, name=f"dropout_{i}")(x)
     logits = layers.Dense(config.vocab_size, name="logits", dtype="float32")(x)
     return keras.Model(inputs, logits, name="char_lstm")
+
+
+def compile_model(model, learning_rate: float = TrainConfig.learning_rate,
+                  clip_norm: float | None = TrainConfig.clip_norm, jit_compile: bool | str = False):
+    """Compile for training as `textgen train` does, and build the optimizer's variables.
+
+    Adam with a global gradient-norm clip, and the sparse categorical cross-entropy from
+    logits. Returns the model's optimizer (under mixed_float16 Keras wraps Adam in a
+    LossScaleOptimizer: that is the one a checkpoint saves and restores).
+    """
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate, global_clipnorm=clip_norm),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
+    model.optimizer.build(model.trainable_variables)
+    return model.optimizer
+
+
+def build_training_model(model_config: ModelConfig, config: TrainConfig | None = None,
+                         distributed: bool = False, **overrides):
+    """The training model of `textgen train`: built for (batch_size, seq_len) and compiled.
+
+    `config` gives batch_size, seq_len, learning_rate, clip_norm, precision and jit (its
+    defaults when None); `overrides` replace any of them (a benchmark's own batch shape).
+    XLA follows `jit` (None = Keras' choice for this backend and device), except under a
+    tf.distribute strategy (`distributed`), whose step is never jit-compiled. Call it inside
+    the strategy's scope when there is one.
+    """
+    settings = {name: getattr(config or TrainConfig(), name)
+                for name in ("batch_size", "seq_len", "learning_rate", "clip_norm", "precision", "jit")}
+    unknown = set(overrides) - set(settings)
+    if unknown:
+        raise TypeError(f"build_training_model() got unexpected options {sorted(unknown)}")
+    settings.update(overrides)
+    with devices.precision_scope(settings["precision"]):
+        model = build_model(model_config, settings["batch_size"], settings["seq_len"])
+    jit = False if distributed else devices.jit_compile_value(settings["jit"], model)
+    compile_model(model, settings["learning_rate"], settings["clip_norm"], jit)
+    return model
 
 
 def lstm_layers(model):

@@ -1,0 +1,382 @@
+"""The training loop: `model.train_on_batch` steps over contiguous streams, with exact resume.
+
+The loop is small on purpose: one optimizer step per batch, evaluation and checkpoints at
+fixed points, and a `TrainingCallbacks` object (like minGPT's trainer callbacks) through
+which the CLI shows progress. The trainer knows nothing about Rich or the terminal; the
+learning rate comes from `schedule`, scoring from `evaluate`, the model from `model`.
+
+Exact resume: a checkpoint holds every model variable (weights, carried LSTM state,
+dropout RNG state), every optimizer variable (moments, iteration count) and the step
+number; the batch for a step is a pure function of (seed, step). Resuming therefore
+continues the very same computation as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from textgen import checkpoints, devices, distribute, schedule
+from textgen.arrays import (
+    assign_model_arrays,
+    assign_optimizer_arrays,
+    assign_trainable_arrays,
+    model_arrays,
+    optimizer_arrays,
+    trainable_arrays,
+)
+from textgen.backend import quiet_import_keras
+from textgen.config import ModelConfig, TrainConfig
+from textgen.corpus import PreparedCorpus, split_point
+from textgen.data import StreamBatches
+from textgen.engine import LSTMEngine
+from textgen.errors import CheckpointError, ConfigError, CorpusError, DivergedError
+from textgen.evaluate import LN2, build_scorer, score_ids
+from textgen.model import build_training_model, lstm_layers, reset_states
+from textgen.session import generate
+
+keras = quiet_import_keras()
+
+
+
+
+
+class TrainingCallbacks:
+    """Hooks the trainer calls; the CLI overrides them to draw progress."""
+
+    def on_train_begin(self, info: dict) -> None: ...
+    def on_step(self, step: int, logs: dict) -> None: ...
+    def on_eval(self, record: dict) -> None: ...
+    def on_sample(self, text: str) -> None: ...
+    def on_checkpoint(self, path: Path) -> None: ...
+    def on_train_end(self, summary: dict) -> None: ...
+
+
+@dataclass
+class Trainer:
+    run_dir: Path
+    model_config: ModelConfig
+    config: TrainConfig
+    corpus: PreparedCorpus
+    callbacks: TrainingCallbacks = field(default_factory=TrainingCallbacks)
+    resume: checkpoints.Checkpoint | None = None
+    stop_reason: str | None = None
+    lock: checkpoints.RunLock | None = None
+
+    def __post_init__(self):
+        self.config.validate()
+        self.model_config.validate()
+        if self.config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError(
+                "--tensorboard needs the tensorboard package: pip install \"textgen[tensorboard]\" "
+                "(or pip install tensorboard)."
+            )
+        ids = self.corpus.ids()
+        self.split = split_point(self.corpus.num_chars, self.config.val_fraction)
+        if self.split < 2:
+            raise CorpusError(
+                f"Corpus too short to split: {self.corpus.num_chars} characters with "
+                f"--val-fraction {self.config.val_fraction}"
+            )
+        self.batches = StreamBatches(ids, 0, self.split, self.config.batch_size,
+                                     self.config.seq_len, self.config.seed)
+        self.val_ids = ids[self.split: self.split + self.config.eval_chars + 1]
+        if self.config.precision != "float32":
+            devices.check_mixed_precision()
+        self.distribution = distribute.setup(self.config.strategy)
+        self.distribution.check_batch(self.config.batch_size)
+        keras.utils.set_random_seed(self.config.seed)
+        with self.distribution.scope():
+            self.model = build_training_model(self.model_config, self.config,
+                                              distributed=self.distribution.strategy is not None)
+            self.cudnn_warnings = devices.cudnn_warnings(devices.cudnn_report(self.model))
+            self.optimizer = self.model.optimizer
+        self.train_step = self.distribution.step_function(self.model)
+        self.scorer = None
+        self.step = 0
+        self.history: list = []
+        self.train_seconds = 0.0
+        self.best_val = math.inf
+        # Cosine decays over --decay-steps if given, else over the steps that fit in --time-limit
+        # (measured while training, see _fit_decay), else over all epochs.
+        self.decay_total = schedule.initial_decay_steps(self.config, self.batches.steps_per_epoch)
+        self.fitting = schedule.fits_to_time_limit(self.config)
+        self.fitted = False
+        self._started, self._clock, self._rate_set = None, None, None  # run() sets the first two
+        if self.resume is not None:
+            self._restore(self.resume)
+
+    def scheduled_learning_rate(self, step: int) -> float | None:
+        """The learning rate of update `step` (0-based); None for plateau, which sets it itself."""
+        return schedule.learning_rate(step, self.config, self.decay_total)
+
+    def _set_learning_rate(self) -> None:
+        rate = self.scheduled_learning_rate(self.step)
+        if rate is not None and rate != self._rate_set:
+            self.optimizer.learning_rate.assign(rate)
+            self._rate_set = rate
+
+    def _fit_decay(self) -> None:
+        """Cosine under --time-limit: decay over the steps that fit in the time left.
+
+        Steps per second are measured from the end of this process' first step (compiling
+        excluded) to now, evaluations and checkpoints included; the fit is repeated after each
+        evaluation and saved in every checkpoint, so a resumed run follows the same schedule.
+        Workers of a multi-worker run take the mean of their estimates.
+        """
+        since, first_step = self._clock
+        now = time.time()
+        rate = (self.step - first_step) / max(now - since, 1e-9)
+        left = self.config.time_limit - (now - self._started)
+        total = self.distribution.mean(schedule.projected_steps(self.step, rate, left))
+        self.decay_total = schedule.fitted_decay_steps(total, self.step,
+                                                       self.config.epochs * self.batches.steps_per_epoch)
+        self.fitted = True
+
+    def current_learning_rate(self) -> float:
+        return float(np.asarray(self.optimizer.learning_rate))
+
+    def evals_since_best(self) -> int:
+        """How many evaluations in a row have not improved the best validation loss."""
+        return schedule.evals_since_best([record["val_loss"] for record in self.history])
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _restore(self, ckpt: checkpoints.Checkpoint) -> None:
+        assign_model_arrays(self.model, checkpoints.load_arrays(ckpt.path))
+        assign_optimizer_arrays(self.optimizer, checkpoints.load_arrays(ckpt.path, checkpoints.OPTIMIZER))
+        state = ckpt.state
+        self.step = int(state["step"])
+        self.history = list(state.get("history", []))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.best_val = min([r["val_loss"] for r in self.history if "val_loss" in r] or [math.inf])
+        if self.fitting and state.get("fitted_decay_steps"):
+            # The schedule was fitted to the time limit of the process that started the run.
+            self.decay_total, self.fitting, self.fitted = int(state["fitted_decay_steps"]), False, True
+
+    def _state(self) -> dict:
+        spe = self.batches.steps_per_epoch
+        return {
+            "step": self.step,
+            "epoch": self.step // spe,
+            "step_in_epoch": self.step % spe,
+            "steps_per_epoch": spe,
+            "chars_seen": self.step * self.batches.chars_per_step,
+            "train_seconds": round(self.train_seconds, 3),
+            "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
+            "history": self.history,
+            "restored_best_from_step": getattr(self, "restored_best_from", None),
+            "fitted_decay_steps": self.decay_total if self.fitted else None,
+            "saved_at": time.time(),
+        }
+
+    def save(self, best: bool = False) -> Path:
+        if not self.distribution.is_chief:
+            return self.run_dir  # multi-worker: only the chief writes checkpoints
+        try:
+            path = checkpoints.save(self.run_dir, self.step, model_arrays(self.model),
+                                    optimizer_arrays(self.optimizer), self._state(), best=best)
+        except OSError as e:
+            previous = checkpoints.list_checkpoints(self.run_dir)
+            kept = f"the previous checkpoint {previous[-1].name} is intact" if previous else "no earlier checkpoint exists"
+            raise CheckpointError(
+                f"Could not write the checkpoint at step {self.step} in {str(self.run_dir)!r}: "
+                f"{e.strerror or e}; {kept}."
+            ) from None
+        self.callbacks.on_checkpoint(path)
+        return path
+
+    # -- evaluation ----------------------------------------------------------------------
+
+    def evaluate(self) -> dict:
+        if self.scorer is None:
+            self.scorer = build_scorer(self.model_config)
+        self._copy_weights_to_scorer()
+        start = time.time()
+        total, count = score_ids(self.scorer, self.val_ids)
+        loss = total / max(count, 1)
+        return {"val_loss": loss, "val_bpc": loss / LN2, "val_chars": count,
+                "eval_seconds": round(time.time() - start, 2)}
+
+    def _copy_weights_to_scorer(self) -> None:
+        assign_trainable_arrays(self.scorer, trainable_arrays(self.model))
+
+    def sample_text(self, length: int, temperature: float) -> str:
+        engine = LSTMEngine(trainable_arrays(self.model), self.model_config.num_layers, threads=1)
+        vocab = self.corpus.vocab
+        start = vocab.index("\n") if "\n" in vocab else 0
+        ids = [int(i[0]) for i in generate(engine, [], length, temperature, seed=self.step,
+                                           start_id=start)]
+        return "".join(vocab[i] for i in ids)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _restore_best(self) -> None:
+        """Early stopping: put the best weights back and checkpoint them as the latest."""
+        best = checkpoints.best(self.run_dir)
+        if best is None or not self.distribution.is_chief:
+            return
+        assign_model_arrays(self.model, checkpoints.load_arrays(best.path))
+        self.restored_best_from = best.step
+        self.save()
+
+    def _reset_some_streams(self, k: int) -> None:
+        """Zero the carried state of the streams whose turn it is (stream b at k ≡ -b mod R).
+
+        Staggered resets keep the model used to every state age from 0 to R segments, so
+        it scores and samples well from a cold start instead of only deep into a stream.
+        """
+        period = self.config.state_reset
+        rows = (k + np.arange(self.config.batch_size)) % period == 0
+        if not rows.any():
+            return
+        if period == 1:
+            reset_states(self.model)
+            return
+        for layer in lstm_layers(self.model):
+            for var in (layer.h, layer.c):
+                value = np.array(var.numpy())
+                value[rows] = 0.0
+                var.assign(value)
+
+    def _on_signal(self, signum, frame):
+        if self.stop_reason is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C aborts without saving
+        self.stop_reason = signal.Signals(signum).name
+
+    def run(self) -> dict:
+        cfg = self.config
+        spe = self.batches.steps_per_epoch
+        total_steps = cfg.epochs * spe
+        eval_every = cfg.eval_every or spe
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        if hasattr(signal, "SIGXFSZ"):  # a file-size limit must surface as an OSError, not kill us
+            handlers[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        self.callbacks.on_train_begin({
+            "step": self.step, "total_steps": total_steps, "steps_per_epoch": spe,
+            "chars_per_step": self.batches.chars_per_step, "time_limit": cfg.time_limit,
+            "parameters": self.model_config.num_parameters(), "train_chars": self.split,
+            "val_chars": len(self.val_ids) - 1,
+        })
+        started = time.time()
+        self._started, self._clock = started, None  # _clock: (time, step) after this process' first step
+        last_save = started
+        last_logs: dict = {}
+        needs_save = False
+        self.tensorboard = None
+        if cfg.tensorboard:
+            self.tensorboard = keras.callbacks.TensorBoard(
+                log_dir=str(checkpoints.tensorboard_dir(self.run_dir)), write_graph=False)
+            self.tensorboard.set_model(self.model)
+            self.tensorboard.on_train_begin()
+        try:
+            while self.step < total_steps:
+                out_of_time = cfg.time_limit is not None and time.time() - started >= cfg.time_limit
+                if self.distribution.agree(out_of_time or self.stop_reason is not None):
+                    self.stop_reason = self.stop_reason or ("time_limit" if out_of_time else "another worker stopped")
+                    break
+                epoch, k = divmod(self.step, spe)
+                if k == 0:
+                    reset_states(self.model)
+                else:
+                    self._reset_some_streams(k)
+                x, y = self.batches.batch(epoch, k)
+                self._set_learning_rate()
+                t0 = time.time()
+                loss = self.train_step(x, y)
+                now = time.time()
+                self.train_seconds += now - t0
+                self.step += 1
+                if self._clock is None:
+                    self._clock = (now, self.step)
+                elif self.fitting and self.step - self._clock[1] == schedule.FIT_AFTER_STEPS:
+                    self._fit_decay()
+                needs_save = True
+                if not math.isfinite(loss):
+                    raise DivergedError(
+                        f"Training diverged: loss became {loss} at step {self.step}. The last "
+                        "checkpoint is intact; try a lower --learning-rate or a --clip-norm."
+                    )
+                last_logs = {"loss": loss, "epoch": self.step / spe,
+                             "elapsed": now - started, "chars_per_step": self.batches.chars_per_step}
+                self.callbacks.on_step(self.step, last_logs)
+                if cfg.sample_every and self.step % cfg.sample_every == 0:
+                    self.callbacks.on_sample(self.sample_text(cfg.sample_chars or 200, cfg.sample_temperature))
+                if self.step % eval_every == 0 or self.step == total_steps:
+                    self._evaluate_and_save(loss)
+                    last_save, needs_save = time.time(), False
+                elif now - last_save >= cfg.checkpoint_seconds:
+                    self.save()
+                    last_save, needs_save = time.time(), False
+            self.fitting = False  # the schedule is final: the last evaluation does not refit it
+            if self.stop_reason is None:
+                self.stop_reason = "finished"
+            if needs_save:
+                # Stopped between evaluations (time limit, Ctrl-C, SIGTERM): evaluate and save.
+                self._evaluate_and_save(last_logs.get("loss"))
+            if self.stop_reason == "early_stopping":
+                self._restore_best()
+        finally:
+            if self.tensorboard is not None:
+                self.tensorboard.on_train_end()
+            for s, h in handlers.items():
+                signal.signal(s, h)
+            if self.lock is not None:
+                self.lock.release()
+        summary = {
+            "run": self.run_dir.name, "run_dir": str(self.run_dir), "stopped": self.stop_reason,
+            "step": self.step, "epoch": round(self.step / spe, 3),
+            "chars_seen": self.step * self.batches.chars_per_step,
+            "train_seconds": round(self.train_seconds, 2),
+            "wall_seconds": round(time.time() - started, 2),
+            "chars_per_second": round(self.step * self.batches.chars_per_step / self.train_seconds, 1)
+            if self.train_seconds > 0 else None,
+            "val_loss": self.history[-1]["val_loss"] if self.history else None,
+            "val_bpc": self.history[-1]["val_bpc"] if self.history else None,
+            "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
+            "learning_rate": self.current_learning_rate(),
+            "parameters": self.model_config.num_parameters(),
+            "strategy": self.distribution.describe(), "chief": self.distribution.is_chief,
+        }
+        self.callbacks.on_train_end(summary)
+        return summary
+
+    def _evaluate_and_save(self, train_loss) -> None:
+        if self.history and self.history[-1]["step"] == self.step:
+            self.save()
+            return
+        metrics = self.evaluate()
+        record = {"step": self.step, "epoch": round(self.step / self.batches.steps_per_epoch, 4),
+                  "chars_seen": self.step * self.batches.chars_per_step,
+                  "train_loss": train_loss, **metrics, "train_seconds": round(self.train_seconds, 2),
+                  "time": time.time()}
+        record["learning_rate"] = self.current_learning_rate()
+        self.history.append(record)
+        self.callbacks.on_eval(record)
+        is_best = metrics["val_loss"] < self.best_val
+        if is_best:
+            self.best_val = metrics["val_loss"]
+        stale = self.evals_since_best()
+        cfg = self.config
+        if self.fitting and self._clock is not None and self.step > self._clock[1]:
+            self._fit_decay()  # now counting the evaluations' time too
+        halved = schedule.plateau_learning_rate(self.current_learning_rate(), cfg, stale)
+        if halved is not None:
+            self.optimizer.learning_rate.assign(halved)
+        if cfg.patience and stale >= cfg.patience and self.stop_reason is None:
+            self.stop_reason = "early_stopping"
+        if self.tensorboard is not None:
+            self.tensorboard.on_epoch_end(self.step, {
+                "loss": train_loss if train_loss is not None else float("nan"),
+                "val_loss": metrics["val_loss"], "val_bpc": metrics["val_bpc"],
+                "learning_rate": record["learning_rate"]})
+        self.save(best=is_best)
+        if self.config.sample_chars > 0:
+            self.callbacks.on_sample(self.sample_text(self.config.sample_chars,
+                                                      self.config.sample_temperature))
