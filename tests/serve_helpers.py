@@ -85,7 +85,8 @@ class Server:
         raise AssertionError(f"server not ready after {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def metric(self, name: str, headers: dict | None = None) -> float:
