@@ -19,7 +19,7 @@ def evaluate(
     encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = "utf-8",
     as_json: JsonOption = False,
 ):
-    """Bits per character of a text under a trained model (state carried through the text).
+    """Bits per character of a text under a trained model (scored in windows, each after a burn-in of context).
 
     Example: [bold]textgen evaluate held_out.txt --run shakespeare[/]
     """

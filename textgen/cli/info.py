@@ -21,8 +21,8 @@ def _run_precision(training: dict) -> str:
 def _model_for(checkpoints_dir: Path, run: Optional[str]):
     """(model, precision, source): the run's network as `train` builds it, or the defaults."""
     from textgen import checkpoints, devices
-    from textgen.model import ModelConfig, build_model
-    from textgen.train import TrainConfig
+    from textgen.config import ModelConfig, TrainConfig
+    from textgen.model import build_model
 
     if run is None:
         config, training, precision, source = ModelConfig(vocab_size=65), TrainConfig(), "float32", "defaults"
