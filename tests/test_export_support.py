@@ -11,7 +11,7 @@ import numpy as np
 from conftest import TINY_TEXT, run_cli
 
 TINY_MODEL = ["--layers", "2", "--units", "16", "--embedding-dim", "8", "--seq-len", "10",
-              "--batch-size", "4", "--epochs", "1"]
+              "--batch-size", "4", "--epochs", "3", "--learning-rate", "0.02"]
 FORCED = (TINY_TEXT * 8)[:500]  # the 500 characters every format is teacher-forced with
 PRIME = "ROMEO:"
 GREEDY_LENGTH = 200
@@ -63,11 +63,9 @@ def engine_log_probs(engine, vocab: list, text: str = FORCED) -> np.ndarray:
 
 def run_engine(root: Path):
     """The run's own numpy engine, loaded as `textgen sample` loads it."""
-    try:
-        from textgen.session import load_run
-    except ImportError:
-        from textgen.sampling import load_run
-    return load_run(root / "tiny", "latest")[2]
+    from textgen.session import load_run
+
+    return load_run(root / "tiny", "latest", threads=1)[2]
 
 
 def greedy_sample(root: Path, prime: str = PRIME, length: int = GREEDY_LENGTH) -> str:

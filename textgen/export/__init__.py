@@ -136,7 +136,7 @@ def export(run_dir, format: str, output=None, precision: str = "float32", force:
         else:
             from textgen.export import html
 
-            temp.write_text(html.page(arrays, precision), encoding="utf-8")
+            temp.write_text(html.page(arrays, precision, ckpt.step), encoding="utf-8")
             if precision != "float32" and measure_bpc:
                 result.update(_bpc_change(info, arrays, precision))
         if format == "tflite":

@@ -152,22 +152,17 @@ def quantise(arrays: ModelArrays, precision: str) -> tuple[dict, ModelArrays]:
 
 def reference_engine(arrays: ModelArrays):
     """textgen's numpy engine over exactly these arrays (e.g. dequantised ones)."""
-    try:
-        from textgen.engine import LSTMEngine
-    except ImportError:  # before the engine moved out of sampling.py
-        from textgen.sampling import LSTMEngine
-    return LSTMEngine(arrays.keras_weights(), arrays.num_layers)
+    from textgen.engine import LSTMEngine
+
+    return LSTMEngine(arrays.keras_weights(), arrays.num_layers, threads=1)
 
 
 def load(run_dir: Path, which: str = "latest", use_previous: bool = False):
     """(run info, checkpoint, ModelArrays) of a run, checked as `textgen sample` checks it."""
-    try:
-        from textgen.session import load_run
-    except ImportError:  # before load_run moved out of sampling.py
-        from textgen.sampling import load_run
     from textgen import checkpoints
+    from textgen.session import load_run
 
     run_dir = Path(run_dir)
-    info, ckpt, _engine = load_run(run_dir, which, use_previous=use_previous)
+    info, ckpt, _engine = load_run(run_dir, which, use_previous=use_previous, threads=1)
     arrays = from_weights(checkpoints.load_arrays(ckpt.path), info, run_dir.name)
     return info, ckpt, arrays
