@@ -89,6 +89,13 @@ class Server:
             self._log.flush()
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    def wait_log(self, text: str, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert text in self.log(), self.log()
+        return self.log()
+
     def metric(self, name: str, headers: dict | None = None) -> float:
         """The sum of a metric's samples in /metrics."""
         text = httpx.get(self.url + "/metrics", headers=headers or {}, timeout=10).text

@@ -21,7 +21,7 @@ def serve(
     max_queue: Annotated[int, typer.Option(help="Requests that may wait for room per model; more get 429.")] = 256,
     max_length: Annotated[int, typer.Option(help="Cap on max_tokens (characters per choice).")] = 4096,
     max_prompt: Annotated[int, typer.Option(help="Cap on prompt characters.")] = 10000,
-    max_n: Annotated[int, typer.Option(help="Cap on choices per request.")] = 16,
+    max_n: Annotated[Optional[int], typer.Option(help="Cap on choices per request. (default: 16, or --max-streams if lower)")] = None,
     chat_template: Annotated[Optional[str], typer.Option(help="Chat template: text with {ROLE}/{role}/{Role} and {content}, or a file holding it. (default: '{ROLE}:\\n{content}\\n\\n')")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No access-log line per request.")] = False,
     keepalive: Annotated[float, typer.Option(hidden=True, help="Seconds between SSE keep-alive comments.")] = 15.0,

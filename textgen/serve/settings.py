@@ -31,7 +31,7 @@ class Settings:
     max_queue: int = 256                  # requests waiting for room, per model; beyond: 429
     max_length: int = 4096                # cap on max_tokens
     max_prompt: int = 10_000              # characters of prompt (after a chat template)
-    max_n: int = 16                       # choices per request
+    max_n: int | None = None              # choices per request (default: 16, or max_streams if fewer)
     max_body: int = MAX_BODY_BYTES        # bytes of request body; beyond: 413
     quiet: bool = False                   # no access-log lines
     chat_template: str = DEFAULT_CHAT_TEMPLATE
@@ -41,6 +41,8 @@ class Settings:
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
+        if self.max_n is None:
+            object.__setattr__(self, "max_n", min(16, self.max_streams if isinstance(self.max_streams, int) else 16))
         for name in ("max_streams", "max_queue", "max_length", "max_prompt", "max_n", "max_body", "port"):
             positive_int(name, getattr(self, name), option=True)
         for name in ("reload_seconds", "flush_seconds", "keepalive_seconds"):

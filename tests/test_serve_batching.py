@@ -1,0 +1,179 @@
+"""Continuous batching as a client sees it: determinism under load, disconnects, the queue,
+SSE bytes and headers, metrics, the access log, shutdown, and no TensorFlow in the server."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+from serve_helpers import Server, client, sse_events, trained  # noqa: F401
+
+pytestmark = pytest.mark.slow
+LONG = 100_000  # characters: tens of seconds for one stream, so "freed at once" is visible
+
+
+@pytest.fixture(scope="module")
+def server(trained):  # noqa: F811
+    s = Server(trained, "--max-length", str(LONG), "--max-streams", "70")
+    yield s
+    assert s.stop() == 0, s.log()
+
+
+def _stream_in_thread(url: str, body: dict, stop: threading.Event, received: list):
+    """Read a streaming completion until `stop` is set (then leave) or it ends."""
+    def run():
+        with httpx.stream("POST", url + "/v1/completions", json={**body, "stream": True}, timeout=60) as answer:
+            for chunk in answer.iter_bytes():
+                received.append(chunk)
+                if stop.is_set():
+                    return
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_seeded_request_gives_the_same_text_alone_and_among_60_streams(server):
+    body = {"model": "tiny", "prompt": "ROMEO:", "max_tokens": 300, "seed": 1234, "n": 2, "temperature": 0.9}
+    alone = httpx.post(server.url + "/v1/completions", json=body, timeout=60).json()
+    stop, threads = threading.Event(), []
+    for i in range(60):
+        threads.append(_stream_in_thread(server.url, {"model": "tiny", "prompt": "JULIET"[: 1 + i % 6],
+                                                      "max_tokens": LONG, "seed": i, "temperature": 0.5 + i / 60},
+                                         stop, []))
+    try:
+        deadline = time.monotonic() + 30
+        while server.metric("textgen_active_streams") < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.metric("textgen_active_streams") >= 60
+        busy = httpx.post(server.url + "/v1/completions", json=body, timeout=60).json()
+        assert server.metric("textgen_active_streams") >= 60  # they were all still running
+    finally:
+        stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert [c["text"] for c in busy["choices"]] == [c["text"] for c in alone["choices"]]
+    server.wait_metric("textgen_active_streams", 0)
+
+
+def test_a_client_that_leaves_a_stream_frees_it_at_once(server):
+    before = server.metric("textgen_client_disconnects_total")
+    stop, received = threading.Event(), []
+    thread = _stream_in_thread(server.url, {"model": "tiny", "prompt": "O", "max_tokens": LONG}, stop, received)
+    deadline = time.monotonic() + 20
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.metric("textgen_active_streams") == 1
+    stop.set()
+    thread.join(timeout=10)
+    server.wait_metric("textgen_active_streams", 0, timeout=2)
+    assert server.metric("textgen_client_disconnects_total") == before + 1
+
+
+def test_a_client_that_leaves_a_non_streaming_request_frees_it(server):
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/completions", json={"model": "tiny", "prompt": "O", "max_tokens": LONG, "n": 3},
+                   timeout=httpx.Timeout(10, read=1.0))
+    server.wait_metric("textgen_active_streams", 0, timeout=3)
+
+
+def test_sse_bytes_and_headers(server):
+    with httpx.stream("POST", server.url + "/v1/completions", timeout=60,
+                      json={"model": "tiny", "prompt": "O", "max_tokens": 20000, "seed": 4, "stream": True}) as answer:
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        assert answer.headers["cache-control"] == "no-cache"
+        assert answer.headers["x-accel-buffering"] == "no"
+        arrivals, body = [], b""
+        for chunk in answer.iter_bytes():
+            arrivals.append(time.monotonic())
+            body += chunk
+    assert body.endswith(b"\n\ndata: [DONE]\n\n")
+    blocks = body.split(b"\n\n")[:-1]
+    assert all(b.startswith(b"data: {") or b.startswith(b": ") for b in blocks[:-1])
+    events = sse_events(body)
+    text = "".join(e["choices"][0]["text"] for e in events[:-1])
+    assert len(text) == 20000 and events[-2]["choices"][0]["finish_reason"] == "length"
+    assert len(events) > 3  # text is sent as it comes, not at the end
+    assert max(b - a for a, b in zip(arrivals, arrivals[1:])) < 2.0
+
+
+def test_metrics_in_prometheus_format(server):
+    client(server).completions.create(model="tiny", prompt="O", max_tokens=10)
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    assert 'textgen_requests_total{path="/v1/completions",status="200"}' in text
+    for family in ("textgen_active_streams", "textgen_queue_length", "textgen_characters_generated_total",
+                   "textgen_engine_steps_per_second", "textgen_time_to_first_character_seconds"):
+        assert f"# TYPE {family} " in text
+    buckets = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("textgen_time_to_first_character_seconds_bucket")]
+    assert buckets == sorted(buckets) and buckets[-1] == server.metric("textgen_time_to_first_character_seconds_count")
+    assert buckets[-1] >= 1 and server.metric("textgen_characters_generated_total") >= 10
+    for line in text.splitlines():
+        assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2 and float(line.rsplit(" ", 1)[1]) >= 0
+
+
+def test_access_log_line_per_request(server, trained):  # noqa: F811
+    httpx.get(server.url + "/v1/models", timeout=10)
+    server.wait_log('"GET /v1/models" 200')
+    quiet = Server(trained, "--quiet")
+    try:
+        httpx.get(quiet.url + "/v1/models", timeout=10)
+        time.sleep(0.5)
+    finally:
+        assert quiet.stop() == 0
+    assert "/v1/models" not in quiet.log() and "textgen serve" in quiet.log()  # the panel is still shown
+
+
+def test_full_queue_is_429_with_retry_after_and_fifo(trained):  # noqa: F811
+    s = Server(trained, "--max-streams", "1", "--max-queue", "1", "--max-length", str(LONG), "--keepalive", "0.2")
+    try:
+        first_stop, first = threading.Event(), []
+        _stream_in_thread(s.url, {"model": "tiny", "prompt": "O", "max_tokens": LONG}, first_stop, first)
+        s.wait_metric("textgen_active_streams", 1)
+        second_stop, second = threading.Event(), []
+        waiting = _stream_in_thread(s.url, {"model": "tiny", "prompt": "R", "max_tokens": 5}, second_stop, second)
+        s.wait_metric("textgen_queue_length", 1)
+        refused = httpx.post(s.url + "/v1/completions", json={"model": "tiny", "prompt": "J"}, timeout=10)
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["error"]["code"] == "queue_full"
+        time.sleep(0.5)
+        assert b": keep-alive\n\n" in b"".join(second)  # the queued stream is kept alive
+        first_stop.set()  # the first client leaves: the queued request runs
+        waiting.join(timeout=20)
+        events = sse_events(b"".join(second))
+        assert events[-1] == "[DONE]" and len("".join(e["choices"][0]["text"] for e in events[:-1])) == 5
+    finally:
+        assert s.stop() == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_shutdown_ends_streams_with_a_final_event_and_exits_0(trained, sig):  # noqa: F811
+    s = Server(trained, "--max-length", str(LONG))
+    stop, received = threading.Event(), []
+    thread = _stream_in_thread(s.url, {"model": "tiny", "prompt": "O", "max_tokens": LONG}, stop, received)
+    s.wait_metric("textgen_active_streams", 1)
+    started = time.monotonic()
+    assert s.stop(sig) == 0, s.log()
+    assert time.monotonic() - started < 15
+    thread.join(timeout=10)
+    events = sse_events(b"".join(received))
+    assert events[-1] == "[DONE]"
+    assert events[-2]["error"]["code"] == "shutting_down"
+
+
+def test_the_server_never_imports_tensorflow(trained, tmp_path):  # noqa: F811
+    blocker = tmp_path / "blocked"
+    for name in ("tensorflow", "keras", "jax", "torch"):
+        (blocker / name).mkdir(parents=True)
+        (blocker / name / "__init__.py").write_text(f"raise ImportError('textgen serve imported {name}')\n")
+    s = Server(trained, env={"PYTHONPATH": str(blocker)})
+    try:
+        answer = client(s).completions.create(model="tiny", prompt="O", max_tokens=5, stream=True)
+        assert len("".join(c.choices[0].text for c in answer)) == 5
+        maps = open(f"/proc/{s.process.pid}/maps").read()
+        assert "tensorflow" not in maps and "keras" not in maps
+    finally:
+        assert s.stop() == 0
+    assert "imported" not in s.log()
