@@ -1,0 +1,82 @@
+"""TFLite export: built-in ops only, metadata JSON beside it, runs in the ai-edge-litert
+interpreter and agrees with the numpy engine."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import test_export_support as support
+from test_export_support import (
+    FORCED,
+    PRIME,
+    engine_log_probs,
+    export,
+    greedy_sample,
+    log_softmax,
+    run_engine,
+    vocab_of,
+)
+
+litert = pytest.importorskip("ai_edge_litert.interpreter")
+pytestmark = pytest.mark.slow  # trains a run, starts subprocesses, converts with TensorFlow
+
+
+@pytest.fixture(scope="session")
+def run_root(tmp_path_factory):
+    return support.trained_root(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def exported(run_root, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tflite") / "shakespeare.tflite"
+    return path, export(run_root, "--format", "tflite", "--output", path)
+
+
+def runner(path):
+    return litert.Interpreter(model_path=str(path)).get_signature_runner("serving_default")
+
+
+def test_metadata_lives_beside_the_model_and_only_builtin_ops_are_used(exported, run_root):
+    path, result = exported
+    meta = json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8"))
+    vocab = vocab_of(run_root)
+    assert result["metadata"] == str(path) + ".json"
+    assert meta["vocab"] == vocab and meta["run"] == "tiny" and meta["start_id"] == vocab.index("\n")
+    assert (meta["num_layers"], meta["units"]) == (2, 16) and meta["textgen_version"]
+    data = path.read_bytes()
+    assert b"Flex" not in data and result["bytes"] == len(data)
+    interpreter = litert.Interpreter(model_path=str(path))
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert ops and not any(name.startswith("Flex") or name == "CUSTOM" for name in ops), ops
+
+
+def test_signature_follows_the_step_contract(exported, run_root):
+    interpreter = litert.Interpreter(model_path=str(exported[0]))
+    assert interpreter.get_signature_list() == {
+        "serving_default": {"inputs": ["ids", "state"], "outputs": ["logits", "new_state"]}}
+    state = np.zeros((2, 2, 3, 16), np.float32)
+    out = interpreter.get_signature_runner("serving_default")(ids=np.array([0, 1, 2], np.int64), state=state)
+    assert out["logits"].shape == (3, len(vocab_of(run_root))) and out["new_state"].shape == state.shape
+
+
+def test_teacher_forced_log_probs_match_the_engine(exported, run_root):
+    step = runner(exported[0])
+    vocab = vocab_of(run_root)
+    state = np.zeros((2, 2, 1, 16), np.float32)
+    rows = []
+    for ch in FORCED:
+        out = step(ids=np.array([vocab.index(ch)], np.int64), state=state)
+        rows.append(log_softmax(out["logits"]))
+        state = out["new_state"]
+    diff = np.abs(np.stack(rows) - engine_log_probs(run_engine(run_root), vocab)).max()
+    print(f"tflite: max |log p difference| over {len(FORCED)} characters: {diff:.3g}")
+    assert diff <= 1e-4
+
+
+def test_the_readme_loop_greedy_equals_textgen_sample(exported, run_root, tmp_path):
+    for name in ("shakespeare.tflite", "shakespeare.tflite.json"):  # the README's names, in the cwd
+        shutil.copy(exported[0].with_name(name), tmp_path / name)
+    assert support.run_snippet("tflite", temperature=0.0) == PRIME + greedy_sample(run_root)
