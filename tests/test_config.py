@@ -23,7 +23,7 @@ from textgen.errors import CheckpointError, ConfigError
 
 @pytest.mark.slow
 def test_config_imports_neither_keras_nor_tensorflow():
-    code = ("import sys, textgen.config, textgen.runs; "
+    code = ("import sys, textgen.config, textgen.files, textgen.runs, textgen.schedule; "
             "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -29,8 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-from textgen.corpus import atomic_write_json, file_sha256
 from textgen.errors import CheckpointError
+from textgen.files import (
+    atomic_write_json,
+    file_sha256,
+    fsync_directory,
+    process_alive,
+    process_start,
+    remove_dead_temporaries,
+)
 
 RUN_FILE = "run.json"
 LOCK = "lock"
@@ -44,10 +51,6 @@ KEEP_LATEST = 2
 _CKPT = re.compile(r"^ckpt-(\d{8})$")
 _BEST = re.compile(r"^best-(\d{8})$")
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def default_checkpoints_dir() -> Path:
-    return Path(os.environ.get("TEXTGEN_CHECKPOINTS", "checkpoints"))
 
 
 def check_run_name(name: str) -> str:
@@ -74,19 +77,6 @@ def run_dir(root: Path, name: str) -> Path:
 
 def tensorboard_dir(directory: Path) -> Path:
     return Path(directory) / TENSORBOARD
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _save_npz(path: Path, arrays: dict) -> None:
@@ -140,7 +130,7 @@ def _write_checkpoint_dir(directory: Path, final_name: str, files: dict) -> Path
                 _write_json(target, payload)
             manifest[name] = file_sha256(target)
         _write_json(tmp / MANIFEST, {"files": manifest, "written": time.time()})
-        _fsync_dir(tmp)
+        fsync_directory(tmp)
         final = directory / final_name
         if final.exists():
             old = directory / f".old-{final_name}-{os.getpid()}"
@@ -149,7 +139,7 @@ def _write_checkpoint_dir(directory: Path, final_name: str, files: dict) -> Path
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, final)
-        _fsync_dir(directory)
+        fsync_directory(directory)
         return final
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -175,13 +165,8 @@ def list_checkpoints(directory: Path) -> list[Path]:
 
 
 def clean_temporaries(directory: Path) -> None:
-    """Remove temporary directories left behind by a process that died mid-write."""
-    for p in Path(directory).glob(".tmp-*"):
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    for p in Path(directory).glob(".old-*"):
-        shutil.rmtree(p, ignore_errors=True)
-    for p in Path(directory).glob(f".{LOCK}.stale-*"):
-        p.unlink(missing_ok=True)
+    """Remove the temporaries of writers that died mid-write (the caller holds the run's lock)."""
+    remove_dead_temporaries(directory, (".tmp-*", ".old-*", f".{LOCK}.stale-*"), keep_live=False)
 
 
 def save(directory: Path, step: int, weights: dict, optimizer: dict | None, state: dict,
@@ -261,7 +246,7 @@ def latest(directory: Path, use_previous: bool = False) -> Checkpoint:
             raise
         if not use_previous:
             raise CheckpointError(
-                f"{damage} An older good checkpoint exists ({older[0].name}); "
+                f"{damage}. An older good checkpoint exists ({older[0].name}); "
                 "pass --use-previous to load it."
             ) from None
         ckpt = Checkpoint(older[0], load_state(older[0]))
@@ -319,25 +304,6 @@ def last_update(directory: Path) -> float:
 # ----------------------------------------------------------------------------- one writer per run
 
 
-def _process_start(pid: int) -> str | None:
-    """The kernel's start time of `pid` (guards against a recycled PID), or None if unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(pid: int, start: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return start is None or _process_start(pid) in (None, start)
-
-
 class RunLock:
     """An exclusive lock on a run directory: `lock` holds the owner's PID, host and start time.
 
@@ -358,8 +324,8 @@ class RunLock:
         except (OSError, ValueError):
             return {}
 
-    def acquire(self) -> "RunLock":
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "start": _process_start(os.getpid()),
+    def acquire(self) -> RunLock:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "start": process_start(os.getpid()),
               "since": time.time()}
         for _ in range(10):
             try:
@@ -377,13 +343,13 @@ class RunLock:
                     raise CheckpointError(
                         f"Run {self.directory.name!r} is locked by process {owner.get('pid')} on host "
                         f"{owner.get('host')!r}. If that process is gone, delete {str(self.path)!r}."
-                    )
-                elif owner.get("pid") != os.getpid() and _alive(int(owner["pid"]), owner.get("start")):
+                    ) from None
+                elif owner.get("pid") != os.getpid() and process_alive(int(owner["pid"]), owner.get("start")):
                     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.get("since", 0)))
                     raise CheckpointError(
                         f"Run {self.directory.name!r} is being trained by process {owner['pid']} "
                         f"(since {since}); wait for it to finish, stop it, or use another --run."
-                    )
+                    ) from None
                 # Stale lock of a dead process (or our own): take it over.
                 stale = self.path.with_name(f".{LOCK}.stale-{os.getpid()}")
                 try:

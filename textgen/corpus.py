@@ -19,13 +19,16 @@ import codecs
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from textgen.errors import CorpusError
+
+# atomic_write_bytes and file_sha256 stay importable from here for older callers (textgen.demos.mnist).
+from textgen.files import atomic_write_bytes, atomic_write_json, file_sha256, remove_dead_temporaries  # noqa: F401
 
 CHUNK_BYTES = 16 * 1024 * 1024
 MAX_VOCAB = 65536
@@ -35,34 +38,6 @@ DEFAULT_VAL_FRACTION = 0.1
 def cache_root() -> Path:
     """Directory where prepared corpora (and built named corpora) are cached."""
     return Path(os.environ.get("TEXTGEN_CACHE_DIR", Path("corpora") / "cache"))
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see either the old file or the new one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def _check_source(path: Path) -> None:
@@ -180,7 +155,7 @@ class PreparedCorpus:
         return np.memmap(self.ids_path, dtype=self.dtype, mode="r", shape=(self.num_chars,))
 
     @classmethod
-    def load(cls, directory: Path) -> "PreparedCorpus":
+    def load(cls, directory: Path) -> PreparedCorpus:
         meta = json.loads((Path(directory) / "meta.json").read_text(encoding="utf-8"))
         return cls(directory=Path(directory), source=meta["source"], sha256=meta["sha256"],
                    encoding=meta["encoding"], vocab=meta["vocab"], num_chars=meta["num_chars"],
@@ -192,25 +167,6 @@ def _cache_key(path: Path, encoding: str) -> str:
     st = path.stat()
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{encoding}|v1"
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-
-
-def _remove_dead_temporaries(directory: Path) -> None:
-    """Delete temporary files of earlier `prepare`s that died (killed, power loss) mid-way.
-
-    A temporary file is named `.<what>.tmp-<pid>`; one whose process still runs belongs to a
-    concurrent `prepare` of the same corpus and is left alone.
-    """
-    for tmp in directory.glob(".*.tmp-*"):
-        try:
-            pid = int(tmp.name.rsplit("-", 1)[1])
-        except ValueError:
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass  # alive under another user: not ours to delete
 
 
 def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | None = None,
@@ -231,7 +187,7 @@ def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | 
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rebuilt below
     directory.mkdir(parents=True, exist_ok=True)
-    _remove_dead_temporaries(directory)
+    remove_dead_temporaries(directory)  # of earlier prepares that died (a live one keeps its own)
 
     # Pass 1 (the only decoding pass): hash the bytes, count the code points, note the
     # chunk each one first occurs in, and keep the code points in a temporary file.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from textgen.errors import ConfigError, CorpusError
+from textgen.errors import CorpusError, positive_int
 
 
 class StreamBatches:
@@ -20,10 +20,8 @@ class StreamBatches:
 
     def __init__(self, ids: np.ndarray, start: int, end: int, batch_size: int, seq_len: int,
                  seed: int = 0):
-        if batch_size < 1 or seq_len < 1:
-            raise ConfigError(
-                f"batch_size and seq_len must be positive. Received: batch_size={batch_size}, seq_len={seq_len}"
-            )
+        positive_int("batch_size", batch_size)
+        positive_int("seq_len", seq_len)
         self.ids = ids
         self.start, self.end = int(start), int(end)
         self.batch_size, self.seq_len, self.seed = int(batch_size), int(seq_len), int(seed)

@@ -26,13 +26,13 @@ import os
 import platform
 import shutil
 import subprocess
-from importlib import metadata
 
+from textgen import files
 from textgen.backend import quiet_import_keras
 from textgen.errors import ConfigError
 
 PRECISIONS = ("float32", "mixed_float16")
-DISTRIBUTIONS = ("tensorflow", "keras", "numpy", "jax", "jaxlib", "torch")
+DISTRIBUTIONS = files.FRAMEWORKS
 
 
 def backend() -> str:
@@ -43,24 +43,13 @@ def backend() -> str:
 
 
 def versions() -> dict:
-    """Python, textgen, the Keras backend and the installed framework versions (None: absent).
-
-    Versions come from package metadata, so this imports no framework.
-    """
-    from textgen import __version__
-
-    found = {"python": platform.python_version(), "textgen": __version__, "backend": backend()}
-    for name in DISTRIBUTIONS:
-        found[name] = metadata_version(name)
-    return found
+    """Python, textgen, the Keras backend and the installed framework versions (None: absent)."""
+    return files.versions(backend())
 
 
 def metadata_version(distribution: str):
     """The installed version of `distribution`, or None."""
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
+    return files.package_version(distribution)
 
 
 # ----------------------------------------------------------------------------- devices

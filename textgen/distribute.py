@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 
 from textgen import devices
-from textgen.errors import ConfigError
+from textgen.errors import ConfigError, positive_int
 
 STRATEGIES = ("auto", "one-device", "mirrored", "multi-worker")
 CPU_REPLICAS_ENV = "TEXTGEN_CPU_REPLICAS"
@@ -162,10 +162,8 @@ def _cpu_replicas() -> int:
     try:
         count = int(value)
     except ValueError:
-        count = 0
-    if count < 1:
-        raise ConfigError(f"{CPU_REPLICAS_ENV} must be a positive integer. Received: {value!r}")
-    return count
+        count = value  # positive_int names the text it received
+    return positive_int(CPU_REPLICAS_ENV, count)
 
 
 def _tf_config() -> dict:

@@ -14,8 +14,9 @@ import re
 from pathlib import Path
 from urllib.parse import urlparse
 
-from textgen.corpus import atomic_write_bytes, cache_root, file_sha256
+from textgen.corpus import cache_root
 from textgen.errors import CorpusError, DownloadError
+from textgen.files import atomic_write_bytes, file_sha256
 
 DEFAULT_CORPUS = "shakespeare"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}

@@ -18,12 +18,12 @@ by an exact search, so a hash collision cannot inflate a figure.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from textgen.errors import CorpusError
+from textgen.files import file_sha256
 
 MIN_SPAN = 20
 _BASE = np.uint64(0x9E3779B97F4A7C15)  # odd, so powers never collapse to 0 mod 2**64
@@ -184,11 +184,7 @@ def training_corpus(info: dict) -> Corpus:
             f"The run's training corpus is gone: {source!r} does not exist. --novelty needs the "
             "text the run was trained on; restore the file (or sample without --novelty)."
         )
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    if recorded.get("sha256") and digest.hexdigest() != recorded["sha256"]:
+    if recorded.get("sha256") and file_sha256(path) != recorded["sha256"]:
         raise CorpusError(
             f"The run's training corpus {source!r} has changed since training (its SHA-256 differs "
             "from the one in run.json), so --novelty cannot tell what the model saw."

@@ -7,14 +7,11 @@ the resume rules of `textgen.config`. The loop itself is `textgen.trainer.Traine
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
-from textgen import checkpoints, distribute
+from textgen import checkpoints, distribute, files
 from textgen.backend import quiet_import_keras
 from textgen.config import ModelConfig, TrainConfig, resumed_configs
 from textgen.corpus import PreparedCorpus
@@ -27,16 +24,8 @@ keras = quiet_import_keras()
 
 
 def versions() -> dict:
-    info = {"python": platform.python_version(), "keras": keras.__version__,
-            "backend": keras.backend.backend(), "numpy": np.__version__}
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        info["tensorflow"] = tf.__version__
-    from textgen import __version__
-
-    info["textgen"] = __version__
-    return info
+    """What run.json records under "versions": textgen.files.versions for this process' backend."""
+    return files.versions(keras.backend.backend(), installed_only=True)
 
 
 def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | None,

@@ -1,0 +1,179 @@
+"""Files written safely and read back with trust: atomic writes, SHA-256, dead temporaries, versions.
+
+Every file textgen writes for later (prepared corpora, run.json, checkpoints, named corpora,
+sample output, the MNIST model) is written under a temporary name in the same directory,
+flushed to disk, and renamed over the final name: a reader sees the old file or the new
+one, never half of one. A temporary is named `.<name>.tmp-<pid>`, so one left behind by a
+process that died can be told from one a live process is still writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+FRAMEWORKS = ("tensorflow", "keras", "numpy", "jax", "jaxlib", "torch")
+
+
+def temporary_name(path: Path) -> Path:
+    """Where `path` is written before it is renamed into place: `.<name>.tmp-<pid>` beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename inside `directory` durable (where the platform allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path to write (by any means); on success it replaces `path`.
+
+    For writers that want a path rather than a file object (`model.save`, `np.savez`).
+    On an exception the temporary is deleted and `path` is untouched.
+    """
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_directory(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path, mode: str = "wb", encoding: str | None = None) -> Iterator:
+    """Open a temporary file for writing; on success it is synced and renamed over `path`.
+
+    `mode` is "w" or "wb" (text mode defaults to UTF-8). On an exception the temporary is
+    deleted and `path` keeps its old content (or stays absent).
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write writes whole files: mode must be 'w' or 'wb'. Received: mode={mode!r}")
+    if mode == "w" and encoding is None:
+        encoding = "utf-8"
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding) as f:
+        yield f
+        f.flush()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see either the old file or the new one."""
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    """`obj` as indented UTF-8 JSON (non-ASCII kept), written atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file (hex), read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (tells a recycled PID apart), or None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_alive(pid: int, start: str | None = None) -> bool:
+    """Whether process `pid` runs (and, given its recorded `start`, is still the same process)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, under another user
+    except OSError:
+        return False
+    return start is None or process_start(pid) in (None, start)
+
+
+def remove_dead_temporaries(directory: Path, patterns: tuple[str, ...] = (".*.tmp-*",),
+                            keep_live: bool = True) -> list[Path]:
+    """Delete temporaries (files or directories) in `directory` left by processes that died.
+
+    A temporary's name ends in `-<pid>` of the process that wrote it; with `keep_live`, one
+    whose process still runs (a concurrent writer) is left alone. `keep_live=False` is for a
+    caller that holds the directory's lock, so that every temporary in it is stale.
+    Returns what was deleted.
+    """
+    removed = []
+    for pattern in patterns:
+        for tmp in Path(directory).glob(pattern):
+            if keep_live:
+                try:
+                    pid = int(tmp.name.rsplit("-", 1)[1])
+                except (IndexError, ValueError):
+                    continue
+                if pid == os.getpid() or process_alive(pid):
+                    continue
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+# ----------------------------------------------------------------------------- versions
+
+
+def package_version(distribution: str) -> str | None:
+    """The installed version of `distribution` (from its metadata; nothing is imported), or None."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions(backend: str | None = None, installed_only: bool = False) -> dict:
+    """Python, textgen, the Keras backend and the framework versions (None: not installed).
+
+    Read from package metadata, so no framework is imported; `backend` is the Keras backend
+    in use when the caller knows it (else `KERAS_BACKEND`, else Keras' default, tensorflow).
+    `installed_only` leaves out what is not installed (for files such as run.json).
+    """
+    from textgen import __version__
+
+    found = {"python": platform.python_version(), "textgen": __version__,
+             "backend": backend or os.environ.get("KERAS_BACKEND") or "tensorflow"}
+    for name in FRAMEWORKS:
+        found[name] = package_version(name)
+    if installed_only:
+        found = {k: v for k, v in found.items() if v is not None}
+    return found
