@@ -273,7 +273,7 @@ def test_cli_train_json_saves_and_evaluate_reloads(saved_model, isolated):
     assert result.stdout.count("\n") == 1
     assert trained["mode"] == "train" and trained["hidden"] == [16] and len(trained["history"]) == 2
     saved = isolated / "checkpoints" / "mnist"
-    assert (saved / "model.keras").is_file()
+    assert sorted(p.name for p in saved.iterdir()) == ["mnist.json", "model.keras"], "no temporaries left"
     info = json.loads((saved / "mnist.json").read_text())
     assert info["epochs"] == 2 and info["batch_size"] == 16 and info["source"] == str(npz)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from textgen.corpus import file_sha256
 from textgen.demos.mnist_data import Data, load, one_hot, scale, select_classes
 from textgen.errors import CheckpointError, ConfigError, positive_int
+from textgen.files import atomic_path, atomic_write_json, file_sha256, versions
 
 MODEL_FILE = "model.keras"
 METRICS_FILE = "mnist.json"
@@ -246,37 +246,25 @@ def model_dir(checkpoints_dir: str | Path) -> Path:
 def save(model, result: dict, checkpoints_dir: str | Path) -> Path:
     """Write `model.keras` and `mnist.json` into `<checkpoints_dir>/mnist/`; returns that directory.
 
-    The model is written under a temporary name and renamed; the JSON (written last, also
-    atomically) records the model's SHA-256, so a crash between the two renames leaves a
-    pair that refuses to load rather than one that silently mixes two runs.
+    Both files are written atomically; the JSON, written last, records the model's SHA-256, so
+    a crash between the two leaves a pair that refuses to load rather than one that silently
+    mixes two runs.
     """
     keras = _keras()
-    from textgen.corpus import atomic_write_json
-
     directory = model_dir(checkpoints_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".model-tmp-{os.getpid()}.keras"
-    try:
-        model.save(tmp)
+    with atomic_path(directory / MODEL_FILE) as tmp:
+        keras_name = tmp.with_name(tmp.name + ".keras")  # Keras saves only to names ending in .keras
+        try:
+            model.save(keras_name)
+            os.replace(keras_name, tmp)
+        finally:
+            keras_name.unlink(missing_ok=True)
         digest = file_sha256(tmp)
-        os.replace(tmp, directory / MODEL_FILE)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     info = {**result, "model_file": MODEL_FILE, "model_sha256": digest, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "versions": {"keras": keras.__version__, "backend": keras.backend.backend(),
-                         "tensorflow": _version("tensorflow"), "numpy": np.__version__}}
+            "versions": versions(backend=keras.backend.backend(), installed_only=True)}
     atomic_write_json(directory / METRICS_FILE, info)
     return directory
-
-
-def _version(package: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def load_saved(checkpoints_dir: str | Path):
