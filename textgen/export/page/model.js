@@ -150,8 +150,10 @@ function seededRandom(seed) {
 }
 
 // One id from logits: temperature (0 = greedy), then top-k, then top-p, as textgen samples.
+let probabilities = new Float64Array(0);  // reused from call to call
 function sampleId(logits, temperature, topK, topP, random) {
   const V = logits.length;
+  if (probabilities.length !== V) probabilities = new Float64Array(V);
   let kth = -Infinity;
   if (topK && topK < V) kth = Array.from(logits).sort((a, b) => b - a)[topK - 1];
   if (temperature === 0) {
@@ -161,7 +163,7 @@ function sampleId(logits, temperature, topK, topP, random) {
   }
   let top = -Infinity;
   for (let v = 0; v < V; v++) if (logits[v] >= kth) top = Math.max(top, logits[v]);
-  const p = new Float64Array(V);
+  const p = probabilities;
   let total = 0;
   for (let v = 0; v < V; v++) { p[v] = logits[v] >= kth ? Math.exp((logits[v] - top) / temperature) : 0; total += p[v]; }
   for (let v = 0; v < V; v++) p[v] /= total;
