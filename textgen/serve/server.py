@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 
 from rich.console import Console
@@ -51,13 +52,26 @@ def serve(settings) -> None:
     # place that re-raise is a no-op, so the process exits 0.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
-    server.run()
-    if getattr(server, "started", True) is False:
-        from textgen.errors import ConfigError
-
-        raise ConfigError(f"Could not listen on {settings.host}:{settings.port} (in use, or not allowed). "
-                          f"Received: port={settings.port}")
+    server.run(sockets=[_listen(settings)])
     console.print("textgen serve: stopped.")
+
+
+def _listen(settings) -> socket.socket:
+    """The listening socket, bound here so that a taken port is one clear error line."""
+    from textgen.errors import ConfigError
+
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"Could not listen on {settings.host}:{settings.port}: {e.strerror or e}. "
+                          f"Received: port={settings.port}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 class _Server:
