@@ -44,15 +44,17 @@ class _TextSink:
     a temporary file renamed over FILE when sampling ends (so FILE is never half-written)."""
 
     def __init__(self, to_stdout: bool, output: Optional[Path]):
+        from textgen.files import atomic_write
+
         self.to_stdout, self.output = to_stdout, output
-        self.file = None
+        self.file = self.writer = None
         if output is not None:
             if output.is_dir():
                 raise ConfigError(f"--output must be a file, not a directory. Received: output={str(output)!r}")
             if not output.parent.is_dir():
                 raise ConfigError(f"--output's directory does not exist. Received: output={str(output)!r}")
-            self.tmp = output.with_name(f".{output.name}.tmp-{__import__('os').getpid()}")
-            self.file = open(self.tmp, "w", encoding="utf-8")
+            self.writer = atomic_write(output, "w")
+            self.file = self.writer.__enter__()
         self.last_flush = 0.0
 
     def write(self, text: str, to_stdout: bool = True) -> None:
@@ -68,18 +70,14 @@ class _TextSink:
                 self.last_flush = now
 
     def close(self, keep: bool) -> None:
+        """Flush; with --output, rename the file into place (`keep`) or delete it."""
         if self.to_stdout:
             sys.stdout.flush()
-        if self.file is not None:
-            import os
-
-            self.file.flush()
-            os.fsync(self.file.fileno())
-            self.file.close()
+        if self.writer is not None:
             if keep:
-                os.replace(self.tmp, self.output)
+                self.writer.__exit__(None, None, None)
             else:
-                self.tmp.unlink(missing_ok=True)
+                self.writer.__exit__(InterruptedError, InterruptedError("sampling did not finish"), None)
 
 
 def _novelty_line(report: dict) -> str:
