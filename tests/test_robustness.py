@@ -259,3 +259,18 @@ def test_best_is_replaced_atomically(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("best-")) == ["best-00000020"]
     checkpoints.clean_temporaries(tmp_path)
     assert not list(tmp_path.glob(".tmp-*")) and checkpoints.best(tmp_path).step == 20
+
+
+def test_damaged_newest_checkpoint_message_is_two_sentences(tmp_path):
+    weights = {"w": np.arange(4.0)}
+    for step in (10, 20):
+        checkpoints.save(tmp_path, step, weights, None, {"step": step, "history": []})
+    newest = tmp_path / "ckpt-00000020"
+    (newest / "weights.npz").write_bytes((newest / "weights.npz").read_bytes()[:-7])
+    with pytest.raises(checkpoints.CheckpointError) as caught:
+        checkpoints.latest(tmp_path)
+    assert str(caught.value) == (
+        f"Checkpoint {str(newest)!r} is damaged: weights.npz does not match its SHA-256 (truncated or modified). "
+        "An older good checkpoint exists (ckpt-00000010); pass --use-previous to load it."
+    )
+    assert checkpoints.latest(tmp_path, use_previous=True).step == 10

@@ -193,3 +193,42 @@ def test_a_diverged_loss_is_its_own_error(tiny_corpus, tmp_path):
     with pytest.raises(DivergedError, match=r"Training diverged: loss became (nan|inf) at step \d+\. The last"):
         trainer.run()
     assert not (tmp_path / "boom" / "lock").exists(), "the run is unlocked for a retry"
+
+
+def fake_run(directory, rename=None):
+    """A run directory with one checkpoint of an untrained tiny model (no training needed)."""
+    from textgen.arrays import model_arrays
+    from textgen.config import ModelConfig
+    from textgen.model import build_model
+
+    vocab = sorted(set("hello world\n"))
+    config = ModelConfig(vocab_size=len(vocab), units=8, embedding_dim=4, num_layers=1)
+    arrays = model_arrays(build_model(config, batch_size=2, seq_len=4))
+    if rename:
+        arrays[rename[1]] = arrays.pop(rename[0])
+    checkpoints.write_run_file(directory, {"name": directory.name, "model": config.to_dict(), "vocab": vocab,
+                                           "training": {}, "corpus": {}})
+    checkpoints.save(directory, 3, arrays, None, {"step": 3, "history": []})
+    text = directory.parent / "held_out.txt"
+    text.write_text("hello world\n" * 20, encoding="utf-8")
+    return text
+
+
+def test_evaluate_best_refuses_before_any_evaluation(tmp_path):
+    from textgen.evaluate import evaluate_file
+
+    text = fake_run(tmp_path / "runs" / "fresh")
+    latest = evaluate_file(tmp_path / "runs" / "fresh", text)
+    assert latest["checkpoint"] == "ckpt-00000003" and latest["bits_per_char"] > 0
+    with pytest.raises(CheckpointError) as caught:
+        evaluate_file(tmp_path / "runs" / "fresh", text, which="best")
+    assert str(caught.value) == "Run 'fresh' has no best checkpoint yet (no evaluation ran)."
+
+
+def test_evaluate_on_mismatched_variables_is_a_checkpoint_error(tmp_path):
+    from textgen.evaluate import evaluate_file
+
+    text = fake_run(tmp_path / "runs" / "odd", rename=("logits/kernel", "logits/weights"))
+    with pytest.raises(CheckpointError, match=r"ckpt-00000003 of run 'odd': Checkpoint has no value for "
+                                              r"'logits/kernel': it does not match this model"):
+        evaluate_file(tmp_path / "runs" / "odd", text)
