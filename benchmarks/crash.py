@@ -47,12 +47,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import TEXTGEN, environment  # also puts the repository first on sys.path
 
-from textgen import checkpoints  # noqa: E402  (numpy only; no TensorFlow in this process)
+from textgen import checkpoints  # numpy only; no TensorFlow in this process
 
-TEXTGEN = [sys.executable, "-m", "textgen"]
 TINY = ["--layers", "1", "--units", "32", "--embedding-dim", "16", "--seq-len", "32", "--batch-size", "8",
         "--eval-every", "10", "--eval-chars", "500"]
 EVAL_EVERY = 10
@@ -85,13 +83,6 @@ def write_corpus(path: Path, chars: int = 50_000, seed: int = 0) -> Path:
         size += len(text)
     path.write_text("".join(parts), encoding="utf-8")
     return path
-
-
-def environment(workdir: Path) -> dict:
-    env = dict(os.environ)
-    env.update({"TEXTGEN_CACHE_DIR": str(workdir / "cache"), "TEXTGEN_CHECKPOINTS": str(workdir / "checkpoints"),
-                "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"})
-    return env
 
 
 def newest_state(run_dir: Path) -> tuple[str, dict] | None:

@@ -112,7 +112,7 @@ def main():
         try:
             devices.check_mixed_precision()
         except ConfigError as error:
-            raise SystemExit(f"Error: {error}")
+            raise SystemExit(f"Error: {error}") from None
     precision = "mixed_float16" if args.mixed_precision else "float32"
     versions = devices.versions()
     header = {"device": device_name(), "backend": versions["backend"], "keras": versions["keras"],

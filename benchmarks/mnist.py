@@ -2,7 +2,7 @@
 
 Reads Fashion-MNIST offline from Debian's dataset-fashion-mnist package
 (`apt-get install dataset-fashion-mnist`, files in /usr/share/datasets/fashion-mnist/)
-and trains, with the library's own `textgen.mnist.train`:
+and trains, with the library's own `textgen.demos.mnist.train`:
 
   * the default network: Flatten → Dense(128, relu) → Dense(10, softmax), batch 32, 5 epochs
     (target: test accuracy >= 0.87);
@@ -21,7 +21,8 @@ import platform
 import sys
 import time
 
-from textgen import mnist
+from textgen.demos import mnist, mnist_data
+from textgen.files import package_version
 
 TARGET = 0.87
 
@@ -33,17 +34,17 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    if not mnist.DEBIAN_FASHION_DIR.is_dir():
-        print(f"{mnist.DEBIAN_FASHION_DIR} not found: apt-get install dataset-fashion-mnist", file=sys.stderr)
+    if not mnist_data.DEBIAN_FASHION_DIR.is_dir():
+        print(f"{mnist_data.DEBIAN_FASHION_DIR} not found: apt-get install dataset-fashion-mnist", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    data = mnist.load("fashion")
+    data = mnist_data.load("fashion")
     load_seconds = time.perf_counter() - started
     keras = mnist._keras()
     print(f"Fashion-MNIST from {data.source}: {len(data.y_train):,} train / {len(data.y_test):,} test images "
           f"(loaded in {load_seconds:.1f}s)")
     print(f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
-          f"Keras {keras.__version__} ({keras.backend.backend()} {mnist._version('tensorflow')}), seed {args.seed}")
+          f"Keras {keras.__version__} ({keras.backend.backend()} {package_version('tensorflow')}), seed {args.seed}")
     print()
 
     class Progress:

@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import textgen
+
 HERE = Path(__file__).resolve().parent
 ANCHORS = HERE.parents[1] / "shared" / "benchmarks" / "anchors.py"
 VAL_CHARS = 100_000
@@ -28,10 +30,8 @@ VAL_CHARS = 100_000
 
 def run_textgen(budget: float, options: str, checkpoints: Path) -> dict:
     name = f"q{int(budget)}-" + "".join(c if c.isalnum() else "_" for c in options)[:60]
-    cmd = [sys.executable, "-m", "textgen", "train", "shakespeare", "--run", name, "--checkpoints",
-           str(checkpoints), "--time-limit", str(budget), "--eval-chars", str(VAL_CHARS), "--json",
-           *shlex.split(options)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = textgen("train", "shakespeare", "--run", name, "--checkpoints", checkpoints, "--time-limit", budget,
+                  "--eval-chars", VAL_CHARS, "--json", *shlex.split(options))
     if out.returncode != 0:
         return {"approach": f"textgen {options}", "error": out.stderr.strip().splitlines()[-1:]}
     s = json.loads(out.stdout)

@@ -32,12 +32,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import TEXTGEN, environment, run_measured, training_model
 
 ROOT = Path("/tmp/textgen-scale")
 MB = 1024 * 1024
@@ -78,8 +78,8 @@ def generate(path: Path, size_mb: int, seed: int = 0) -> dict:
     source, _ = resolve("shakespeare")
     lines = source.read_text(encoding="utf-8").split("\n")
     rng = np.random.default_rng(seed)
-    variants = [lines, [l.translate(CYRILLIC) for l in lines], [l.upper() for l in lines],
-                [l.lower() for l in lines], [" ".join(reversed(l.split(" "))) for l in lines],
+    variants = [lines, [line.translate(CYRILLIC) for line in lines], [line.upper() for line in lines],
+                [line.lower() for line in lines], [" ".join(reversed(line.split(" "))) for line in lines],
                 _swap_adjacent(lines, rng)]
     target = size_mb * MB
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,39 +128,12 @@ def cold_read_mbs(path: Path) -> float:
 # ----------------------------------------------------------------------------- subprocesses
 
 
-def run_measured(args: list[str], env: dict, log: Path) -> dict:
-    """Run a command; return its wall time, exit code and peak RSS (MiB) from os.wait4."""
-    with open(log, "wb") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    result = {"seconds": wall, "rc": proc.returncode, "max_rss_mb": usage.ru_maxrss / 1024,
-              "cpu_seconds": usage.ru_utime + usage.ru_stime, "log": str(log)}
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise SystemExit(f"{' '.join(args)} failed with exit code {proc.returncode}:\n{tail}")
-    return result
-
-
 def worker(kind: str, corpus: Path, result: Path, **options) -> list[str]:
     args = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--out", str(corpus),
             "--result", str(result)]
     for key, value in options.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     return args
-
-
-def _build_like_trainer(vocab_size: int):
-    """The default model with the default batch shape, built and compiled as `Trainer` does."""
-    from textgen.backend import quiet_import_keras
-    from textgen.config import ModelConfig, TrainConfig
-    from textgen.model import build_training_model
-
-    keras = quiet_import_keras()
-    keras.utils.set_random_seed(TrainConfig.seed)
-    return build_training_model(ModelConfig(vocab_size=vocab_size), TrainConfig())
 
 
 def worker_baseline(a) -> dict:
@@ -171,7 +144,7 @@ def worker_baseline(a) -> dict:
     quiet_import_keras()
     t_import = time.time()
     vocab = json.loads(next((ROOT / "cache").glob(f"{a.out.stem[:40]}-*/meta.json")).read_text())["vocab"]
-    model = _build_like_trainer(len(vocab))
+    model = training_model(len(vocab))
     x = np.zeros(tuple(model.inputs[0].shape), dtype=np.int32)
     model.train_on_batch(x, x)
     return {"import_s": t_import - t0, "total_s": time.time() - t0, "vocab_size": len(vocab)}
@@ -241,7 +214,7 @@ def worker_pipeline(a) -> dict:
     memory = [tuple(np.array(t) for t in shadow.batch(0, k)) for k in range(2 * (warm + n))]
     shadow_ids._mmap.close()
     del shadow, shadow_ids
-    model = _build_like_trainer(len(corpus.vocab))
+    model = training_model(len(corpus.vocab))
     rounds = {}
     for name, first in (("warm", 0), ("cold", warm + n)):
         if name == "cold":  # steps never touched by `stream`; drop ids.bin from the page cache
@@ -383,9 +356,12 @@ def main():
         return
 
     ROOT.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TEXTGEN_CACHE_DIR": str(ROOT / "cache"), "PYTHONUNBUFFERED": "1"}
+    env = environment(TEXTGEN_CACHE_DIR=str(ROOT / "cache"))
     cache = ROOT / "cache"
-    say = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    def say(msg):
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
     try:
         if a.reuse and a.out.exists() and abs(a.out.stat().st_size - a.size_mb * MB) < MB:
             gen = {"bytes": a.out.stat().st_size, "seconds": float("nan"), "passes": 0}
@@ -400,7 +376,7 @@ def main():
             shutil.rmtree(stale)  # prepare must really run, not hit an earlier cache entry
 
         say("prepare")
-        prep = run_measured([sys.executable, "-m", "textgen", "prepare", str(a.out), "--json"], env,
+        prep = run_measured([*TEXTGEN, "prepare", str(a.out), "--json"], env,
                             ROOT / "prepare.log")
         stats = json.loads(Path(prep["log"]).read_text().strip().splitlines()[-1])
         prepared_dir = Path(stats["cache"])

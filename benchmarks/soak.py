@@ -46,32 +46,22 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from crash import TINY, environment, newest_state, print_tally, write_corpus  # noqa: E402
-from textgen import checkpoints  # noqa: E402
+from common import TEXTGEN, environment, vm_rss_mb  # noqa: E402
+from common import wait4 as wait4_usage  # noqa: E402
+from crash import TINY, newest_state, print_tally, write_corpus  # noqa: E402
 
-TEXTGEN = [sys.executable, "-m", "textgen"]
+from textgen import checkpoints  # noqa: E402
 
 
 def wait4(proc: subprocess.Popen) -> tuple[int, float]:
     """Reap `proc` with os.wait4: (exit code, its own peak RSS in MB)."""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss / 1024.0  # Linux: kilobytes
+    rc, peak, _ = wait4_usage(proc)
+    return rc, peak
 
 
 def running(proc: subprocess.Popen) -> bool:
     """Whether `proc` has not exited yet, without reaping it (Popen.poll would, and wait4 needs it)."""
     return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
-
-
-def vm_rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        return None
-    return None
 
 
 # Every option that defines the computation is given explicitly, so that a change of textgen's

@@ -25,6 +25,17 @@ from textgen.named import resolve
 from textgen.train import TrainingCallbacks, open_run
 
 
+class StopAfter(TrainingCallbacks):
+    """Stops the trainer after `steps` steps."""
+
+    def __init__(self, steps: int):
+        self.steps, self.trainer = steps, None
+
+    def on_step(self, step, logs):
+        if step == self.steps:
+            self.trainer.stop_reason = "steps"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=400)
@@ -38,15 +49,12 @@ def main():
     print(f"{'state_reset':>12} {'steps':>6} {'train s':>8}  val nats/char from a zero state, window of")
     print(f"{'':>12} {'':>6} {'':>8}  {'100':>8} {'1,000':>8} {'3,000':>8}")
     for reset in a.resets:
-        class Stop(TrainingCallbacks):
-            def on_step(self, step, logs):
-                if step == a.steps:
-                    trainer.stop_reason = "steps"
-
+        stop = StopAfter(a.steps)
         trainer = open_run(corpus, "shakespeare", root, f"r{reset}",
                            {"num_layers": 1, "units": 256, "embedding_dim": 64},
                            {"batch_size": 64, "seq_len": 100, "state_reset": reset, "eval_chars": 2000,
-                            "eval_every": 10**9, "sample_chars": 0}, False, callbacks=Stop())
+                            "eval_every": 10**9, "sample_chars": 0}, False, callbacks=stop)
+        stop.trainer = trainer
         start = time.time()
         trainer.run()
         seconds = time.time() - start

@@ -11,16 +11,17 @@ import json
 import statistics
 import time
 
-from textgen.config import ModelConfig
+from common import training_model
+
+from textgen.config import parameter_count
 from textgen.corpus import prepare
 from textgen.data import StreamBatches
-from textgen.model import build_training_model
 from textgen.named import resolve
 
 
 def measure(ids, vocab_size, layers, units, embedding, batch, seq_len, steps, jit=False):
-    config = ModelConfig(vocab_size=vocab_size, embedding_dim=embedding, units=units, num_layers=layers)
-    model = build_training_model(config, batch_size=batch, seq_len=seq_len, learning_rate=2e-3, jit=jit)
+    shape = dict(num_layers=layers, units=units, embedding_dim=embedding)
+    model = training_model(vocab_size, **shape, batch_size=batch, seq_len=seq_len, learning_rate=2e-3, jit=jit)
     batches = StreamBatches(ids, 0, len(ids), batch, seq_len)
     for k in range(3):
         model.train_on_batch(*batches.batch(0, k))
@@ -32,7 +33,7 @@ def measure(ids, vocab_size, layers, units, embedding, batch, seq_len, steps, ji
         times.append(time.perf_counter() - t)
     step = statistics.median(times)
     return {"model": f"{layers}x{units} emb{embedding}", "batch": batch, "seq_len": seq_len, "jit": jit,
-            "params": config.num_parameters(), "step_s": round(step, 4),
+            "params": parameter_count(shape, vocab_size), "step_s": round(step, 4),
             "chars_per_s": round(batch * seq_len / step)}
 
 
