@@ -82,3 +82,17 @@ def test_the_readme_loop_greedy_equals_textgen_sample(exported, run_root, tmp_pa
     assert text == PRIME + greedy_sample(run_root)
     sampled = support.run_snippet("onnx", temperature=0.8, length=50)
     assert len(sampled) == len(PRIME) + 50 and set(sampled) <= set(vocab_of(run_root))
+
+
+def test_the_readme_prints_the_loops_the_tests_run():
+    """Each format's loop in the README's Export section is, verbatim, the snippet file that the
+    tests execute (textgen/export/snippets/). Before that section is pasted into README.md, this
+    only checks the snippets exist."""
+    readme = (support.SNIPPETS.parents[2] / "README.md").read_text(encoding="utf-8")
+    snippets = {name: (support.SNIPPETS / f"{name}.py").read_text(encoding="utf-8").rstrip("\n")
+                for name in ("onnx", "savedmodel", "tflite")}
+    assert all(len(text.splitlines()) <= 24 for text in snippets.values())
+    if "\n## Export" in readme:
+        section = readme.split("\n## Export", 1)[1].split("\n## ", 1)[0]
+        for name, text in snippets.items():
+            assert f"```python\n{text}\n```" in section, f"README's {name} loop differs from snippets/{name}.py"
