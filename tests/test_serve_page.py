@@ -1,0 +1,140 @@
+"""The playground in a real headless Chromium (Debian's, driven by Playwright for Python).
+
+Type a prompt, Generate, watch the text grow, Stop (the server's active streams drop to 0),
+hover a character for its alternatives, open the runs view and see the validation curve.
+Screenshots go to the test's directory; with TEXTGEN_UPDATE_SCREENSHOTS=1 also to docs/
+(TEXTGEN_SCREENSHOT_CHECKPOINTS may name a better-trained checkpoints directory for them).
+Under CI=true a missing Chromium or Playwright fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from serve_helpers import Server, trained  # noqa: F401
+
+pytestmark = pytest.mark.slow
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+LONG = 100_000
+
+
+def _missing(what: str):
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is required under CI (apt-get install chromium; pip install playwright)")
+    pytest.skip(f"{what} is not installed")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright")
+    if not Path(CHROMIUM).exists():
+        _missing(CHROMIUM)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def server(trained):  # noqa: F811
+    root = Path(os.environ.get("TEXTGEN_SCREENSHOT_CHECKPOINTS") or trained)
+    s = Server(root, "--max-length", str(LONG), "--quiet")
+    yield s
+    assert s.stop() == 0, s.log()
+
+
+def _shot(page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    page.screenshot(path=str(path))
+    assert path.stat().st_size > 10_000
+    if os.environ.get("TEXTGEN_UPDATE_SCREENSHOTS") == "1":
+        (REPO / "docs").mkdir(exist_ok=True)
+        shutil.copy(path, REPO / "docs" / name)
+    return path
+
+
+def _text_length(page) -> int:
+    return page.evaluate("Array.from(document.querySelectorAll('.sample .text')).reduce("
+                         "(n, e) => n + e.textContent.length - e.querySelector('.prefix').textContent.length, 0)")
+
+
+def test_generate_grows_text_and_stop_frees_the_server(browser, server, tmp_path):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelector('#model').options.length > 0")
+    page.fill("#prompt", "ROMEO:")
+    page.fill("#length", str(LONG))
+    page.fill("#n", "2")
+    page.fill("#seed", "42")
+    page.click("#generate")
+    page.wait_for_function("document.querySelectorAll('.sample .text span[data-p]').length > 40")
+    first = _text_length(page)
+    page.wait_for_timeout(400)
+    assert _text_length(page) > first  # the text grows as it streams
+    assert server.metric("textgen_active_streams") == 2
+    assert page.inner_text("#seed-used") == "42"
+    page.click("#stop")
+    server.wait_metric("textgen_active_streams", 0, timeout=3)
+    assert "Stopped" in page.inner_text("#status")
+    assert page.is_enabled("#continue")
+    page.close()
+
+
+def test_probabilities_alternatives_copy_and_screenshots(browser, server, tmp_path):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelector('#model').options.length > 0")
+    page.fill("#prompt", "ROMEO:\n")
+    page.fill("#length", "600")
+    page.fill("#n", "2")
+    page.fill("#seed", "7")
+    page.fill("#stops", "")
+    page.click("#generate")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')")
+    assert page.locator(".sample").count() == 2
+    assert page.locator(".sample .finish").first.inner_text() == "length"
+    shaded = page.locator(".sample .text span[data-p]")
+    assert shaded.count() == 1200
+    shaded.nth(30).hover()
+    assert page.is_visible("#tip") and page.locator("#tip tr").count() == 5
+    page.click("#copy-curl")
+    snippet = page.inner_text("#snippet")
+    assert snippet.startswith("curl -N " + server.url + "/v1/completions") and '"seed":7' in snippet
+    page.click("#copy-python")
+    assert "from openai import OpenAI" in page.inner_text("#snippet")
+    page.click("#continue")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')")
+    assert page.locator(".sample .text .prefix").first.inner_text().startswith("ROMEO:\n")
+    page.fill("#length", "600")
+    page.click("#generate")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')")
+    page.hover(".sample .text span[data-p] >> nth=200")
+    _shot(page, tmp_path, "playground.png")
+    page.click("#tab-runs")
+    page.wait_for_selector("svg.curve path.val", state="attached")
+    assert page.get_attribute("svg.curve path.val", "d").startswith("M")
+    assert page.locator("svg.curve circle").count() >= 2  # one per evaluation (every 50 steps)
+    _shot(page, tmp_path, "playground-runs.png")
+    page.close()
+
+
+def test_phone_width(browser, server, tmp_path):
+    page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelector('#model').options.length > 0")
+    page.fill("#prompt", "JULIET:\n")
+    page.fill("#length", "300")
+    page.fill("#n", "1")
+    page.click("#generate")
+    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the phone
+    _shot(page, tmp_path, "playground-phone.png")
+    page.close()

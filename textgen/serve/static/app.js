@@ -1,0 +1,360 @@
+// textgen playground: plain JavaScript, no build step, no network beyond this server.
+// Streams /v1/completions (SSE) with logprobs, shades each character by its probability,
+// and draws each run's validation curve as SVG from /v1/textgen/runs.
+
+const $ = (id) => document.getElementById(id);
+const state = { controller: null, samples: [], started: 0, chars: 0, lastPrompts: null };
+
+// ---------------------------------------------------------------------------- settings and HTTP
+
+function apiKey() { return localStorage.getItem("textgen-key") || ""; }
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  if (apiKey()) h.Authorization = `Bearer ${apiKey()}`;
+  return h;
+}
+
+async function getJSON(path) {
+  const answer = await fetch(path, { headers: headers() });
+  const body = await answer.json();
+  if (!answer.ok) throw new Error(body.error ? body.error.message : answer.statusText);
+  return body;
+}
+
+function settings() {
+  const number = (id) => ($(id).value === "" ? null : Number($(id).value));
+  const stops = $("stops").value.split("\n").map(unescape).filter((s) => s.length).slice(0, 4);
+  const body = {
+    model: $("model").value,
+    prompt: $("prompt").value,
+    max_tokens: number("length") || 16,
+    temperature: Number($("temperature").value),
+    top_p: Number($("top-p").value),
+    n: number("n") || 1,
+  };
+  if (number("top-k")) body.top_k = number("top-k");
+  if (number("seed") !== null) body.seed = number("seed");
+  if (stops.length) body.stop = stops;
+  return body;
+}
+
+function unescape(text) { return text.replace(/\\n/g, "\n").replace(/\\t/g, "\t"); }
+
+// ---------------------------------------------------------------------------- output columns
+
+function makeColumns(count, prefixes) {
+  const box = $("outputs");
+  box.textContent = "";
+  box.style.setProperty("--columns", Math.min(count, 4));
+  state.samples = [];
+  for (let i = 0; i < count; i++) {
+    const card = document.createElement("article");
+    card.className = "sample";
+    card.innerHTML = `<header><span>Sample ${i + 1}</span><span class="finish muted"></span></header>`;
+    const text = document.createElement("div");
+    text.className = "text";
+    text.dataset.index = i;
+    const prefix = document.createElement("span");
+    prefix.className = "prefix";
+    prefix.textContent = prefixes[i] || "";
+    text.appendChild(prefix);
+    card.appendChild(text);
+    box.appendChild(card);
+    state.samples.push({ card, text, generated: "", finish: null });
+  }
+}
+
+// Shade by surprise in bits (-log2 p): 0 bits (certain) clear, 8+ bits (p < 0.4%) darkest.
+function shade(logprob) {
+  const bits = -logprob / Math.LN2;
+  return Math.min(0.8, (bits / 8) * 0.8).toFixed(3);
+}
+
+function appendText(index, text, logprobs) {
+  const sample = state.samples[index];
+  if (!sample) return;
+  const fragment = document.createDocumentFragment();
+  const chars = Array.from(text);
+  chars.forEach((char, k) => {
+    const span = document.createElement("span");
+    span.textContent = char;
+    if (logprobs && logprobs.token_logprobs[k] != null) {
+      span.style.setProperty("--s", shade(logprobs.token_logprobs[k]));
+      span.dataset.p = logprobs.token_logprobs[k];
+      span.dataset.top = JSON.stringify(logprobs.top_logprobs[k] || {});
+    }
+    fragment.appendChild(span);
+  });
+  sample.text.appendChild(fragment);
+  sample.generated += text;
+  state.chars += chars.length;
+  const seconds = (performance.now() - state.started) / 1000;
+  if (seconds > 0.2) $("rate").textContent = Math.round(state.chars / seconds).toLocaleString();
+}
+
+// ---------------------------------------------------------------------------- streaming
+
+async function generate(prompts) {
+  stop();
+  const body = settings();
+  body.stream = true;
+  body.logprobs = 5;
+  if (prompts) { body.prompt = prompts; body.n = 1; } else { prompts = Array(body.n).fill(body.prompt); }
+  state.lastPrompts = prompts;
+  makeColumns(prompts.length, prompts);
+  state.controller = new AbortController();
+  state.started = performance.now();
+  state.chars = 0;
+  setRunning(true);
+  status("Generating…");
+  try {
+    const answer = await fetch("/v1/completions", {
+      method: "POST", headers: headers(), body: JSON.stringify(body), signal: state.controller.signal,
+    });
+    if (!answer.ok) {
+      const error = await answer.json().catch(() => ({}));
+      throw new Error(error.error ? error.error.message : `HTTP ${answer.status}`);
+    }
+    await readEvents(answer.body.getReader());
+    status(`Done: ${state.chars.toLocaleString()} characters.`);
+  } catch (error) {
+    if (error.name === "AbortError") status("Stopped.");
+    else status(error.message, true);
+  } finally {
+    state.controller = null;
+    setRunning(false);
+  }
+}
+
+async function readEvents(reader) {
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      if (!block.startsWith("data: ")) continue;
+      const data = block.slice(6);
+      if (data === "[DONE]") return;
+      const event = JSON.parse(data);
+      if (event.error) throw new Error(event.error.message);
+      if (event.seed !== undefined) $("seed-used").textContent = event.seed;
+      for (const choice of event.choices || []) {
+        if (choice.text) appendText(choice.index, choice.text, choice.logprobs);
+        if (choice.finish_reason) finish(choice.index, choice.finish_reason);
+      }
+    }
+  }
+}
+
+function finish(index, reason) {
+  const sample = state.samples[index];
+  if (!sample) return;
+  sample.finish = reason;
+  sample.card.querySelector(".finish").textContent = reason === "stop" ? "stopped at a stop string" : reason;
+}
+
+function stop() {
+  if (state.controller) state.controller.abort();
+}
+
+function setRunning(running) {
+  $("generate").disabled = running;
+  $("stop").disabled = !running;
+  $("continue").disabled = running || !state.samples.length;
+}
+
+function status(text, isError = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", isError);
+}
+
+function continueSamples() {
+  if (!state.lastPrompts) return;
+  const prompts = state.samples.map((s, i) => state.lastPrompts[i] + s.generated);
+  $("seed").value = "";
+  generate(prompts);
+}
+
+// ---------------------------------------------------------------------------- tooltip
+
+function showTip(event) {
+  const span = event.target;
+  if (span.tagName !== "SPAN" || span.dataset.p === undefined) { $("tip").hidden = true; return; }
+  const shown = (c) => (c === "\n" ? "↵" : c === " " ? "␣" : c === "\t" ? "⇥" : c);
+  const top = Object.entries(JSON.parse(span.dataset.top));
+  const rows = top.map(([c, lp]) => {
+    const p = Math.exp(lp);
+    const mine = c === span.textContent ? " class=\"mine\"" : "";
+    return `<tr${mine}><td><code>${escapeHTML(shown(c))}</code></td><td><i style="width:${(p * 100).toFixed(1)}%"></i></td><td>${(p * 100).toFixed(1)}%</td></tr>`;
+  }).join("");
+  const p = Math.exp(Number(span.dataset.p));
+  $("tip").innerHTML = `<div><code>${escapeHTML(shown(span.textContent))}</code> had p = ${(p * 100).toFixed(1)}%</div>` +
+    `<table>${rows}</table>`;
+  $("tip").hidden = false;
+  const box = span.getBoundingClientRect();
+  const tip = $("tip").getBoundingClientRect();
+  const left = Math.min(window.innerWidth - tip.width - 8, Math.max(8, box.left));
+  const above = box.top - tip.height - 6;
+  $("tip").style.left = `${left}px`;
+  $("tip").style.top = `${above > 8 ? above : box.bottom + 6}px`;
+}
+
+function escapeHTML(text) {
+  return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", "\"": "&quot;", "'": "&#39;" })[c]);
+}
+
+// ---------------------------------------------------------------------------- copy as curl / Python
+
+function snippet(kind) {
+  const body = settings();
+  const url = `${location.origin}/v1/completions`;
+  let text;
+  if (kind === "curl") {
+    const auth = apiKey() ? ` \\\n  -H "Authorization: Bearer $TEXTGEN_API_KEY"` : "";
+    const json = JSON.stringify({ ...body, stream: true }).replace(/'/g, "'\\''");
+    text = `curl -N ${url} \\\n  -H "Content-Type: application/json"${auth} \\\n  -d '${json}'`;
+  } else {
+    const args = [`model=${JSON.stringify(body.model)}`, `prompt=${JSON.stringify(body.prompt)}`,
+      `max_tokens=${body.max_tokens}`, `temperature=${body.temperature}`, `top_p=${body.top_p}`, `n=${body.n}`];
+    if (body.seed !== undefined) args.push(`seed=${body.seed}`);
+    if (body.stop) args.push(`stop=${JSON.stringify(body.stop)}`);
+    if (body.top_k) args.push(`extra_body={"top_k": ${body.top_k}}`);
+    const key = apiKey() ? `os.environ["TEXTGEN_API_KEY"]` : `"unused"`;
+    text = `import os\nfrom openai import OpenAI\n\nclient = OpenAI(base_url="${location.origin}/v1", api_key=${key})\n` +
+      `for chunk in client.completions.create(${args.join(", ")}, stream=True):\n` +
+      `    print(chunk.choices[0].text, end="", flush=True)\n`;
+  }
+  $("snippet").textContent = text;
+  $("snippet").hidden = false;
+  if (navigator.clipboard && window.isSecureContext) {
+    navigator.clipboard.writeText(text).then(() => status(`Copied as ${kind === "curl" ? "curl" : "Python"}.`));
+  } else {
+    status("Select the snippet below to copy it.");
+  }
+}
+
+// ---------------------------------------------------------------------------- runs view
+
+function curve(history) {
+  const points = history.filter((r) => r.val_bpc != null || r.val_loss != null)
+    .map((r) => [r.step, r.val_bpc != null ? r.val_bpc : r.val_loss / Math.LN2]);
+  const train = history.filter((r) => r.train_loss != null).map((r) => [r.step, r.train_loss / Math.LN2]);
+  const all = points.concat(train);
+  if (!all.length) return `<p class="muted">No evaluation yet.</p>`;
+  const W = 560, H = 220, L = 46, R = 12, T = 12, B = 28;
+  const xs = all.map((p) => p[0]), ys = all.map((p) => p[1]);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+  const sx = (x) => L + (x1 === x0 ? (W - L - R) / 2 : ((x - x0) / (x1 - x0)) * (W - L - R));
+  const sy = (y) => T + (y1 === y0 ? (H - T - B) / 2 : ((y1 - y) / (y1 - y0)) * (H - T - B));
+  const path = (pts) => pts.map((p, i) => `${i ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ");
+  const dots = points.map((p) => `<circle cx="${sx(p[0]).toFixed(1)}" cy="${sy(p[1]).toFixed(1)}" r="3"><title>step ${p[0]}: ${p[1].toFixed(3)} bpc</title></circle>`).join("");
+  return `<svg class="curve" viewBox="0 0 ${W} ${H}" role="img" aria-label="validation bits per character by step">
+    <line class="axis" x1="${L}" y1="${H - B}" x2="${W - R}" y2="${H - B}"/><line class="axis" x1="${L}" y1="${T}" x2="${L}" y2="${H - B}"/>
+    <text x="${L - 6}" y="${T + 4}" text-anchor="end">${y1.toFixed(2)}</text>
+    <text x="${L - 6}" y="${H - B}" text-anchor="end">${y0.toFixed(2)}</text>
+    <text x="${L}" y="${H - 8}">${x0.toLocaleString()}</text>
+    <text x="${W - R}" y="${H - 8}" text-anchor="end">step ${x1.toLocaleString()}</text>
+    ${train.length ? `<path class="train" d="${path(train)}"/>` : ""}
+    <path class="val" d="${path(points)}"/>${dots}</svg>
+    <div class="key"><i class="val"></i> validation bpc <i class="train"></i> training bpc</div>`;
+}
+
+function configTable(config) {
+  const rows = [];
+  for (const [group, values] of Object.entries(config || {})) {
+    for (const [k, v] of Object.entries(values || {})) {
+      if (v === null || typeof v === "object") continue;
+      rows.push(`<tr><td class="muted">${escapeHTML(group)}</td><td>${escapeHTML(k)}</td><td>${escapeHTML(String(v))}</td></tr>`);
+    }
+  }
+  return `<details><summary>Configuration</summary><table class="config">${rows.join("")}</table></details>`;
+}
+
+async function showRuns() {
+  const box = $("runs");
+  try {
+    const { data } = await getJSON("/v1/textgen/runs");
+    box.innerHTML = data.map((run) => `<article class="run">
+      <header><h2>${escapeHTML(run.id)}</h2><span class="muted">${escapeHTML(run.checkpoint)}</span></header>
+      <div class="facts"><span><b>${run.layers}×${run.units}</b> LSTM</span><span><b>${(run.parameters || 0).toLocaleString()}</b> parameters</span>
+      <span><b>${run.vocab_size}</b> characters</span><span>step <b>${run.checkpoint_step.toLocaleString()}</b></span>
+      <span>val <b>${run.validation_bpc != null ? run.validation_bpc.toFixed(3) : "–"}</b> bpc</span></div>
+      ${curve(run.history)}${configTable(run.config)}</article>`).join("");
+  } catch (error) {
+    box.innerHTML = `<p class="error">${escapeHTML(error.message)}</p>`;
+  }
+}
+
+// ---------------------------------------------------------------------------- start
+
+async function loadModels() {
+  try {
+    const { data } = await getJSON("/v1/models");
+    $("model").innerHTML = data.map((m) => `<option value="${escapeHTML(m.id)}">${escapeHTML(m.id)}</option>`).join("");
+    const pick = () => {
+      const m = data.find((d) => d.id === $("model").value);
+      if (m) $("step").textContent = m.checkpoint_step.toLocaleString();
+    };
+    $("model").onchange = pick;
+    pick();
+    status(data.length ? "" : "No model is loaded yet.");
+  } catch (error) {
+    status(`${error.message} ${/API key/.test(error.message) ? "Set it with the Key button." : ""}`, true);
+  }
+}
+
+function switchView(view) {
+  for (const tab of document.querySelectorAll(".tab")) {
+    const on = tab.dataset.view === view;
+    tab.classList.toggle("active", on);
+    tab.setAttribute("aria-selected", on);
+  }
+  $("view-play").hidden = view !== "play";
+  $("view-runs").hidden = view !== "runs";
+  if (view === "runs") showRuns();
+}
+
+function setTheme(theme) {
+  document.documentElement.dataset.theme = theme;
+  localStorage.setItem("textgen-theme", theme);
+}
+
+function start() {
+  const saved = localStorage.getItem("textgen-theme");
+  if (saved) document.documentElement.dataset.theme = saved;
+  $("theme").onclick = () => {
+    const dark = document.documentElement.dataset.theme
+      ? document.documentElement.dataset.theme === "dark"
+      : matchMedia("(prefers-color-scheme: dark)").matches;
+    setTheme(dark ? "light" : "dark");
+  };
+  for (const id of ["temperature", "top-p"]) {
+    const show = () => { $(`${id}-out`).textContent = Number($(id).value).toFixed(2); };
+    $(id).oninput = show;
+    show();
+  }
+  for (const tab of document.querySelectorAll(".tab")) tab.onclick = () => switchView(tab.dataset.view);
+  $("generate").onclick = () => generate(null);
+  $("stop").onclick = stop;
+  $("continue").onclick = continueSamples;
+  $("copy-curl").onclick = () => snippet("curl");
+  $("copy-python").onclick = () => snippet("python");
+  $("key-button").onclick = () => { $("key-panel").hidden = !$("key-panel").hidden; $("api-key").value = apiKey(); };
+  $("key-save").onclick = () => {
+    localStorage.setItem("textgen-key", $("api-key").value.trim());
+    $("key-panel").hidden = true;
+    loadModels();
+  };
+  $("prompt").onkeydown = (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) generate(null); };
+  $("outputs").addEventListener("mouseover", showTip);
+  $("outputs").addEventListener("mouseleave", () => { $("tip").hidden = true; });
+  loadModels();
+}
+
+start();
