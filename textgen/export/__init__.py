@@ -16,6 +16,7 @@ from pathlib import Path
 
 from textgen.errors import ConfigError
 from textgen.export.arrays import PRECISIONS, check_precision, load
+from textgen.files import temporary_name
 
 FORMATS = ("html", "onnx", "savedmodel", "tflite")
 CHECK_STEPS = 16
@@ -39,7 +40,7 @@ def _check_output(output: Path, force: bool, extra: list[Path]) -> None:
 
 def _temporary(output: Path, directory: bool) -> Path:
     """A hidden temporary path beside `output`; an unwritable directory is a one-line error."""
-    temp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    temp = temporary_name(output)  # textgen's convention: .<name>.tmp-<pid>
     try:
         if directory:
             temp.mkdir()
