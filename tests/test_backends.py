@@ -84,6 +84,7 @@ def small_corpus(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_jax_trains_resumes_samples_and_checkpoints_cross_backends(small_corpus, tmp_path):
     root = tmp_path / "checkpoints"
     # Compiled XLA programs are shared between the JAX subprocesses (resume reuses train's).
@@ -134,6 +135,7 @@ def test_jax_trains_resumes_samples_and_checkpoints_cross_backends(small_corpus,
         assert np.abs(on_jax[str(i)] - on_tensorflow).max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_mixed_precision_is_refused_on_jax_in_one_line(small_corpus, tmp_path):
     # jax.experimental.rnn's cuDNN LSTM (what Keras 3.15 runs on a GPU) rejects float16: refuse up
     # front, before a run directory exists, whatever devices JAX sees.

@@ -44,6 +44,7 @@ def run(corpus, root, name, **train):
     return trainer, rec, trainer.run()
 
 
+@pytest.mark.slow
 def test_size_presets_from_the_cli(tiny_corpus):
     for size, expected in PRESETS.items():
         result = CliRunner().invoke(app, ["train", str(tiny_corpus), "--size", size, "--run", size, "--epochs", "1",
@@ -59,7 +60,8 @@ def test_size_presets_from_the_cli(tiny_corpus):
 def test_cosine_with_warmup(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     trainer, rec, _ = run(corpus, tmp_path, "cos", lr_schedule="cosine", warmup_steps=5, decay_steps=40,
-                          learning_rate=0.01, eval_every=1000, epochs=1)
+                          learning_rate=0.01, eval_every=1000, epochs=1, seq_len=32, batch_size=4)
+    assert trainer.step > 30
     rates = rec.rates
     assert rates[0] < rates[3] < rates[4], "warm-up rises"
     assert max(rates) == pytest.approx(0.01, rel=0.05)
@@ -85,6 +87,7 @@ class StopAt(Recorder):
             self.trainer.stop_reason = "SIGTERM"
 
 
+@pytest.mark.slow
 def test_cosine_fits_its_decay_to_the_time_limit(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     trainer, rec, summary = run(corpus, tmp_path, "fit", lr_schedule="cosine", time_limit=4.0, epochs=100_000,
@@ -112,6 +115,7 @@ def test_fitted_decay_arithmetic(tiny_corpus, tmp_path):
     assert trainer.decay_total == trainer.batches.steps_per_epoch
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_fitted_schedule(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     first = StopAt(200)
@@ -159,7 +163,7 @@ def test_plateau_halves_and_patience_stops_restoring_best(tiny_corpus, tmp_path)
 def test_sample_every(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     trainer, rec, _ = run(corpus, tmp_path, "smp", sample_every=4, sample_chars=0, eval_every=1000,
-                          time_limit=None, epochs=1)
+                          time_limit=None, epochs=1, seq_len=64, batch_size=8)
     steps = trainer.step
     assert len(rec.samples) == steps // 4
     assert all(len(s) == 200 for s in rec.samples)
@@ -167,7 +171,7 @@ def test_sample_every(tiny_corpus, tmp_path):
 
 def test_tensorboard_logs(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
-    run(corpus, tmp_path, "tb", tensorboard=True, eval_every=5, epochs=1)
+    run(corpus, tmp_path, "tb", tensorboard=True, eval_every=5, epochs=1, seq_len=64, batch_size=8)
     events = list(checkpoints.tensorboard_dir(tmp_path / "tb").rglob("events.out.tfevents*"))
     assert {p.parent.name for p in events} >= {"train", "validation"}
     assert all(p.stat().st_size > 0 for p in events)

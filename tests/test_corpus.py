@@ -185,6 +185,7 @@ def test_vocabulary_lists_unknown_characters():
         vocab.encode("abxcy")
 
 
+@pytest.mark.slow
 def test_prepare_removes_temporaries_of_dead_runs_only(tmp_path):
     """A prepare killed mid-way leaves `.codepoints.tmp-<pid>` (2 bytes per character): the
     next prepare of that corpus deletes it, but not the files of a prepare still running."""

@@ -16,8 +16,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import TINY_TEXT, run_cli
+
 from textgen import checkpoints
 
 MODEL = ["--layers", "2", "--units", "16", "--embedding-dim", "8"]
@@ -77,6 +77,7 @@ def train_two_workers(corpus, roots, *extra, timeout=240):
     return results
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_devices_matches_one_device_and_resumes_across_strategies(corpus, tmp_path):
     root = tmp_path / "checkpoints"
     one = ok(run_cli("train", corpus, "--run", "one", "--strategy", "one-device", *MODEL, *TRAIN, "--epochs", "2", "--json"))
@@ -93,6 +94,7 @@ def test_mirrored_on_two_devices_matches_one_device_and_resumes_across_strategie
     assert_same_curve(curve(root, "straight"), curve(root, "one"))
 
 
+@pytest.mark.slow
 def test_multi_worker_two_processes_match_one_process_only_chief_writes_and_resume(corpus, tmp_path):
     shared, private = tmp_path / "shared", tmp_path / "worker1"
     chief, worker = train_two_workers(corpus, [shared, private], "--epochs", "2")
@@ -112,6 +114,7 @@ def test_multi_worker_two_processes_match_one_process_only_chief_writes_and_resu
     assert_same_curve(curve(single, "mw"), curve(shared, "mw"))
 
 
+@pytest.mark.slow
 def test_multi_worker_fits_one_schedule_to_the_time_limit(corpus, tmp_path):
     # Each worker measures its own speed; they must agree on one schedule, or their weights part.
     root = tmp_path / "shared"
@@ -125,6 +128,7 @@ def test_multi_worker_fits_one_schedule_to_the_time_limit(corpus, tmp_path):
     assert checkpoints.latest(root / "mw").state["fitted_decay_steps"] > 50
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, env, message", [
     (["--strategy", "sideways"], {}, "--strategy must be one of"),
     (["--strategy", "mirrored", "--batch-size", "7"], TWO_CPUS, "multiple of the 2 replicas"),

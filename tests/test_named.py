@@ -70,9 +70,10 @@ def write_catalog(tmp_path, monkeypatch, entries):
     monkeypatch.setenv("TEXTGEN_CATALOG", str(path))
 
 
+@pytest.mark.slow
 def test_download_verified_by_sha256(http_server, tmp_path, monkeypatch):
     root, url = http_server
-    body = "To be, or not to be.\n".encode() * 100
+    body = b"To be, or not to be.\n" * 100
     (root / "hamlet.txt").write_bytes(body)
     write_catalog(tmp_path, monkeypatch, {"hamlet": {"url": f"{url}/hamlet.txt",
                                                      "sha256": hashlib.sha256(body).hexdigest()}})
@@ -82,6 +83,7 @@ def test_download_verified_by_sha256(http_server, tmp_path, monkeypatch):
     assert named.resolve("hamlet")[0].read_bytes() == body
 
 
+@pytest.mark.slow
 def test_checksum_mismatch_keeps_no_file(http_server, tmp_path, monkeypatch):
     root, url = http_server
     (root / "evil.txt").write_bytes(b"not what you expected\n")
@@ -92,6 +94,7 @@ def test_checksum_mismatch_keeps_no_file(http_server, tmp_path, monkeypatch):
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_download_failure_is_clear(http_server, tmp_path, monkeypatch):
     _, url = http_server
     write_catalog(tmp_path, monkeypatch, {"gone": {"url": f"{url}/missing.txt", "sha256": "1" * 64}})

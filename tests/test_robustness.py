@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_TEXT, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from conftest import TINY_TEXT, run_cli
 from textgen import checkpoints
 from textgen.cli import app
 
@@ -39,6 +39,7 @@ def wait_for(predicate, timeout=120.0, interval=0.05):
     return False
 
 
+@pytest.mark.slow
 def test_kill_9_three_times_then_everything_still_works(tiny_corpus):
     """SIGKILL a training process at random moments (one of them mid-checkpoint-write)."""
     run_dir = Path("checkpoints") / "crash"
@@ -47,7 +48,7 @@ def test_kill_9_three_times_then_everything_still_works(tiny_corpus):
     for attempt in range(3):
         extra = ["--epochs", "1000", "--eval-every", "5", "--eval-chars", "300"]
         proc = start_training(tiny_corpus, "crash", *(extra + (["--resume"] if attempt else [])))
-        assert wait_for(lambda: len(checkpoints.list_checkpoints(run_dir)) > 0 and
+        assert wait_for(lambda reached=reached: len(checkpoints.list_checkpoints(run_dir)) > 0 and
                         checkpoints.list_checkpoints(run_dir)[-1].name > f"ckpt-{reached:08d}")
         if attempt == 1:  # kill while a checkpoint is being written
             wait_for(lambda: any(run_dir.glob(".tmp-ckpt-*")), timeout=30, interval=0.001)
@@ -69,6 +70,7 @@ def test_kill_9_three_times_then_everything_still_works(tiny_corpus):
     assert not (run_dir / "lock").exists()
 
 
+@pytest.mark.slow
 def test_one_writer_per_run_and_stale_lock_takeover(tiny_corpus):
     run_dir = Path("checkpoints") / "busy"
     proc = start_training(tiny_corpus, "busy", "--epochs", "1000", "--eval-every", "50")
@@ -88,6 +90,7 @@ def test_one_writer_per_run_and_stale_lock_takeover(tiny_corpus):
     assert not (run_dir / "lock").exists()
 
 
+@pytest.mark.slow
 def test_write_failure_keeps_the_previous_checkpoint(tiny_corpus):
     first = run_cli("train", tiny_corpus, "--run", "full", *TINY, "--epochs", "1", "--eval-every", "10",
                     "--json")
@@ -114,6 +117,7 @@ def test_write_failure_keeps_the_previous_checkpoint(tiny_corpus):
     assert run_cli("sample", "--run", "full", "--length", "5").returncode == 0
 
 
+@pytest.mark.slow
 def test_checkpoints_hold_no_pickles(tiny_corpus):
     run_cli("train", tiny_corpus, "--run", "safe", *TINY, "--epochs", "1", "--eval-every", "10")
     run_dir = Path("checkpoints") / "safe"
@@ -128,6 +132,7 @@ def test_checkpoints_hold_no_pickles(tiny_corpus):
     assert result.exit_code == 1 and "damaged" in result.stderr
 
 
+@pytest.mark.slow
 def test_damaged_newest_checkpoint_offers_the_previous_one(tiny_corpus):
     run_cli("train", tiny_corpus, "--run", "two", *TINY, "--epochs", "1", "--eval-every", "5")
     run_dir = Path("checkpoints") / "two"
@@ -170,6 +175,7 @@ def test_fuzz_prepare_random_bytes(tmp_path, data, encoding):
     assert_clean(runner.invoke(app, ["prepare", str(path), "--encoding", encoding, "--json"]))
 
 
+@pytest.mark.slow
 @fuzz(12)
 @given(data=st.binary(min_size=0, max_size=400))
 def test_fuzz_train_random_bytes(tmp_path, data):
@@ -193,6 +199,7 @@ def fuzz_run(tmp_path_factory):
     return root / "checkpoints"
 
 
+@pytest.mark.slow
 @fuzz(200)
 @given(prime=st.text(max_size=40))
 def test_fuzz_prime_text(fuzz_run, prime):
@@ -207,6 +214,7 @@ option_value = st.one_of(st.integers(-5, 50).map(str), st.floats(allow_nan=True,
                          st.text(max_size=6))
 
 
+@pytest.mark.slow
 @fuzz(200)
 @given(temperature=option_value, top_k=option_value, top_p=option_value, length=option_value,
        num_samples=st.one_of(st.integers(-2, 4).map(str), st.text(max_size=3)))
@@ -217,6 +225,7 @@ def test_fuzz_sample_options(fuzz_run, temperature, top_k, top_p, length, num_sa
     assert_clean(result)
 
 
+@pytest.mark.slow
 @fuzz(15)
 @given(values=st.fixed_dictionaries({
     "--layers": st.sampled_from(["1", "0", "-1", "x", "1.5"]),
@@ -234,6 +243,7 @@ def test_fuzz_train_options(tiny_corpus, values):
     assert_clean(runner.invoke(app, args))
 
 
+@pytest.mark.slow
 def test_run_killed_before_its_first_checkpoint_can_resume(tiny_corpus):
     proc = start_training(tiny_corpus, "early", "--epochs", "1000", "--eval-every", "100000",
                           "--checkpoint-seconds", "3600")

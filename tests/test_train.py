@@ -40,6 +40,7 @@ def weights_of(run_dir):
     return ckpt, checkpoints.load_arrays(ckpt.path)
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     root = tmp_path / "checkpoints"
@@ -79,7 +80,8 @@ def test_resume_continues_exactly(tiny_corpus, tmp_path):
 def test_run_directory_is_self_describing(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     root = tmp_path / "checkpoints"
-    trainer = open_run(corpus, "tiny", root, "desc", TINY_MODEL, train_options(epochs=1, eval_every=4), False)
+    trainer = open_run(corpus, "tiny", root, "desc", TINY_MODEL, train_options(epochs=1, eval_every=40, sample_chars=0),
+                       False)
     trainer.run()
     info = json.loads((root / "desc" / "run.json").read_text())
     assert info["model"]["units"] == 16 and info["model"]["vocab_size"] == len(corpus.vocab)
@@ -101,13 +103,18 @@ def test_run_directory_is_self_describing(tiny_corpus, tmp_path):
 def test_existing_run_is_not_overwritten(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     root = tmp_path / "checkpoints"
-    open_run(corpus, "tiny", root, "keep", TINY_MODEL, train_options(epochs=1, eval_every=100), False).run()
+    trainer = open_run(corpus, "tiny", root, "keep", TINY_MODEL, train_options(epochs=1, eval_every=100, sample_chars=0),
+                       False)
+    trainer.callbacks = StopAfter(3)
+    trainer.callbacks.trainer = trainer
+    trainer.run()
     before = (root / "keep" / "run.json").read_bytes()
     with pytest.raises(CheckpointError, match="already exists"):
         open_run(corpus, "tiny", root, "keep", TINY_MODEL, train_options(), False)
     assert (root / "keep" / "run.json").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_shape_options(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     root = tmp_path / "checkpoints"
@@ -118,6 +125,7 @@ def test_resume_refuses_changed_shape_options(tiny_corpus, tmp_path):
         open_run(corpus, "tiny", root, "fixed", {}, {"batch_size": 8}, True)
 
 
+@pytest.mark.slow
 def test_time_limit_stops_and_still_checkpoints(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     root = tmp_path / "checkpoints"
@@ -138,7 +146,9 @@ def test_streamed_evaluation_matches_one_stream(tiny_corpus, tmp_path):
 
     corpus = prepare(tiny_corpus)
     trainer = open_run(corpus, "tiny", tmp_path / "checkpoints", "ev", TINY_MODEL,
-                       train_options(epochs=1, eval_every=1000), False)
+                       train_options(epochs=1, eval_every=1000, sample_chars=0), False)
+    trainer.callbacks = StopAfter(20)  # trained a little: any weights must agree across the two paths
+    trainer.callbacks.trainer = trainer
     trainer.run()
     ids = np.asarray(corpus.ids()[:3000])
     results = {}

@@ -18,14 +18,9 @@ from textgen.corpus import PreparedCorpus
 from textgen.errors import CheckpointError, ConfigError
 from textgen.trainer import Trainer, TrainingCallbacks
 
-__all__ = ["Trainer", "TrainingCallbacks", "TrainConfig", "open_run", "versions"]
+__all__ = ["Trainer", "TrainingCallbacks", "TrainConfig", "open_run"]
 
 keras = quiet_import_keras()
-
-
-def versions() -> dict:
-    """What run.json records under "versions": textgen.files.versions for this process' backend."""
-    return files.versions(keras.backend.backend(), installed_only=True)
 
 
 def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | None,
@@ -68,7 +63,7 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
             "vocab": corpus.vocab,
             "corpus": {"name": corpus_name, "source": corpus.source, "sha256": corpus.sha256,
                        "encoding": corpus.encoding, "characters": corpus.num_chars},
-            "versions": versions(),
+            "versions": files.versions(keras.backend.backend(), installed_only=True),
         }
     if not chief:
         ckpt = None

@@ -44,9 +44,6 @@ from textgen.session import generate
 keras = quiet_import_keras()
 
 
-
-
-
 class TrainingCallbacks:
     """Hooks the trainer calls; the CLI overrides them to draw progress."""
 
