@@ -8,6 +8,10 @@ variables, so it is saved with the checkpoint and works on every Keras backend.
 The inner `keras.layers.LSTM` keeps the arguments that let TensorFlow (and, since Keras
 3.14, JAX and PyTorch) pick the fused cuDNN kernel: tanh / sigmoid, recurrent_dropout=0,
 unroll=False, use_bias=True, no masking.
+
+`build_training_model` is the one recipe for the model `textgen train` trains (built for its
+batch shape, compiled with Adam and the sparse cross-entropy from logits); the benchmarks
+use it too. The config itself (`ModelConfig`) lives in `textgen.config`, without Keras.
 """
 
 from __future__ import annotations
