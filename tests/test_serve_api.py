@@ -161,5 +161,6 @@ def test_openapi_documents_the_native_endpoint(server):
 
 def test_runs_view_data(server):
     data = httpx.get(server.url + "/v1/textgen/runs", timeout=10).json()["data"]
-    assert data[0]["id"] == "tiny" and data[0]["history"][0]["step"] == 250
+    assert data[0]["id"] == "tiny" and data[0]["history"][-1]["step"] == 250
+    assert [r["step"] for r in data[0]["history"] if "val_bpc" in r] == [50, 100, 150, 200, 250]
     assert data[0]["config"]["model"]["units"] == 16

@@ -53,7 +53,7 @@ def resumed(trained, tmp_path_factory):  # noqa: F811
 def test_new_checkpoints_serve_new_requests_while_old_ones_finish(trained, resumed, tmp_path):  # noqa: F811
     root = copy_run(trained, tmp_path / "ck")
     run = root / "tiny"
-    old_text = _reference(resumed, "ckpt-00000250", "O", LONG, seed=5)
+    old_text = _reference(trained / "tiny", "ckpt-00000250", "O", LONG, seed=5)
     new_text = _reference(resumed, "ckpt-00000500", "O", 200, seed=5)
     assert old_text[:200] != new_text
     s = Server(root, "--reload-seconds", "0.2", "--max-length", str(LONG))
