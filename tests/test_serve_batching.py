@@ -177,3 +177,13 @@ def test_the_server_never_imports_tensorflow(trained, tmp_path):  # noqa: F811
     finally:
         assert s.stop() == 0
     assert "imported" not in s.log()
+
+
+def test_it_listens_on_127_0_0_1_only_by_default(server):
+    listening = []
+    for line in open("/proc/net/tcp").read().splitlines()[1:] + open("/proc/net/tcp6").read().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, port = local.split(":")
+        if int(port, 16) == server.port and state == "0A":  # LISTEN
+            listening.append(address)
+    assert listening == ["0100007F"]  # 127.0.0.1, little-endian hex; nothing on 0.0.0.0 or ::

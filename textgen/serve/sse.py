@@ -7,6 +7,7 @@ generator, and its `finally` takes the job's streams out of the batch before the
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from fastapi.responses import StreamingResponse
@@ -27,7 +28,11 @@ KEEPALIVE = b": keep-alive\n\n"
 async def _events(job, view, scheduler, settings, metrics):
     try:
         if view.kind == "chat" or view.echo:
-            await job.started.wait()
+            while not job.started.is_set():  # queued: keep the connection alive meanwhile
+                try:
+                    await asyncio.wait_for(job.started.wait(), timeout=settings.keepalive_seconds)
+                except asyncio.TimeoutError:
+                    yield KEEPALIVE
             for body in view.opening(job.prime_logprobs):
                 yield event(body)
         async for updates in job.updates(settings.flush_seconds, settings.keepalive_seconds):
@@ -44,6 +49,7 @@ async def _events(job, view, scheduler, settings, metrics):
                 500, "Internal error.", type="server_error", code="internal_error")
             yield event(failure.body())
         else:
+            view.step = job.checkpoint_step if job.checkpoint_step is not None else view.step
             for body in view.closing():
                 yield event(body)
         yield DONE
