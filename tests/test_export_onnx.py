@@ -86,7 +86,7 @@ def test_the_readme_loop_greedy_equals_textgen_sample(exported, run_root, tmp_pa
 
 def test_the_readme_prints_the_loops_the_tests_run():
     """Each format's loop in the README's Export section is, verbatim, the snippet file that the
-    tests execute (textgen/export/snippets/). Before that section is pasted into README.md, this
+    tests execute (docs/export-loops/). Before that section is pasted into README.md, this
     only checks the snippets exist."""
     readme = (support.SNIPPETS.parents[2] / "README.md").read_text(encoding="utf-8")
     snippets = {name: (support.SNIPPETS / f"{name}.py").read_text(encoding="utf-8").rstrip("\n")
@@ -95,4 +95,4 @@ def test_the_readme_prints_the_loops_the_tests_run():
     if "\n## Export" in readme:
         section = readme.split("\n## Export", 1)[1].split("\n## ", 1)[0]
         for name, text in snippets.items():
-            assert f"```python\n{text}\n```" in section, f"README's {name} loop differs from snippets/{name}.py"
+            assert f"```python\n{text}\n```" in section, f"README's {name} loop differs from docs/export-loops/{name}.py"

@@ -75,11 +75,11 @@ def greedy_sample(root: Path, prime: str = PRIME, length: int = GREEDY_LENGTH) -
     return json.loads(result.stdout)["samples"][0]["text"]
 
 
-SNIPPETS = Path(__file__).resolve().parents[1] / "textgen" / "export" / "snippets"
+SNIPPETS = Path(__file__).resolve().parents[1] / "docs" / "export-loops"
 
 
 def run_snippet(name: str, temperature: float = 0.0, length: int = GREEDY_LENGTH) -> str:
-    """Execute the README's sampling loop for one format (textgen/export/snippets/<name>.py) in
+    """Execute the README's sampling loop for one format (docs/export-loops/<name>.py) in
     the current directory, where the test wrote the export under the README's file name;
     returns its `text` (the prime and what it generated)."""
     source = (SNIPPETS / f"{name}.py").read_text(encoding="utf-8")
