@@ -88,7 +88,7 @@ class TrainConfig:
 
     seq_len: int = 25
     batch_size: int = 128
-    epochs: int = 20
+    epochs: int = 100  # without --epochs: a safety cap (the run stops when validation stops improving)
     time_limit: float | None = None
     learning_rate: float = 6e-3
     clip_norm: float | None = 1.0
@@ -180,3 +180,67 @@ def resumed_configs(name: str, info: dict, vocab: list, given_model: dict,
             )
     recorded.update(given_train)
     return model_config, TrainConfig(**recorded).validate()
+
+
+# -- defaults chosen from the corpus and the budget ------------------------------------------
+
+# Dropout and model size by corpus size: (largest corpus in characters, dropout, size preset),
+# first match wins. Every row holds today's defaults; the per-size values are decided by the
+# suite measurement of `benchmarks/quality.py --suite`, whose table benchmarks/README.md holds.
+CORPUS_RULES = ((math.inf, 0.0, DEFAULT_PRESET),)
+
+# Without --time-limit and --epochs the run trains until validation stops improving:
+# evaluate after every pass over the training text, or every this many training characters
+# if a pass is longer (so a large corpus does not wait a whole epoch for its first check);
+# halve the learning rate after 2 evaluations without a new best (the plateau schedule needs
+# no horizon, unlike a cosine); stop after `NO_BUDGET_PATIENCE` of them, keeping the best weights.
+NO_BUDGET_EVAL_CHARS = 2_000_000
+NO_BUDGET_PATIENCE = 6
+# With --time-limit alone the time is the budget: no epoch cap worth the name.
+TIME_LIMIT_EPOCHS = 1_000_000
+MODEL_SIZE_OPTIONS = ("num_layers", "units", "embedding_dim")
+
+
+def choose_defaults(given_model: dict, given_train: dict, corpus_chars: int,
+                    time_budget: float | None) -> tuple[dict, dict, dict]:
+    """The options of a new run: the user's, plus textgen's choices for those left open.
+
+    `given_model` / `given_train` hold only the options the user set; `corpus_chars` is the
+    corpus' length in characters; `time_budget` the time limit in seconds (None if none).
+    Returns (model options, training options, chosen): `chosen` maps each option textgen set
+    to {"value", "reason"} (recorded as `run.json["chosen"]`). A given option always wins.
+    """
+    model, train, chosen = dict(given_model), dict(given_train), {}
+
+    def choose(target: dict, name: str, value, reason: str) -> None:
+        if name not in target:
+            target[name] = value
+            chosen[name] = {"value": value, "reason": reason}
+
+    limit, dropout, size = next(rule for rule in CORPUS_RULES if corpus_chars <= rule[0])
+    where = "every corpus size" if math.isinf(limit) else f"corpora up to {limit:,} characters"
+    choose(model, "dropout", dropout, f"the default for {where}")
+    if not any(name in model for name in MODEL_SIZE_OPTIONS):
+        chosen["size"] = {"value": size, "reason": f"the {size} preset, the default for {where}"}
+    for name, value in PRESETS[size].items():
+        model.setdefault(name, value)
+
+    if "epochs" in train:
+        return model, train, chosen  # the user's epochs: no early stopping unless --patience
+    if time_budget is not None:
+        choose(train, "epochs", TIME_LIMIT_EPOCHS, "no epoch cap: the time limit ends the run")
+        return model, train, chosen
+    defaults_ = defaults(TrainConfig)
+    choose(train, "epochs", defaults_["epochs"],
+           "a safety cap: without --epochs or --time-limit the run stops when validation stops improving")
+    choose(train, "patience", NO_BUDGET_PATIENCE,
+           "no budget given: stop when validation has not improved for this many evaluations (best weights kept)")
+    chars_per_step = train.get("batch_size", defaults_["batch_size"]) * train.get("seq_len", defaults_["seq_len"])
+    train_chars = corpus_chars * (1 - train.get("val_fraction", defaults_["val_fraction"]))
+    every = max(1, int(min(train_chars, NO_BUDGET_EVAL_CHARS) // chars_per_step))
+    choose(train, "eval_every", every,
+           f"evaluate every pass over the text, at most every {NO_BUDGET_EVAL_CHARS:,} characters")
+    if not {"warmup_steps", "decay_steps"} & set(train):
+        choose(train, "lr_schedule", "plateau",
+               "no time limit or epoch count to fit a cosine to: halve the rate when validation stalls")
+    return model, train, chosen

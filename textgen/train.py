@@ -13,7 +13,7 @@ from pathlib import Path
 
 from textgen import checkpoints, distribute, files
 from textgen.backend import quiet_import_keras
-from textgen.config import ModelConfig, TrainConfig, resumed_configs
+from textgen.config import ModelConfig, TrainConfig, choose_defaults, resumed_configs
 from textgen.corpus import PreparedCorpus
 from textgen.errors import CheckpointError, ConfigError
 from textgen.trainer import Trainer, TrainingCallbacks
@@ -29,7 +29,8 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
     """Create a new run (or reopen one with `resume`), lock it, and return its trainer.
 
     `model_options` / `train_options` hold only the options the user gave (others None);
-    a new run fills the rest with defaults, a resumed run with its own recorded values.
+    a new run fills the rest with `choose_defaults` (recorded as `run.json["chosen"]`), a resumed
+    run with its own recorded values.
     Nothing in an existing run changes unless every check passes.
     """
     root = Path(root)
@@ -37,7 +38,7 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
     given_train = {k: v for k, v in train_options.items() if v is not None}
     # The strategy first: TensorFlow must create it before anything else, and under
     # multi-worker only the chief touches the run directory (the others only read it).
-    recorded_strategy = None
+    recorded_strategy, chosen = None, {}
     if resume:
         directory = checkpoints.find_run(root, run)
         info = checkpoints.read_run_file(directory)
@@ -53,13 +54,16 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
                 f"Run {name!r} already exists in {str(root)!r}. Pass --resume to continue it, "
                 "or choose another --run name."
             )
-        model_config = ModelConfig(vocab_size=len(corpus.vocab), **given_model).validate()
-        config = TrainConfig(**given_train).validate()
+        model_options, train_options, chosen = choose_defaults(
+            given_model, given_train, corpus.num_chars, given_train.get("time_limit"))
+        model_config = ModelConfig(vocab_size=len(corpus.vocab), **model_options).validate()
+        config = TrainConfig(**train_options).validate()
         info = {
             "name": directory.name,
             "created": time.time(),
             "model": model_config.to_dict(),
             "training": asdict(config),
+            "chosen": chosen,
             "vocab": corpus.vocab,
             "corpus": {"name": corpus_name, "source": corpus.source, "sha256": corpus.sha256,
                        "encoding": corpus.encoding, "characters": corpus.num_chars},
@@ -72,7 +76,7 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
             if checkpoints.list_checkpoints(directory):
                 ckpt = checkpoints.latest(directory, use_previous=use_previous)
         return Trainer(directory, model_config, config, corpus,
-                       callbacks=callbacks or TrainingCallbacks(), resume=ckpt)
+                       callbacks=callbacks or TrainingCallbacks(), resume=ckpt, chosen=chosen)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     lock = checkpoints.RunLock(directory).acquire()
@@ -87,7 +91,7 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
             info["training"] = asdict(config)
             info["updated"] = time.time()
         trainer = Trainer(directory, model_config, config, corpus,
-                          callbacks=callbacks or TrainingCallbacks(), resume=ckpt)
+                          callbacks=callbacks or TrainingCallbacks(), resume=ckpt, chosen=chosen)
         checkpoints.write_run_file(directory, info)
     except BaseException:
         lock.release()

@@ -63,8 +63,9 @@ class Trainer:
     corpus: PreparedCorpus
     callbacks: TrainingCallbacks = field(default_factory=TrainingCallbacks)
     resume: checkpoints.Checkpoint | None = None
-    stop_reason: str | None = None
+    stop_reason: str | None = None  # a code: finished, time_limit, early_stopping, SIGINT, SIGTERM, ...
     lock: checkpoints.RunLock | None = None
+    chosen: dict = field(default_factory=dict)  # the defaults textgen chose (config.choose_defaults)
 
     def __post_init__(self):
         self.config.validate()
@@ -139,6 +140,29 @@ class Trainer:
     def current_learning_rate(self) -> float:
         return float(np.asarray(self.optimizer.learning_rate))
 
+    def best_record(self) -> dict | None:
+        """The evaluation with the lowest validation loss so far (the first of equals)."""
+        return min(self.history, key=lambda record: record["val_loss"]) if self.history else None
+
+    def stop_message(self) -> str | None:
+        """Why the run stopped, in one line (None while it runs)."""
+        reason, best = self.stop_reason, self.best_record()
+        if reason is None:
+            return None
+        best_text = f"best {best['val_loss']:.4f} at step {best['step']:,}" if best else "no evaluation"
+        if reason == "early_stopping":
+            restored = ", weights restored" if getattr(self, "restored_best_from", None) is not None else ""
+            return (f"validation loss has not improved for {self.evals_since_best()} evaluations "
+                    f"({best_text}{restored})")
+        if reason == "finished":
+            cap = " (the safety cap: validation was still improving)" if "epochs" in self.chosen else ""
+            return f"epochs done: {self.config.epochs:,}{cap} ({best_text})"
+        if reason == "time_limit":
+            return f"time limit reached: {self.config.time_limit:g} s ({best_text})"
+        if reason in ("SIGINT", "SIGTERM"):
+            return f"interrupted ({'Ctrl-C' if reason == 'SIGINT' else 'SIGTERM'}; {best_text})"
+        return reason
+
     def evals_since_best(self) -> int:
         """How many evaluations in a row have not improved the best validation loss."""
         return schedule.evals_since_best([record["val_loss"] for record in self.history])
@@ -170,6 +194,8 @@ class Trainer:
             "history": self.history,
             "restored_best_from_step": getattr(self, "restored_best_from", None),
             "fitted_decay_steps": self.decay_total if self.fitted else None,
+            "stopped": self.stop_reason,
+            "stop_reason": self.stop_message(),
             "saved_at": time.time(),
         }
 
@@ -259,7 +285,7 @@ class Trainer:
             "step": self.step, "total_steps": total_steps, "steps_per_epoch": spe,
             "chars_per_step": self.batches.chars_per_step, "time_limit": cfg.time_limit,
             "parameters": self.model_config.num_parameters(), "train_chars": self.split,
-            "val_chars": len(self.val_ids) - 1,
+            "val_chars": len(self.val_ids) - 1, "chosen": self.chosen,
         })
         started = time.time()
         self._started, self._clock = started, None  # _clock: (time, step) after this process' first step
@@ -306,6 +332,8 @@ class Trainer:
                 if cfg.sample_every and self.step % cfg.sample_every == 0:
                     self.callbacks.on_sample(self.sample_text(cfg.sample_chars or 200, cfg.sample_temperature))
                 if self.step % eval_every == 0 or self.step == total_steps:
+                    if self.step == total_steps and self.stop_reason is None:
+                        self.stop_reason = "finished"  # before the last save, which records it
                     self._evaluate_and_save(loss)
                     last_save, needs_save = time.time(), False
                 elif now - last_save >= cfg.checkpoint_seconds:
@@ -319,6 +347,7 @@ class Trainer:
                 self._evaluate_and_save(last_logs.get("loss"))
             if self.stop_reason == "early_stopping":
                 self._restore_best()
+            self._record_stop()
         finally:
             if self.tensorboard is not None:
                 self.tensorboard.on_train_end()
@@ -326,6 +355,9 @@ class Trainer:
                 signal.signal(s, h)
             if self.lock is not None:
                 self.lock.release()
+        # The run's result: the best evaluation when early stopping put its weights back, else the last.
+        result = self.best_record() if getattr(self, "restored_best_from", None) is not None else \
+            (self.history[-1] if self.history else None)
         summary = {
             "run": self.run_dir.name, "run_dir": str(self.run_dir), "stopped": self.stop_reason,
             "step": self.step, "epoch": round(self.step / spe, 3),
@@ -334,15 +366,27 @@ class Trainer:
             "wall_seconds": round(time.time() - started, 2),
             "chars_per_second": round(self.step * self.batches.chars_per_step / self.train_seconds, 1)
             if self.train_seconds > 0 else None,
-            "val_loss": self.history[-1]["val_loss"] if self.history else None,
-            "val_bpc": self.history[-1]["val_bpc"] if self.history else None,
+            "val_loss": result["val_loss"] if result else None,
+            "val_bpc": result["val_bpc"] if result else None,
             "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
+            "best_step": self.best_record()["step"] if self.history else None,
+            "stop_reason": self.stop_message(),
             "learning_rate": self.current_learning_rate(),
             "parameters": self.model_config.num_parameters(),
             "strategy": self.distribution.describe(), "chief": self.distribution.is_chief,
         }
         self.callbacks.on_train_end(summary)
         return summary
+
+    def _record_stop(self) -> None:
+        """Write why the run stopped into run.json (the chief of a run opened by `open_run`)."""
+        if not self.distribution.is_chief or not (self.run_dir / checkpoints.RUN_FILE).exists():
+            return
+        info = checkpoints.read_run_file(self.run_dir)
+        best = self.best_record()
+        info.update(stopped=self.stop_reason, stop_reason=self.stop_message(), stopped_at_step=self.step,
+                    best_step=best["step"] if best else None)
+        checkpoints.write_run_file(self.run_dir, info)
 
     def _evaluate_and_save(self, train_loss) -> None:
         if self.history and self.history[-1]["step"] == self.step:

@@ -10,7 +10,15 @@ from typing import Annotated, Optional
 import typer
 
 from textgen.cli.common import CheckpointsOption, JsonOption, emit_json, err, out
-from textgen.config import DEFAULT_PRESET, PRESETS, ModelConfig, TrainConfig, defaults, preset
+from textgen.config import (
+    DEFAULT_PRESET,
+    NO_BUDGET_PATIENCE,
+    PRESETS,
+    ModelConfig,
+    TrainConfig,
+    defaults,
+    preset,
+)
 
 MODEL = defaults(ModelConfig)
 TRAINING = defaults(TrainConfig)
@@ -44,6 +52,8 @@ class RichProgress:
             err.print(f"[dim]{info['parameters']:,} parameters · {info['train_chars']:,} training / "
                       f"{info['val_chars']:,} validation characters · {info['steps_per_epoch']:,} steps per "
                       f"epoch · starting at step {info['step']:,}{limit}[/]")
+            for name, choice in info.get("chosen", {}).items():
+                err.print(f"[dim]chosen: {name} = {choice['value']} ({choice['reason']})[/]")
         self.progress.start()
         self.task = self.progress.add_task("train", total=info["total_steps"], completed=info["step"],
                                            status="compiling…", eta="?")
@@ -98,18 +108,18 @@ def train(
     dropout: Annotated[Optional[float], typer.Option(help=f"Dropout between layers, in [0, 1). {default(MODEL['dropout'])}")] = None,
     seq_len: Annotated[Optional[int], typer.Option(help=f"Characters per training segment (back-propagation length). {default(TRAINING['seq_len'])}")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Parallel text streams per step. {default(TRAINING['batch_size'])}")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help=f"Passes over the training text. {default(TRAINING['epochs'])}")] = None,
-    time_limit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds of training, then evaluate and checkpoint.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help=f"Passes over the training text. Without --epochs and --time-limit, training stops by itself when validation stops improving (--patience {NO_BUDGET_PATIENCE} evaluations, best weights kept; learning rate halved on plateaus), after at most this many. {default(TRAINING['epochs'])}")] = None,
+    time_limit: Annotated[Optional[float], typer.Option(help="Stop after this many seconds of training, then evaluate and checkpoint; the cosine decay is fitted to it and no epoch cap applies (add --patience to stop earlier on a plateau).")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help=f"Adam learning rate. {default(TRAINING['learning_rate'])}")] = None,
     clip_norm: Annotated[Optional[float], typer.Option(help=f"Clip the global gradient norm to this value. {default(TRAINING['clip_norm'])}")] = None,
     checkpoint_seconds: Annotated[Optional[float], typer.Option(help=f"Also checkpoint every this many seconds of wall time. {default(TRAINING['checkpoint_seconds'])}")] = None,
     val_fraction: Annotated[Optional[float], typer.Option(help=f"Share of the corpus (its tail) used for validation. {default(TRAINING['val_fraction'])}")] = None,
-    eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (and checkpoint) every N steps. (default: every epoch)")] = None,
+    eval_every: Annotated[Optional[int], typer.Option(help="Evaluate (and checkpoint) every N steps. (default: every epoch; without --epochs and --time-limit, every epoch or 2M characters, whichever is sooner)")] = None,
     eval_chars: Annotated[Optional[int], typer.Option(help=f"Validation characters scored per evaluation, from the start of the split. {default(TRAINING['eval_chars'])}")] = None,
-    lr_schedule: Annotated[Optional[str], typer.Option(help=f"cosine (decays to {TRAINING['min_lr_fraction']:.0%} by the end of the run: over --decay-steps, else the steps that fit in --time-limit, else all --epochs), constant or plateau (halves after 2 evaluations without improvement). {default(TRAINING['lr_schedule'])}")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option(help=f"cosine (decays to {TRAINING['min_lr_fraction']:.0%} by the end of the run: over --decay-steps, else the steps that fit in --time-limit, else all --epochs), constant or plateau (halves after 2 evaluations without improvement; chosen when neither --epochs nor --time-limit is given, as there is no run length to fit a cosine to). {default(TRAINING['lr_schedule'])}")] = None,
     warmup_steps: Annotated[Optional[int], typer.Option(help=f"Linear learning-rate warm-up steps (constant, cosine). {default(TRAINING['warmup_steps'])}")] = None,
     decay_steps: Annotated[Optional[int], typer.Option(help="Cosine: steps to decay over. (default: with --time-limit, the steps that fit in it, measured while training; else epochs x steps per epoch)")] = None,
-    patience: Annotated[Optional[int], typer.Option(help="Stop after N evaluations without a better validation loss, restoring the best weights.")] = None,
+    patience: Annotated[Optional[int], typer.Option(help=f"Stop after N evaluations without a better validation loss, restoring the best weights. (default: {NO_BUDGET_PATIENCE} without --epochs and --time-limit, else never)")] = None,
     sample_every: Annotated[Optional[int], typer.Option(help="Print a sample every N steps (besides after each evaluation).")] = None,
     sample_temperature: Annotated[Optional[float], typer.Option(help=f"Temperature of the samples printed while training. {default(TRAINING['sample_temperature'])}")] = None,
     state_reset: Annotated[Optional[int], typer.Option(help=f"Each stream forgets its LSTM state every N segments, staggered across streams; 1 = stateless. {default(TRAINING['state_reset'])}")] = None,
@@ -160,17 +170,17 @@ def train(
     if as_json:
         emit_json(summary)
         return
-    reason = {"finished": "finished", "time_limit": "time limit reached", "early_stopping": "early stopping",
-              "SIGINT": "interrupted (Ctrl-C)", "SIGTERM": "stopped by SIGTERM"}.get(summary["stopped"], summary["stopped"])
+    reason = summary["stop_reason"] or summary["stopped"]
     val = (f"val loss {summary['val_loss']:.4f} nats/char ({summary['val_bpc']:.4f} bpc)"
            if summary["val_loss"] is not None else "no evaluation")
     if not summary["chief"]:
         out.print(f"{summary['run']} ({summary['strategy']}): {reason} at step {summary['step']:,}; {val}; "
                   "the chief saved the checkpoints")
         return
-    out.print(f"[bold]{summary['run']}[/]: {reason} at step {summary['step']:,} (epoch {summary['epoch']:.2f}); "
+    out.print(f"[bold]{summary['run']}[/]: step {summary['step']:,} (epoch {summary['epoch']:.2f}); "
               f"{val}; {summary['chars_per_second'] or 0:,.0f} chars/s; saved in {summary['run_dir']}")
-    if summary["stopped"] != "finished":
+    out.print(f"stopped: {reason}", markup=False)
+    if summary["stopped"] not in ("finished", "early_stopping"):
         out.print(f"Continue with: textgen train --run {summary['run']} --resume")
 
 

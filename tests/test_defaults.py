@@ -1,0 +1,95 @@
+"""Defaults chosen from the corpus and the budget: a given option wins, the choice is recorded,
+and a run without --epochs or --time-limit stops by itself on a plateau."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+from conftest import TINY_MODEL, invoke
+
+from textgen import checkpoints
+from textgen.config import (
+    NO_BUDGET_PATIENCE,
+    PRESETS,
+    TIME_LIMIT_EPOCHS,
+    TrainConfig,
+    choose_defaults,
+    defaults,
+)
+
+
+def test_without_a_budget_the_run_stops_on_a_plateau():
+    model, train, chosen = choose_defaults({}, {"batch_size": 4, "seq_len": 10}, 10_000, None)
+    assert train["patience"] == NO_BUDGET_PATIENCE and train["lr_schedule"] == "plateau"
+    assert train["epochs"] == defaults(TrainConfig)["epochs"], "the epoch cap stays as a safety net"
+    assert train["eval_every"] == 9_000 // 40, "one evaluation per pass over the 9,000 training characters"
+    assert {"patience", "lr_schedule", "epochs", "eval_every", "dropout", "size"} <= set(chosen)
+    assert all(chosen[name]["value"] == train[name] for name in ("patience", "lr_schedule", "epochs", "eval_every"))
+    assert all(choice["reason"] for choice in chosen.values())
+    assert {k: model[k] for k in PRESETS["medium"]} == PRESETS["medium"] and model["dropout"] == 0.0
+    # A large corpus is checked every 2M characters, not once per (long) epoch.
+    _, train, _ = choose_defaults({}, {}, 100_000_000, None)
+    assert train["eval_every"] * 128 * 25 <= 2_000_000 < (train["eval_every"] + 1) * 128 * 25
+
+
+def test_a_given_option_wins_over_a_chosen_default():
+    given_model = {"dropout": 0.25, "units": 32}
+    given_train = {"patience": 2, "eval_every": 7, "lr_schedule": "cosine"}
+    model, train, chosen = choose_defaults(given_model, given_train, 10_000, None)
+    assert model["dropout"] == 0.25 and model["units"] == 32
+    assert {k: train[k] for k in given_train} == given_train
+    assert not {"dropout", "size", "patience", "eval_every", "lr_schedule"} & set(chosen)
+    assert model["num_layers"] == PRESETS["medium"]["num_layers"], "the preset fills what is left open"
+    # A warm-up asks for the cosine: plateau is not chosen over it.
+    assert choose_defaults({}, {"warmup_steps": 5}, 10_000, None)[1].get("lr_schedule") is None
+
+
+def test_epochs_or_a_time_limit_turn_early_stopping_off():
+    _, train, chosen = choose_defaults({}, {"epochs": 3}, 10_000, None)
+    assert train == {"epochs": 3} and "epochs" not in chosen
+    _, train, chosen = choose_defaults({}, {"time_limit": 60.0}, 10_000, 60.0)
+    assert train == {"time_limit": 60.0, "epochs": TIME_LIMIT_EPOCHS}, "the time is the budget: no epoch cap"
+    assert "patience" not in train and chosen["epochs"]["value"] == TIME_LIMIT_EPOCHS
+
+
+def test_a_run_without_a_budget_stops_on_a_plateau_and_records_why(tmp_path):
+    """Random characters: the validation loss cannot improve for long, so the run ends by itself."""
+    rng = random.Random(0)
+    corpus = tmp_path / "random.txt"
+    corpus.write_text("".join(rng.choice("abcdefgh \n") for _ in range(4000)), encoding="utf-8")
+    result = invoke("train", corpus, "--run", "plateau", *TINY_MODEL, "--seq-len", "16", "--batch-size", "4",
+                    "--patience", "2", "--learning-rate", "0.05", "--eval-chars", "300", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    directory = checkpoints.run_dir(tmp_path / "checkpoints", "plateau")
+    info = json.loads((directory / "run.json").read_text())
+    # The given --patience wins; the cadence, schedule and cap were chosen and recorded with a reason.
+    assert info["training"]["patience"] == 2 and "patience" not in info["chosen"]
+    assert info["chosen"]["eval_every"]["value"] == info["training"]["eval_every"] == 3600 // 64
+    assert info["chosen"]["lr_schedule"]["value"] == info["training"]["lr_schedule"] == "plateau"
+    assert info["chosen"]["dropout"] == {"value": 0.0, "reason": info["chosen"]["dropout"]["reason"]}
+    # Stopped by early stopping, long before the 100-epoch cap, with the best weights as its result.
+    assert summary["stopped"] == info["stopped"] == "early_stopping"
+    assert summary["epoch"] < 20
+    assert summary["stop_reason"] == info["stop_reason"]
+    assert "has not improved for 2 evaluations" in info["stop_reason"] and "weights restored" in info["stop_reason"]
+    assert summary["val_loss"] == summary["best_val_loss"]
+    latest, best = checkpoints.latest(directory), checkpoints.best(directory)
+    assert latest.state["stopped"] == "early_stopping" and latest.state["restored_best_from_step"] == best.step
+    assert latest.state["stop_reason"] == info["stop_reason"]
+    assert f"at step {best.step:,}" in info["stop_reason"]
+    for key, value in checkpoints.load_arrays(best.path).items():
+        if "seed_state" not in key and not key.endswith(("/h", "/c")):
+            np.testing.assert_array_equal(checkpoints.load_arrays(latest.path)[key], value)
+
+
+def test_the_choices_are_printed_at_the_start(tmp_path):
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("to be or not to be\n" * 200, encoding="utf-8")
+    result = invoke("train", corpus, "--run", "shown", *TINY_MODEL, "--seq-len", "16", "--batch-size", "4",
+                    "--epochs", "1", "--eval-chars", "200")
+    assert result.exit_code == 0, result.output
+    assert "chosen: dropout = 0.0 (the default for every corpus size)" in " ".join(result.stderr.split())
+    assert "stopped: epochs done: 1" in " ".join(result.stdout.split())
