@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from textgen import checkpoints
 from textgen.cli import app
-from textgen.config import PRESETS, TrainConfig
+from textgen.config import DEFAULT_PRESET, PRESETS, ModelConfig, TrainConfig, preset
 from textgen.corpus import prepare
 from textgen.errors import ConfigError
 from textgen.train import TrainingCallbacks, open_run
@@ -44,15 +44,24 @@ def run(corpus, root, name, **train):
     return trainer, rec, trainer.run()
 
 
-@pytest.mark.slow
-def test_size_presets_from_the_cli(tiny_corpus):
+def test_size_presets(tiny_corpus):
+    """Each preset builds its model config; --size reaches the run's config (one tiny CLI run)."""
+    counts = {}
     for size, expected in PRESETS.items():
-        result = CliRunner().invoke(app, ["train", str(tiny_corpus), "--size", size, "--run", size, "--epochs", "1",
-                                          "--seq-len", "8", "--batch-size", "2", "--eval-every", "3",
-                                          "--time-limit", "0.5", "--eval-chars", "100", "--json"])
-        assert result.exit_code == 0, result.output
-        info = json.loads((tmp := checkpoints.run_dir("checkpoints", size) / "run.json").read_text())
-        assert {k: info["model"][k] for k in expected} == expected, tmp
+        config = ModelConfig(vocab_size=65, **preset(size)).validate()
+        assert {k: getattr(config, k) for k in expected} == expected
+        counts[size] = config.num_parameters()
+    assert counts["small"] < counts["medium"] < counts["large"]
+    # --size small sets one layer; --units/--embedding-dim override the preset's others.
+    result = CliRunner().invoke(app, ["train", str(tiny_corpus), "--size", "small", "--units", "8",
+                                      "--embedding-dim", "4", "--run", "small", "--epochs", "1", "--seq-len", "64",
+                                      "--batch-size", "8", "--eval-chars", "100", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads((checkpoints.run_dir("checkpoints", "small") / "run.json").read_text())
+    assert PRESETS["small"]["num_layers"] != PRESETS[DEFAULT_PRESET]["num_layers"]
+    assert (info["model"]["num_layers"], info["model"]["units"], info["model"]["embedding_dim"]) == \
+        (PRESETS["small"]["num_layers"], 8, 4)
+    assert "size" not in info["chosen"], "a size the user gave is not textgen's choice"
     result = CliRunner().invoke(app, ["train", str(tiny_corpus), "--size", "huge"])
     assert result.exit_code == 1 and "size=" in result.stderr
 
@@ -187,32 +196,3 @@ def test_bad_control_values(field, value):
 def test_plateau_refuses_warmup():
     with pytest.raises(ConfigError, match="warmup"):
         TrainConfig(lr_schedule="plateau", warmup_steps=3).validate()
-
-
-def test_train_help_states_the_real_defaults():
-    """`train --help` writes defaults by hand (the CLI does not import Keras to show help);
-    they must agree with the dataclasses that training actually uses."""
-    import dataclasses
-    import re
-
-    import typer
-
-    from textgen.model import ModelConfig
-
-    defaults = {f.name: f.default for cls in (ModelConfig, TrainConfig) for f in dataclasses.fields(cls)
-                if f.default is not dataclasses.MISSING}
-    defaults["layers"] = defaults["num_layers"]
-    train = typer.main.get_command(app).commands["train"]
-    checked = []
-    for param in train.params:
-        found = re.search(r"\(default: ([^)]+)\)", getattr(param, "help", None) or "")
-        if not found or param.name not in defaults or defaults[param.name] is None:
-            continue
-        default, stated = defaults[param.name], found.group(1)
-        if isinstance(default, str):
-            assert stated == default, param.name
-        else:
-            assert float(stated) == pytest.approx(default), param.name
-        checked.append(param.name)
-    assert {"layers", "units", "batch_size", "learning_rate", "seq_len", "epochs", "lr_schedule",
-            "strategy"} <= set(checked)

@@ -125,7 +125,10 @@ def test_multi_worker_fits_one_schedule_to_the_time_limit(corpus, tmp_path):
     assert {chief["stopped"], worker["stopped"]} <= {"time_limit", "another worker stopped"}
     assert chief["learning_rate"] == worker["learning_rate"] < 0.01 * 0.5
     assert chief["val_loss"] == pytest.approx(worker["val_loss"], abs=1e-9)
-    assert checkpoints.latest(root / "mw").state["fitted_decay_steps"] > 50
+    # The decay was fitted to the steps the time limit allowed (however few a loaded machine makes),
+    # not left at the 10,000 epochs: the run ended within a factor of 2 of the fitted length.
+    fitted = checkpoints.latest(root / "mw").state["fitted_decay_steps"]
+    assert fitted is not None and chief["step"] / 2 <= fitted <= 2 * chief["step"], (fitted, chief["step"])
 
 
 @pytest.mark.slow
