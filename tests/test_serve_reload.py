@@ -66,6 +66,8 @@ def test_new_checkpoints_serve_new_requests_while_old_ones_finish(trained, resum
                 for chunk in answer.iter_bytes():
                     received.append(chunk)
 
+        httpx.post(s.url + "/v1/completions", json={"model": "tiny", "prompt": "O", "max_tokens": 5}, timeout=30)
+        threads_before = len(os.listdir(f"/proc/{s.process.pid}/task"))  # after the first request's threads
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         s.wait_metric("textgen_active_streams", 1)
@@ -84,6 +86,9 @@ def test_new_checkpoints_serve_new_requests_while_old_ones_finish(trained, resum
         assert "".join(e["choices"][0]["text"] for e in events[:-1]) == old_text
         assert in_flight == 1  # the long request was still running on the old weights at the swap
         assert "now serving ckpt-00000500 (step 500)" in s.log()
+        httpx.post(s.url + "/v1/completions", json={"model": "tiny", "prompt": "O", "max_tokens": 5}, timeout=30)
+        # The old session was closed once drained: no worker thread is left behind per reload.
+        assert len(os.listdir(f"/proc/{s.process.pid}/task")) <= threads_before
     finally:
         assert s.stop() == 0
 

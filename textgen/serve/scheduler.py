@@ -111,6 +111,8 @@ class Scheduler:
                     while not self._has_work():
                         self._wake.wait(timeout=0.1)
                     if self._stopped:
+                        for session in self._sessions:
+                            session.close()
                         return
                     cancels, self._cancels = list(self._cancels), deque()
                     version, self._next_version = self._next_version, None
@@ -141,8 +143,7 @@ class Scheduler:
 
     def _use(self, version: Version) -> None:
         self.version = version
-        old = [s for s in self._sessions if s.active]
-        self._sessions = [*old, version.session]
+        self._sessions = self._drained([*self._sessions, version.session])
         log.info("%s: now serving %s (step %d)", self.name, version.checkpoint, version.step)
 
     def _cancel(self, job: Job, out: list) -> None:
@@ -200,13 +201,22 @@ class Scheduler:
                 if piece.finished and all(s.finish_reason is not None for s in job.streams):
                     self._running.pop(id(job), None)
         if len(self._sessions) > 1:
-            self._sessions = [s for s in self._sessions[:-1] if s.active] + [self._sessions[-1]]
+            self._sessions = self._drained(self._sessions)
         self.active = sum(s.active for s in self._sessions)
         if stepped:
             self.steps += 1
             if self.metrics is not None:
                 self.metrics.engine_step(self.name, stepped)
         out.extend(by_job.values())
+
+    @staticmethod
+    def _drained(sessions: list) -> list:
+        """Keep the newest session and the older ones that still have streams; close the rest."""
+        keep = [s for s in sessions[:-1] if s.active] + [sessions[-1]]
+        for session in sessions[:-1]:
+            if not session.active:
+                session.close()  # its worker thread, if it has one, ends here
+        return keep
 
     def _shut_down(self, out: list) -> None:
         """End every stream with a final 'shutdown' update and refuse what waits in the queue."""
