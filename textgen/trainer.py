@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from textgen import checkpoints, devices, distribute, schedule
+from textgen import checkpoints, devices, distribute, schedule, stopping
 from textgen.arrays import (
     assign_model_arrays,
     assign_optimizer_arrays,
@@ -142,26 +142,12 @@ class Trainer:
 
     def best_record(self) -> dict | None:
         """The evaluation with the lowest validation loss so far (the first of equals)."""
-        return min(self.history, key=lambda record: record["val_loss"]) if self.history else None
+        return stopping.best_record(self.history)
 
     def stop_message(self) -> str | None:
         """Why the run stopped, in one line (None while it runs)."""
-        reason, best = self.stop_reason, self.best_record()
-        if reason is None:
-            return None
-        best_text = f"best {best['val_loss']:.4f} at step {best['step']:,}" if best else "no evaluation"
-        if reason == "early_stopping":
-            restored = ", weights restored" if getattr(self, "restored_best_from", None) is not None else ""
-            return (f"validation loss has not improved for {self.evals_since_best()} evaluations "
-                    f"({best_text}{restored})")
-        if reason == "finished":
-            cap = " (the safety cap: validation was still improving)" if "epochs" in self.chosen else ""
-            return f"epochs done: {self.config.epochs:,}{cap} ({best_text})"
-        if reason == "time_limit":
-            return f"time limit reached: {self.config.time_limit:g} s ({best_text})"
-        if reason in ("SIGINT", "SIGTERM"):
-            return f"interrupted ({'Ctrl-C' if reason == 'SIGINT' else 'SIGTERM'}; {best_text})"
-        return reason
+        return stopping.stop_message(self.stop_reason, self.history, self.config, capped="epochs" in self.chosen,
+                                     restored=getattr(self, "restored_best_from", None) is not None)
 
     def evals_since_best(self) -> int:
         """How many evaluations in a row have not improved the best validation loss."""
