@@ -107,7 +107,7 @@ def train(
     layers: Annotated[Optional[int], typer.Option(help=f"Number of LSTM layers. {default(MODEL['num_layers'])}")] = None,
     units: Annotated[Optional[int], typer.Option(help=f"Units per LSTM layer. {default(MODEL['units'])}")] = None,
     embedding_dim: Annotated[Optional[int], typer.Option(help=f"Size of the character embedding. {default(MODEL['embedding_dim'])}")] = None,
-    dropout: Annotated[Optional[float], typer.Option(help=f"Dropout between layers, in [0, 1). {default(MODEL['dropout'])}")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help=f"Dropout between layers, in [0, 1); textgen picks it by corpus size (the table in textgen/config.py; the same for every size today). {default(MODEL['dropout'])}")] = None,
     seq_len: Annotated[Optional[int], typer.Option(help=f"Characters per training segment (back-propagation length). {default(TRAINING['seq_len'])}")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Parallel text streams per step. {default(TRAINING['batch_size'])}")] = None,
     epochs: Annotated[Optional[int], typer.Option(help=f"Passes over the training text. Without --epochs and --time-limit, training stops by itself when validation stops improving (--patience {NO_BUDGET_PATIENCE} evaluations, best weights kept; learning rate halved on plateaus), after at most this many. {default(TRAINING['epochs'])}")] = None,
