@@ -64,14 +64,39 @@ def fuzz(server: ServerProcess, count: int, seed: int) -> dict:
                  "samples": st.lists(st.dictionaries(st.sampled_from(["temperature", "max_tokens", "top_k", "stop"]),
                                                      st.one_of(st.integers(-1, 40), st.floats(-1, 3),
                                                                st.text(max_size=3)), max_size=3), max_size=4)}
+    prompt = st.text(alphabet="ROMEJULIT :\n", max_size=20)
+    common = {"max_tokens": st.integers(1, 60), "temperature": st.floats(0, 2), "top_p": st.floats(0.01, 1),
+              "top_k": st.integers(1, 40), "n": st.integers(1, 4), "seed": st.integers(0, 2**63 - 1),
+              "stop": st.lists(st.text(min_size=1, max_size=3), max_size=4), "stream": st.booleans(),
+              "stream_options": st.just({"include_usage": True})}
+    valid = {
+        "/v1/completions": st.fixed_dictionaries({"model": st.just("tiny"), "prompt": prompt}, optional={
+            **common, "echo": st.booleans(), "logprobs": st.integers(0, 5)}),
+        "/v1/chat/completions": st.fixed_dictionaries({"model": st.just("tiny"), "messages": st.lists(
+            st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system"]),
+                                   "content": st.text(alphabet="ROMEO ", max_size=10)}), min_size=1, max_size=3)},
+            optional={**common, "logprobs": st.booleans(), "top_logprobs": st.integers(0, 5)}),
+        "/v1/textgen/generate": st.fixed_dictionaries({"model": st.just("tiny"), "samples": st.lists(
+            st.fixed_dictionaries({}, optional={"temperature": st.floats(0, 3), "max_tokens": st.integers(1, 40),
+                                                "top_k": st.integers(1, 9), "stop": st.text(min_size=1, max_size=2)}),
+            min_size=1, max_size=4)}, optional={"prompt": prompt, "seed": st.integers(0, 99), "stream": st.booleans(),
+                                                "logprobs": st.integers(0, 5)}),
+    }
+
+    def api_request(path):
+        mutated = st.tuples(valid[path], st.dictionaries(st.sampled_from(fields), values, max_size=2)).map(
+            lambda pair: {**pair[0], **pair[1]})
+        return st.tuples(st.just("POST"), st.just(path), st.one_of(valid[path], valid[path], mutated),
+                         st.just("json"))
+
     body = st.one_of(
         st.fixed_dictionaries({}, optional={k: plausible.get(k, values) for k in fields}),
         st.dictionaries(st.sampled_from(fields), values, max_size=6),
         values,
     )
-    api = st.sampled_from(["/v1/completions"] * 4 + ["/v1/chat/completions"] * 3 + ["/v1/textgen/generate"] * 3)
     request = st.one_of(
-        st.tuples(st.just("POST"), api, body, st.sampled_from(["json"] * 8 + ["garbage", "form"])),
+        *(api_request(path) for path in valid),
+        st.tuples(st.just("POST"), st.sampled_from(list(valid)), body, st.sampled_from(["json"] * 8 + ["garbage", "form"])),
         st.tuples(st.sampled_from(["GET", "POST", "PUT", "DELETE", "OPTIONS"]), st.sampled_from(PATHS), body,
                   st.sampled_from(["json", "garbage"])),
     )
