@@ -88,7 +88,7 @@ def test_the_readme_prints_the_loops_the_tests_run():
     """Each format's loop in the README's Export section is, verbatim, the snippet file that the
     tests execute (docs/export-loops/). Before that section is pasted into README.md, this
     only checks the snippets exist."""
-    readme = (support.SNIPPETS.parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (support.SNIPPETS.parents[1] / "README.md").read_text(encoding="utf-8")
     snippets = {name: (support.SNIPPETS / f"{name}.py").read_text(encoding="utf-8").rstrip("\n")
                 for name in ("onnx", "savedmodel", "tflite")}
     assert all(len(text.splitlines()) <= 24 for text in snippets.values())
