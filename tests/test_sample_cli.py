@@ -13,7 +13,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import TINY_TEXT, run_cli
 from test_sampling import train_tiny_run
 
@@ -178,7 +177,7 @@ def test_interactive_reads_primes_until_end_of_input(run_root):
 
 def test_interactive_unknown_characters_do_not_end_the_session(run_root):
     process = interactive(run_root, "--length", 20)
-    stdout, stderr = process.communicate("Zebra~\nROMEO:\n".encode(), timeout=120)
+    stdout, stderr = process.communicate(b"Zebra~\nROMEO:\n", timeout=120)
     assert process.returncode == 0
     assert "not in the model's vocabulary" in stderr.decode() and stdout.decode().startswith("ROMEO:")
 
