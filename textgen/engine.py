@@ -8,10 +8,13 @@ What makes it fast (each measured, see benchmarks/README_sampling.md):
   [kernel; recurrent_kernel]: one matmul per layer, no allocation per step.
 - sigmoid and tanh are computed from float32 `np.exp`, which numpy vectorises; its float32
   `tanh` is not vectorised on AVX2 CPUs and made the elementwise part as slow as the matmuls.
-- numpy's BLAS is put on one thread (threadpoolctl, once per process): on these small
-  matrices its own threads cost more than they give. Instead, a second worker thread can
-  own half of every layer's units (their columns of the weights); the two meet at a barrier
-  after each layer (numpy releases the GIL inside BLAS and large ufuncs).
+- numpy's BLAS is put on one thread (threadpoolctl, once per process): its own threads
+  busy-wait, and with another process on the second core they made sampling 3x slower
+  (benchmarks/README_sampling.md). Instead, from 16 live streams on, a second worker thread
+  owns half of every layer's units (their columns of the weights); the two meet at a
+  barrier after each layer (numpy releases the GIL inside BLAS and large ufuncs). Below 16
+  streams one thread steps alone: a barrier round trip (about 60 us) costs more than half
+  a small step gains.
 
 A state holds up to `capacity` streams; rows [0, rows) are live. Callers add and remove
 rows between steps with `StreamState.put_row` / `keep_rows`.
@@ -26,6 +29,7 @@ import numpy as np
 
 from textgen.errors import CheckpointError
 
+SPLIT_ROWS = 16  # from this many live streams on, the worker thread takes half of every layer
 _BLAS_LOCK = threading.Lock()
 _BLAS_SINGLE = False
 
@@ -150,7 +154,7 @@ class LSTMEngine:
         """
         single_threaded_blas()
         with np.errstate(over="ignore"):  # exp(-x) may overflow to inf, on purpose
-            if state.workers is not None:
+            if state.workers is not None and state.rows >= SPLIT_ROWS:
                 return state.workers.step(ids)
             return self._step(ids, state)
 
