@@ -210,6 +210,7 @@ def choose_defaults(given_model: dict, given_train: dict, corpus_chars: int,
     Returns (model options, training options, chosen): `chosen` maps each option textgen set
     to {"value", "reason"} (recorded as `run.json["chosen"]`). A given option always wins.
     """
+    TrainConfig(**given_train).validate()  # a bad given value is refused before the choices use it
     model, train, chosen = dict(given_model), dict(given_train), {}
 
     def choose(target: dict, name: str, value, reason: str) -> None:
