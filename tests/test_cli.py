@@ -48,6 +48,7 @@ def test_every_command_has_help_with_an_example():
         assert "Example" in result.output, path
 
 
+@pytest.mark.slow
 def test_train_sample_evaluate_end_to_end(trained, tiny_corpus):
     assert trained["run"] == "tiny" and trained["stopped"] == "finished"
     assert trained["val_bpc"] > 0 and trained["chars_per_second"] > 0
@@ -196,6 +197,7 @@ def test_runs_list_and_show(trained):
     assert_one_line_error(invoke("runs", "show", "ghost"), "Unknown run")
 
 
+@pytest.mark.slow
 def test_help_tables_show_no_type_hints():
     """Typer prints `<int>`, `<bool>`, `<path>` beside every option; ours are clean (choices stay)."""
     hints = ("<int>", "<bool>", "<str>", "<path>", "<float>", "<int,int>", "list[str]")

@@ -50,6 +50,7 @@ def test_preset_is_a_copy_and_unknown_sizes_name_the_choices():
         preset("huge")
 
 
+@pytest.mark.slow
 def test_parameter_count_matches_keras():
     from textgen.model import build_model
 

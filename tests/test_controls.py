@@ -44,6 +44,7 @@ def run(corpus, root, name, **train):
     return trainer, rec, trainer.run()
 
 
+@pytest.mark.slow
 def test_size_presets(tiny_corpus):
     """Each preset builds its model config; --size reaches the run's config (one tiny CLI run)."""
     counts = {}
@@ -66,6 +67,7 @@ def test_size_presets(tiny_corpus):
     assert result.exit_code == 1 and "size=" in result.stderr
 
 
+@pytest.mark.slow
 def test_cosine_with_warmup(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     trainer, rec, _ = run(corpus, tmp_path, "cos", lr_schedule="cosine", warmup_steps=5, decay_steps=40,
@@ -151,6 +153,7 @@ def test_resume_keeps_the_fitted_schedule(tiny_corpus, tmp_path):
     assert third.rates == pytest.approx([cosine(s, 400) for s in range(210, 215)], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_plateau_halves_and_patience_stops_restoring_best(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     # A huge learning rate makes validation loss get worse: plateau halves, patience stops.
@@ -169,6 +172,7 @@ def test_plateau_halves_and_patience_stops_restoring_best(tiny_corpus, tmp_path)
             np.testing.assert_array_equal(checkpoints.load_arrays(latest.path)[key], value)
 
 
+@pytest.mark.slow
 def test_sample_every(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     trainer, rec, _ = run(corpus, tmp_path, "smp", sample_every=4, sample_chars=0, eval_every=1000,
@@ -178,6 +182,7 @@ def test_sample_every(tiny_corpus, tmp_path):
     assert all(len(s) == 200 for s in rec.samples)
 
 
+@pytest.mark.slow
 def test_tensorboard_logs(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     run(corpus, tmp_path, "tb", tensorboard=True, eval_every=5, epochs=1, seq_len=64, batch_size=8)

@@ -7,6 +7,7 @@ import json
 import random
 
 import numpy as np
+import pytest
 from conftest import TINY_MODEL, invoke
 
 from textgen import checkpoints
@@ -54,6 +55,7 @@ def test_epochs_or_a_time_limit_turn_early_stopping_off():
     assert "patience" not in train and chosen["epochs"]["value"] == TIME_LIMIT_EPOCHS
 
 
+@pytest.mark.slow
 def test_a_run_without_a_budget_stops_on_a_plateau_and_records_why(tmp_path):
     """Random characters: the validation loss cannot improve for long, so the run ends by itself."""
     rng = random.Random(0)
@@ -85,6 +87,7 @@ def test_a_run_without_a_budget_stops_on_a_plateau_and_records_why(tmp_path):
             np.testing.assert_array_equal(checkpoints.load_arrays(latest.path)[key], value)
 
 
+@pytest.mark.slow
 def test_the_choices_are_printed_at_the_start(tmp_path):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text("to be or not to be\n" * 200, encoding="utf-8")

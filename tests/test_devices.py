@@ -43,6 +43,7 @@ def cli_combinations():
                                    id=f"{size}-layers{num_layers}-dropout{dropout}-{precision}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options,precision", list(cli_combinations()))
 def test_every_cli_model_is_cudnn_eligible(options, precision):
     with devices.precision_scope(precision):

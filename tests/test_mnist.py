@@ -220,6 +220,7 @@ def test_model_shape_and_parameter_count():
     assert mnist.build_model((128,), (28, 28), 10).count_params() == 784 * 128 + 128 + 128 * 10 + 10
 
 
+@pytest.mark.slow
 def test_training_learns_and_callback_agrees_with_numpy_scoring(npz):
     data = mnist_data.load("digits", npz)
     epochs_seen = []
@@ -267,6 +268,7 @@ def saved_model(trained_once, isolated):
     return result, npz
 
 
+@pytest.mark.slow
 def test_cli_train_json_saves_and_evaluate_reloads(saved_model, isolated):
     result, npz = saved_model
     trained = json.loads(result.stdout)  # exactly one JSON object, nothing else on stdout
@@ -285,6 +287,7 @@ def test_cli_train_json_saves_and_evaluate_reloads(saved_model, isolated):
     assert scores["confusion_matrix"] == trained["confusion_matrix"]
 
 
+@pytest.mark.slow
 def test_cli_human_output_with_show(npz):
     result = invoke("mnist", "--data", npz, "--hidden", "16", "--epochs", "1", "--show", "3")
     assert result.exit_code == 0, result.stdout + result.stderr
@@ -299,6 +302,7 @@ def test_cli_human_output_with_show(npz):
     assert [s["true"] for s in shown] == [str(v) for v in y_test[:4]]
 
 
+@pytest.mark.slow
 def test_cli_two_class_mode(npz):
     result = invoke("mnist", "--data", npz, "--digits", "3", "7", "--hidden", "8", "--epochs", "2", "--json")
     assert result.exit_code == 0, result.stdout + result.stderr

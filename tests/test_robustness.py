@@ -167,6 +167,7 @@ def assert_clean(result, allowed=(0, 1, 2)):
         repr(result.exception)
 
 
+@pytest.mark.slow
 @fuzz(150)
 @given(data=st.binary(min_size=0, max_size=600), encoding=st.sampled_from(["utf-8", "latin-1", "utf-16"]))
 def test_fuzz_prepare_random_bytes(tmp_path, data, encoding):

@@ -42,6 +42,7 @@ def test_help_documents_every_option_with_an_example(run_root):
         assert option in result.stdout, option
 
 
+@pytest.mark.slow
 def test_same_seed_is_byte_identical_and_output_file_matches(run_root, tmp_path):
     first = sample(run_root, "--seed", 3, "--length", 300, "--prime", "ROMEO:", "--output", tmp_path / "a.txt")
     second = sample(run_root, "--seed", 3, "--length", 300, "--prime", "ROMEO:")
@@ -53,6 +54,7 @@ def test_same_seed_is_byte_identical_and_output_file_matches(run_root, tmp_path)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_sample_i_does_not_depend_on_num_samples(run_root):
     one = sample_json(run_root, "--seed", 9, "--length", 200)["samples"]
     three = sample_json(run_root, "--seed", 9, "--length", 200, "--num-samples", 3)["samples"]
@@ -63,6 +65,7 @@ def test_sample_i_does_not_depend_on_num_samples(run_root):
     assert len({s["text"] for s in forty}) > 30
 
 
+@pytest.mark.slow
 def test_temperatures_are_labelled_and_zero_is_greedy(run_root):
     data = sample_json(run_root, "--temperature", "0,1.5", "--temperature", "0.5", "--num-samples", 2,
                        "--length", 80, "--seed", 1)
@@ -82,6 +85,7 @@ def test_top_p_and_top_k_run(run_root):
     assert all(len(s["text"]) == 50 for s in data["samples"])
 
 
+@pytest.mark.slow
 def test_stop_strings_end_each_sample_and_are_left_out(run_root):
     full = sample_json(run_root, "--length", 400, "--seed", 7, "--num-samples", 4)["samples"]
     stopped = sample_json(run_root, "--length", 400, "--seed", 7, "--num-samples", 4,
@@ -108,6 +112,7 @@ def test_stop_strings_end_each_sample_and_are_left_out(run_root):
     (["--prime", "Zebra~"], "vocabulary"), (["--run", "nope"], "Unknown run"),
     (["--interactive", "--json"], "interactive"),
 ])
+@pytest.mark.slow
 def test_invalid_values_are_one_line_errors(run_root, args, words):
     result = sample(run_root, *args)
     assert result.returncode != 0
@@ -116,6 +121,7 @@ def test_invalid_values_are_one_line_errors(run_root, args, words):
     assert len(lines) == 1 and lines[0].startswith("Error:") and words in lines[0], result.stderr
 
 
+@pytest.mark.slow
 def test_novelty_report(run_root):
     data = sample_json(run_root, "--novelty", "--temperature", "0,1", "--length", 300, "--seed", 1)
     corpus_text = (TINY_TEXT * 40)[: len(TINY_TEXT * 40) - round(len(TINY_TEXT * 40) * 0.1)]
@@ -162,6 +168,7 @@ def interactive(root, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow
 def test_interactive_reads_primes_until_end_of_input(run_root):
     process = interactive(run_root, "--length", 60, "--seed", 2)
     stdout, stderr = process.communicate(b"ROMEO:\n\nJULIET:\n", timeout=120)
@@ -192,6 +199,7 @@ def test_interactive_ctrl_c_while_generating_leaves_cleanly(run_root):
     assert process.returncode == 0 and "Traceback" not in stderr.decode()
 
 
+@pytest.mark.slow
 def test_interactive_ctrl_c_and_ctrl_d_at_the_prompt_in_a_terminal(run_root):
     for key in (b"\x04", b"\x03"):
         primary, secondary = pty.openpty()
@@ -234,6 +242,7 @@ def read_until(fd, marker, timeout=60):
     raise AssertionError(f"no {marker!r} in {data!r}")
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_batch_exits_cleanly_and_leaves_no_output_file(run_root, tmp_path):
     (tmp_path / "o").mkdir()
     output = tmp_path / "o" / "out.txt"

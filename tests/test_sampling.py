@@ -159,6 +159,7 @@ def test_empty_stop_string_is_an_error():
 # ----------------------------------------------------------------------------- determinism and memory
 
 
+@pytest.mark.slow
 def test_same_seed_same_ids_and_stream_i_independent_of_batch_size():
     weights = random_weights(units=16, scale=1.0)
     engine = LSTMEngine(weights, 2)
@@ -176,6 +177,7 @@ def test_same_seed_same_ids_and_stream_i_independent_of_batch_size():
     assert not np.array_equal(run(3, seed=6), three)
 
 
+@pytest.mark.slow
 def test_generation_memory_does_not_grow_with_length():
     engine = LSTMEngine(random_weights(units=16), 2)
     chars = list("abcdefg")
@@ -247,6 +249,7 @@ def engine_log_probs(engine, ids: np.ndarray) -> np.ndarray:
     return np.stack([sampling.log_softmax(engine.step(ids[:, t], state)) for t in range(ids.shape[1])], axis=1)
 
 
+@pytest.mark.slow
 def test_engine_equals_keras_with_random_weights():
     from textgen.model import ModelConfig, build_model
 
@@ -264,6 +267,7 @@ def test_engine_equals_keras_with_random_weights():
     assert np.abs(expected).max() > 1.0  # a distribution far from uniform: the test can fail
 
 
+@pytest.mark.slow
 def test_engine_equals_keras_on_a_trained_checkpoint(trained_run):
     from textgen import checkpoints
     from textgen.corpus import Vocabulary

@@ -33,6 +33,7 @@ def alone(engine, spec):
     return finish(session, [session.add(spec)])[0]
 
 
+@pytest.mark.slow
 def test_a_stream_writes_the_same_text_alone_and_joining_a_busy_batch_late(engine):
     spec = StreamSpec(prime="abc", length=200, temperature=1.0, seed=7, index=3)
     expected = alone(engine, StreamSpec(**vars(spec)))

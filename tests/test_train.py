@@ -77,6 +77,7 @@ def test_resume_continues_exactly(tiny_corpus, tmp_path):
                for r in history)
 
 
+@pytest.mark.slow
 def test_run_directory_is_self_describing(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     root = tmp_path / "checkpoints"
@@ -100,6 +101,7 @@ def test_run_directory_is_self_describing(tiny_corpus, tmp_path):
     assert not list((root / "desc").glob(".tmp-*"))
 
 
+@pytest.mark.slow
 def test_existing_run_is_not_overwritten(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     root = tmp_path / "checkpoints"
@@ -139,6 +141,7 @@ def test_time_limit_stops_and_still_checkpoints(tiny_corpus, tmp_path):
     assert ckpt.state["history"][-1]["step"] == summary["step"]
 
 
+@pytest.mark.slow
 def test_streamed_evaluation_matches_one_stream(tiny_corpus, tmp_path):
     """Scoring in parallel streams with burn-in agrees with one stream over the whole text."""
     from textgen.arrays import trainable_arrays
@@ -173,6 +176,7 @@ def test_streamed_evaluation_matches_one_stream(tiny_corpus, tmp_path):
     assert nll / (len(ids) - 1) == pytest.approx(results[1], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_build_training_model_is_the_trainers_recipe():
     """One build-and-compile recipe: Adam with the global clip, sparse cross-entropy from logits."""
     from textgen.config import ModelConfig, TrainConfig
@@ -195,6 +199,7 @@ def test_build_training_model_is_the_trainers_recipe():
         build_training_model(ModelConfig(vocab_size=7), config, units=3)
 
 
+@pytest.mark.slow
 def test_a_diverged_loss_is_its_own_error(tiny_corpus, tmp_path):
     from textgen.errors import DivergedError
 
