@@ -14,7 +14,7 @@ from textgen.cli.common import OneLineErrors
 
 app = typer.Typer(
     cls=OneLineErrors,
-    help="Character-level LSTM text generation: prepare a corpus, train, sample, evaluate.",
+    help="Character-level LSTM text generation: prepare a corpus, train, sample, evaluate, serve over HTTP, export.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
