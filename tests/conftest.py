@@ -1,8 +1,9 @@
 """Shared fixtures and helpers: every test runs with its own cache and checkpoints directories.
 
 Helpers for test files: `invoke` (the CLI in this process), `run_cli` (the CLI in a real
-subprocess), `assert_one_line_error`, `wait_until`, and `TINY_MODEL` / `TINY_TRAIN`, the
-smallest model and training settings the CLI accepts for a quick real run.
+subprocess), `assert_one_line_error`, `wait_until`, `require` (a dependency outside the test's
+control), the `browser` fixture (Debian's Chromium through Playwright), and `TINY_MODEL` /
+`TINY_TRAIN`, the smallest model and training settings the CLI accepts for a quick real run.
 """
 
 from __future__ import annotations
@@ -120,3 +121,38 @@ def wait_until(predicate, timeout: float = 120, interval: float = 0.1, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"Timed out after {timeout:g} s waiting for {what}.")
         time.sleep(interval)
+
+
+def missing(what: str, install: str):
+    """A system part the test needs is absent: a skip on a laptop, a failure under CI=true."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} is required under CI ({install})")
+    pytest.skip(f"{what} is not installed ({install})")
+
+
+def require(module: str, install: str = 'pip install ".[test]"'):
+    """Import `module`, or `missing` it (never a silent skip in CI)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        missing(module, install)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's headless Chromium driven by Playwright for Python (no `playwright install`);
+    Playwright gives every context a fresh profile."""
+    sync_api = require("playwright.sync_api", "pip install playwright")
+    if not Path(CHROMIUM).exists():
+        missing(CHROMIUM, "apt-get install chromium")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield chromium
+        chromium.close()

@@ -3,7 +3,6 @@ network request blocked, agrees with the numpy engine and with `textgen sample`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,32 +11,11 @@ import test_export_support as support
 from test_export_support import FORCED, PRIME, engine_log_probs, export, greedy_sample, run_engine, vocab_of
 
 pytestmark = pytest.mark.slow  # trains a run, starts subprocesses and a browser
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="session")
 def run_root(tmp_path_factory):
     return support.trained_root(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Debian chromium through Playwright; missing is a skip, but a failure under CI=true."""
-    missing = None
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing = "playwright is not installed"
-    if missing is None and not Path(CHROMIUM).exists():
-        missing = f"{CHROMIUM} is not installed"
-    if missing:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{missing} (required under CI)")
-        pytest.skip(missing)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        yield chromium
-        chromium.close()
 
 
 class Page:

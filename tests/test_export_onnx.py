@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import test_export_support as support
+from conftest import require
 from test_export_support import (
     FORCED,
     PRIME,
@@ -18,8 +19,8 @@ from test_export_support import (
     vocab_of,
 )
 
-onnx = pytest.importorskip("onnx")
-onnxruntime = pytest.importorskip("onnxruntime")
+onnx = require("onnx")
+onnxruntime = require("onnxruntime")
 
 pytestmark = pytest.mark.slow  # trains a run and starts `textgen` subprocesses
 

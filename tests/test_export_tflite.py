@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import test_export_support as support
+from conftest import require
 from test_export_support import (
     FORCED,
     PRIME,
@@ -20,7 +21,7 @@ from test_export_support import (
     vocab_of,
 )
 
-litert = pytest.importorskip("ai_edge_litert.interpreter")
+litert = require("ai_edge_litert.interpreter")
 pytestmark = pytest.mark.slow  # trains a run, starts subprocesses, converts with TensorFlow
 
 

@@ -7,8 +7,9 @@ import asyncio
 import threading
 
 import pytest
+from conftest import require
 
-pytest.importorskip("fastapi")
+require("fastapi")
 
 from textgen.errors import ConfigError  # noqa: E402
 from textgen.serve import chat, errors  # noqa: E402
