@@ -86,7 +86,7 @@ def test_model_config_other_checks():
     ("checkpoint_seconds", float("inf"), "checkpoint_seconds must be a positive number"),
     ("time_limit", -5.0, "time_limit must be a positive number of seconds. Received: time_limit=-5.0"),
     ("val_fraction", 1.0, "val_fraction must be in (0, 1). Received: val_fraction=1.0"),
-    ("precision", "bfloat16", "precision must be float32 or mixed_float16. Received: precision='bfloat16'"),
+    ("precision", "bfloat16", "precision must be one of float32, mixed_float16, mixed_bfloat16. Received: precision='bfloat16'"),
     ("min_lr_fraction", 2.0, "min_lr_fraction must be in [0, 1]. Received: min_lr_fraction=2.0"),
 ])
 def test_train_config_checks(field, value, message):

@@ -17,6 +17,7 @@ from textgen.config import (
     TIME_LIMIT_EPOCHS,
     TrainConfig,
     choose_defaults,
+    corpus_rule,
     defaults,
 )
 
@@ -29,10 +30,21 @@ def test_without_a_budget_the_run_stops_on_a_plateau():
     assert {"patience", "lr_schedule", "epochs", "eval_every", "dropout", "size"} <= set(chosen)
     assert all(chosen[name]["value"] == train[name] for name in ("patience", "lr_schedule", "epochs", "eval_every"))
     assert all(choice["reason"] for choice in chosen.values())
-    assert {k: model[k] for k in PRESETS["medium"]} == PRESETS["medium"] and model["dropout"] == 0.0
-    # A large corpus is checked every 2M characters, not once per (long) epoch.
-    _, train, _ = choose_defaults({}, {}, 100_000_000, None)
+    assert {k: model[k] for k in PRESETS["medium"]} == PRESETS["medium"]
+    assert model["dropout"] == chosen["dropout"]["value"] > 0, "a 10,000-character corpus is regularised"
+    # A large corpus is checked every 2M characters, not once per (long) epoch, and needs no dropout.
+    large, train, chosen = choose_defaults({}, {}, 100_000_000, None)
     assert train["eval_every"] * 128 * 25 <= 2_000_000 < (train["eval_every"] + 1) * 128 * 25
+    assert large["dropout"] == 0.0 and "only slows learning" in chosen["dropout"]["reason"]
+
+
+def test_dropout_falls_as_the_corpus_grows():
+    sizes = [10_000, 100_000, 300_000, 1_000_000, 3_000_000, 5_000_000, 10**9]
+    dropouts = [choose_defaults({}, {}, n, 300.0)[0]["dropout"] for n in sizes]
+    assert dropouts == sorted(dropouts, reverse=True) and dropouts[0] > dropouts[-1] == 0.0
+    # Every rule's reason names its span of sizes.
+    assert "up to 300,000 characters" in corpus_rule(100_000)[2]
+    assert "over 3,000,000 characters" in corpus_rule(10**9)[2]
 
 
 def test_a_given_option_wins_over_a_chosen_default():
@@ -71,7 +83,8 @@ def test_a_run_without_a_budget_stops_on_a_plateau_and_records_why(tmp_path):
     assert info["training"]["patience"] == 2 and "patience" not in info["chosen"]
     assert info["chosen"]["eval_every"]["value"] == info["training"]["eval_every"] == 3600 // 64
     assert info["chosen"]["lr_schedule"]["value"] == info["training"]["lr_schedule"] == "plateau"
-    assert info["chosen"]["dropout"] == {"value": 0.0, "reason": info["chosen"]["dropout"]["reason"]}
+    assert info["chosen"]["dropout"]["value"] == info["model"]["dropout"] == corpus_rule(4000)[0]
+    assert info["chosen"]["dropout"]["reason"] == corpus_rule(4000)[2]
     # Stopped by early stopping, long before the 100-epoch cap, with the best weights as its result.
     assert summary["stopped"] == info["stopped"] == "early_stopping"
     assert summary["epoch"] < 20
@@ -94,5 +107,46 @@ def test_the_choices_are_printed_at_the_start(tmp_path):
     result = invoke("train", corpus, "--run", "shown", *TINY_MODEL, "--seq-len", "16", "--batch-size", "4",
                     "--epochs", "1", "--eval-chars", "200")
     assert result.exit_code == 0, result.output
-    assert "chosen: dropout = 0.0 (the default for every corpus size)" in " ".join(result.stderr.split())
+    dropout, _, why = corpus_rule(len("to be or not to be\n" * 200))
+    assert f"chosen: dropout = {dropout} ({why})" in " ".join(result.stderr.split())
     assert "stopped: epochs done: 1" in " ".join(result.stdout.split())
+
+
+def test_bfloat16_is_chosen_only_where_the_cpu_computes_it():
+    # Native units, training on the CPU, the default 256-unit model: mixed_bfloat16, the units named.
+    _, train, chosen = choose_defaults({}, {}, 10**6, 300.0, cpu_only=True, cpu_bfloat16="AMX-BF16")
+    assert train["precision"] == chosen["precision"]["value"] == "mixed_bfloat16"
+    assert "AMX-BF16" in chosen["precision"]["reason"]
+    # Emulated: float32, saying why.
+    _, train, chosen = choose_defaults({}, {}, 10**6, 300.0, cpu_only=True, cpu_bfloat16=None)
+    assert train["precision"] == "float32" and "no native bfloat16" in chosen["precision"]["reason"]
+    # A small model gains nothing; on a GPU textgen does not choose; the user's precision wins.
+    _, train, chosen = choose_defaults({"units": 32}, {}, 10**6, 300.0, cpu_only=True, cpu_bfloat16="AMX-BF16")
+    assert train["precision"] == "float32" and "under 256 units" in chosen["precision"]["reason"]
+    _, train, chosen = choose_defaults({}, {}, 10**6, 300.0, cpu_only=False)
+    assert "precision" not in train and "precision" not in chosen
+    _, train, chosen = choose_defaults({}, {"precision": "float32"}, 10**6, 300.0, cpu_only=True,
+                                       cpu_bfloat16="AMX-BF16")
+    assert train["precision"] == "float32" and "precision" not in chosen
+
+
+@pytest.mark.slow
+def test_the_precision_option_follows_this_cpu(tmp_path):
+    from conftest import TINY_TRAIN, assert_one_line_error
+
+    from textgen import devices
+
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("to be or not to be\n" * 100, encoding="utf-8")
+    result = invoke("train", corpus, "--run", "both", *TINY_TRAIN, "--epochs", "1", "--precision", "float32",
+                    "--mixed-precision")
+    assert_one_line_error(result, "--precision float32 contradicts --mixed-precision")
+    result = invoke("train", corpus, "--run", "bf16", *TINY_TRAIN, "--epochs", "1", "--eval-chars", "100",
+                    "--precision", "mixed_bfloat16")
+    directory = checkpoints.run_dir(tmp_path / "checkpoints", "bf16")
+    if devices.native_bfloat16() is None or devices.gpu_available():
+        assert_one_line_error(result, "mixed_bfloat16", "Received: precision='mixed_bfloat16'")
+        assert not directory.exists(), "a refused run leaves nothing behind"
+    else:
+        assert result.exit_code == 0, result.output
+        assert json.loads((directory / "run.json").read_text())["training"]["precision"] == "mixed_bfloat16"

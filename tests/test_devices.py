@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import platform
 
 import keras
 import pytest
@@ -18,7 +19,8 @@ from textgen.errors import ConfigError
 from textgen.model import build_model
 
 VOCAB = 65
-PRECISIONS = ("float32", "mixed_float16")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+COMPUTE = {"float32": "float32", "mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
 
 
 def keras_accepts(layer) -> bool:
@@ -35,7 +37,7 @@ def lstms(model):
 
 
 def cli_combinations():
-    """Every preset, alone and with --layers 1 / 3, with --dropout 0 / 0.3, in both precisions."""
+    """Every preset, alone and with --layers 1 / 3, with --dropout 0 / 0.3, in every precision."""
     for size, options in PRESETS.items():
         for num_layers in sorted({options["num_layers"], 1, 3}):
             for dropout, precision in itertools.product((0.0, 0.3), PRECISIONS):
@@ -57,10 +59,11 @@ def test_every_cli_model_is_cudnn_eligible(options, precision):
     dropouts = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
     assert len(dropouts) == (options["num_layers"] if options["dropout"] else 0)
     assert all(layer.dropout == 0 and layer.recurrent_dropout == 0 for layer in lstms(model))
-    # Mixed precision computes the LSTMs in float16 but keeps logits (so softmax and loss) float32.
+    # Mixed precision computes the LSTMs in float16 / bfloat16 but keeps logits (so softmax and loss)
+    # and every variable float32.
     assert model.output.dtype == "float32"
-    assert all(layer.compute_dtype == ("float16" if precision == "mixed_float16" else "float32")
-               for layer in lstms(model))
+    assert all(layer.compute_dtype == COMPUTE[precision] for layer in lstms(model))
+    assert all(variable.dtype == "float32" for variable in model.trainable_variables)
     assert keras.mixed_precision.global_policy().name == "float32", "precision_scope must restore"
 
 
@@ -119,6 +122,30 @@ def test_mixed_precision_on_this_machine_follows_its_devices():
     else:
         with pytest.raises(ConfigError, match="needs a GPU"):
             devices.check_mixed_precision()
+
+
+def test_native_bfloat16_is_read_from_the_cpu_flags():
+    assert devices.native_bfloat16({"avx2", "fma", "avx512f"}) is None, "AVX2 / AVX-512 alone emulate bfloat16"
+    assert devices.native_bfloat16({"avx512f", "avx512_bf16"}) == "AVX-512 BF16"
+    assert devices.native_bfloat16({"amx_bf16", "avx512_bf16", "amx_tile"}) == "AMX-BF16 and AVX-512 BF16"
+    flags = devices.cpu_flags()
+    if platform.system() == "Linux":
+        assert "sse2" in flags or "fp" in flags, "read from /proc/cpuinfo"
+    assert devices.native_bfloat16() == devices.native_bfloat16(flags)
+
+
+def test_mixed_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
+    fake_devices(monkeypatch, 0)
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "fma"})
+    with pytest.raises(ConfigError) as caught:
+        devices.check_mixed_precision("mixed_bfloat16")
+    message = str(caught.value)
+    assert "\n" not in message and "would emulate it" in message and "Received: precision='mixed_bfloat16'" in message
+    monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    devices.check_mixed_precision("mixed_bfloat16")  # native, training on the CPU: accepted
+    fake_devices(monkeypatch, 1)
+    with pytest.raises(ConfigError, match="on a GPU use --mixed-precision"):
+        devices.check_mixed_precision("mixed_bfloat16")
 
 
 def test_precision_names_are_checked():
@@ -184,6 +211,9 @@ def test_info_json_reports_defaults(app):
     assert report["cudnn"]["eligible"] is True
     assert report["cudnn"]["used"] is devices.cudnn_available()
     assert report["mixed_precision"]["available"] is report["gpu"]
+    # bfloat16 follows the CPU's own flags: used by default only where it is native and no GPU is seen.
+    assert report["bfloat16"]["native"] == devices.native_bfloat16()
+    assert report["bfloat16"]["default"] is (report["bfloat16"]["native"] is not None and not report["gpu"])
     assert {f["feature"] for f in report["tensorflow_only"]} == {"tf.distribute", "TensorBoard"}
 
 
@@ -217,3 +247,33 @@ def test_info_unknown_run_is_one_line_error(app):
 def test_info_help_has_an_example(app):
     result = invoke(app, "info", "--help")
     assert result.exit_code == 0 and "Example:" in result.output and "--json" in result.output
+
+
+@pytest.mark.slow
+def test_a_model_trained_in_mixed_bfloat16_learns_and_samples_with_the_numpy_engine():
+    """The mixed_bfloat16 path end to end (emulated on a CPU without BF16, so tiny): the carried
+    LSTM state, the loss and every variable stay float32, the loss falls, and the float32 numpy
+    engine reads the weights and agrees with Keras to bfloat16's precision."""
+    import numpy as np
+
+    from textgen.arrays import trainable_arrays
+    from textgen.config import TrainConfig
+    from textgen.engine import LSTMEngine
+    from textgen.model import build_training_model
+
+    config = ModelConfig(vocab_size=6, embedding_dim=8, units=16, num_layers=2)
+    model = build_training_model(config, TrainConfig(batch_size=4, seq_len=8, precision="mixed_bfloat16",
+                                                     learning_rate=0.02))
+    assert keras.mixed_precision.global_policy().name == "float32", "the policy is scoped to the build"
+    assert all(layer.compute_dtype == "bfloat16" for layer in lstms(model))
+    text = np.tile(np.arange(6, dtype=np.int32), 20)
+    x = np.stack([np.roll(text, -i)[:8] for i in range(4)])
+    y = np.stack([np.roll(text, -i - 1)[:8] for i in range(4)])
+    losses = [float(model.train_on_batch(x, y, return_dict=True)["loss"]) for _ in range(40)]
+    assert all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0], losses
+    assert all(variable.dtype == "float32" for variable in model.variables if "seed_generator" not in variable.path)
+    # The numpy engine, float32 from the same weights, predicts the cycle as the network does.
+    engine = LSTMEngine(trainable_arrays(model), config.num_layers, threads=1)
+    state = engine.initial_state(1)
+    predicted = [int(np.argmax(engine.step(np.array([i % 6]), state)[0])) for i in range(12)]
+    assert predicted[6:] == [1, 2, 3, 4, 5, 0], "once in the cycle, the next character is certain"

@@ -14,7 +14,7 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from textgen.errors import CheckpointError, ConfigError, positive_int, positive_number
 
 LR_SCHEDULES = ("constant", "cosine", "plateau")
-PRECISIONS = ("float32", "mixed_float16")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 # Model size presets for `textgen train --size` (the one place their numbers live; tests and
 # benchmarks read them rather than repeating the numbers). "medium" is the default model.
@@ -107,7 +107,7 @@ class TrainConfig:
     sample_chars: int = 200  # sample printed after each evaluation (0 = none)
     sample_temperature: float = 0.8
     tensorboard: bool = False  # Keras TensorBoard logs in <run>/tensorboard
-    precision: str = "float32"  # or mixed_float16 (GPU only)
+    precision: str = "float32"  # or mixed_float16 (GPU only), mixed_bfloat16 (CPUs with native bfloat16)
     jit: bool | None = None  # XLA; None = Keras' choice for this backend and device
     strategy: str = "auto"  # auto | one-device | mirrored | multi-worker (tf.distribute); may change on resume
 
@@ -138,7 +138,7 @@ class TrainConfig:
         if not (0.0 < self.val_fraction < 1.0):
             raise ConfigError(f"val_fraction must be in (0, 1). Received: val_fraction={self.val_fraction}")
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be float32 or mixed_float16. Received: precision={self.precision!r}")
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}. Received: precision={self.precision!r}")
         return self
 
 
@@ -185,9 +185,24 @@ def resumed_configs(name: str, info: dict, vocab: list, given_model: dict,
 # -- defaults chosen from the corpus and the budget ------------------------------------------
 
 # Dropout and model size by corpus size: (largest corpus in characters, dropout, size preset),
-# first match wins. Every row holds today's defaults; the per-size values are decided by the
-# suite measurement of `benchmarks/quality.py --suite`, whose table benchmarks/README.md holds.
-CORPUS_RULES = ((math.inf, 0.0, DEFAULT_PRESET),)
+# first match wins. A small corpus is seen many times over in any budget and the network
+# memorises it; dropout between the layers keeps validation improving for longer. Measured by
+# `benchmarks/quality.py --suite` (the table in benchmarks/README.md).
+CORPUS_RULES = ((300_000, 0.3, DEFAULT_PRESET), (3_000_000, 0.1, DEFAULT_PRESET), (math.inf, 0.0, DEFAULT_PRESET))
+
+
+def corpus_rule(corpus_chars: int) -> tuple[float, str, str]:
+    """(dropout, size preset, why) for a corpus of `corpus_chars` characters."""
+    for i, (limit, dropout, size) in enumerate(CORPUS_RULES):
+        if corpus_chars <= limit:
+            low = CORPUS_RULES[i - 1][0] if i else 0
+            span = (f"over {low:,} characters" if math.isinf(limit) else
+                    f"{low:,} to {limit:,} characters" if low else f"up to {limit:,} characters")
+            why = (f"a corpus of {span}" + (" is seen many times over: dropout keeps it from being memorised"
+                                            if dropout else ": enough text that dropout only slows learning"))
+            return dropout, size, why
+    raise AssertionError("the last rule covers every size")
+
 
 # Without --time-limit and --epochs the run trains until validation stops improving:
 # evaluate after every pass over the training text, or every this many training characters
@@ -199,14 +214,21 @@ NO_BUDGET_PATIENCE = 6
 # With --time-limit alone the time is the budget: no epoch cap worth the name.
 TIME_LIMIT_EPOCHS = 1_000_000
 MODEL_SIZE_OPTIONS = ("num_layers", "units", "embedding_dim")
+# On a CPU with native bfloat16 (AVX-512 BF16, AMX), models this wide train in mixed_bfloat16:
+# measured 16% faster for the 2x256 default at the same 300 s validation loss (benchmarks/README.md);
+# the matrix units reward big matrices, and a tiny model has nothing to gain.
+BFLOAT16_MIN_UNITS = 256
 
 
 def choose_defaults(given_model: dict, given_train: dict, corpus_chars: int,
-                    time_budget: float | None) -> tuple[dict, dict, dict]:
+                    time_budget: float | None, cpu_only: bool = False,
+                    cpu_bfloat16: str | None = None) -> tuple[dict, dict, dict]:
     """The options of a new run: the user's, plus textgen's choices for those left open.
 
     `given_model` / `given_train` hold only the options the user set; `corpus_chars` is the
-    corpus' length in characters; `time_budget` the time limit in seconds (None if none).
+    corpus' length in characters; `time_budget` the time limit in seconds (None if none);
+    `cpu_only` whether training runs on the CPU (no GPU visible), and `cpu_bfloat16` the
+    CPU's native bfloat16 units (`devices.native_bfloat16()`, None if it has none).
     Returns (model options, training options, chosen): `chosen` maps each option textgen set
     to {"value", "reason"} (recorded as `run.json["chosen"]`). A given option always wins.
     """
@@ -218,13 +240,21 @@ def choose_defaults(given_model: dict, given_train: dict, corpus_chars: int,
             target[name] = value
             chosen[name] = {"value": value, "reason": reason}
 
-    limit, dropout, size = next(rule for rule in CORPUS_RULES if corpus_chars <= rule[0])
-    where = "every corpus size" if math.isinf(limit) else f"corpora up to {limit:,} characters"
-    choose(model, "dropout", dropout, f"the default for {where}")
+    dropout, size, why = corpus_rule(corpus_chars)
+    choose(model, "dropout", dropout, why)
     if not any(name in model for name in MODEL_SIZE_OPTIONS):
-        chosen["size"] = {"value": size, "reason": f"the {size} preset, the default for {where}"}
+        chosen["size"] = {"value": size, "reason": f"the {size} preset ({'x'.join(str(PRESETS[size][k]) for k in ('num_layers', 'units'))}): "
+                          "the best of the sizes measured at 300 s (benchmarks/README.md)"}
     for name, value in PRESETS[size].items():
         model.setdefault(name, value)
+    if cpu_only and cpu_bfloat16 and model["units"] >= BFLOAT16_MIN_UNITS:
+        choose(train, "precision", "mixed_bfloat16",
+               f"this CPU computes bfloat16 natively ({cpu_bfloat16}): the {BFLOAT16_MIN_UNITS}-unit "
+               "model trained 16% faster at the same validation loss (benchmarks/README.md)")
+    elif cpu_only:
+        choose(train, "precision", "float32",
+               "this CPU has no native bfloat16 (AVX-512 BF16 or AMX): emulated, it would only slow training"
+               if not cpu_bfloat16 else f"models under {BFLOAT16_MIN_UNITS} units gain nothing from bfloat16")
 
     if "epochs" in train:
         return model, train, chosen  # the user's epochs: no early stopping unless --patience

@@ -29,9 +29,11 @@ import subprocess
 
 from textgen import files
 from textgen.backend import quiet_import_keras
+from textgen.config import PRECISIONS
 from textgen.errors import ConfigError
 
-PRECISIONS = ("float32", "mixed_float16")
+# CPU flags (Linux /proc/cpuinfo) of units that compute bfloat16 natively, and their names.
+BFLOAT16_FLAGS = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX-512 BF16"))
 DISTRIBUTIONS = files.FRAMEWORKS
 
 
@@ -249,10 +251,46 @@ def cudnn_warnings(report: list) -> list:
 # ----------------------------------------------------------------------------- precision
 
 
-def check_mixed_precision() -> None:
-    """Refuse mixed precision where no GPU is visible (on a CPU float16 only slows training),
-    and on JAX, whose cuDNN LSTM (jax.experimental.rnn, Keras 3.15) fails on float16 inputs
-    ("Unknown output type float16", seen on an H100)."""
+def cpu_flags() -> set:
+    """The CPU's feature flags from /proc/cpuinfo (an empty set where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bfloat16(flags: set | None = None) -> str | None:
+    """The units with which this CPU computes bfloat16 natively ("AMX-BF16 and AVX-512 BF16"),
+    or None where bfloat16 would be emulated (every AVX2-only CPU)."""
+    flags = cpu_flags() if flags is None else flags
+    return " and ".join(name for flag, name in BFLOAT16_FLAGS if flag in flags) or None
+
+
+def check_mixed_precision(policy: str = "mixed_float16") -> None:
+    """Refuse a mixed precision where it would only slow training.
+
+    mixed_float16 needs a GPU (on a CPU float16 is emulated) and not JAX, whose cuDNN LSTM
+    (jax.experimental.rnn, Keras 3.15) fails on float16 inputs ("Unknown output type float16",
+    seen on an H100). mixed_bfloat16 is for CPUs that compute bfloat16 natively (AVX-512 BF16,
+    AMX) and no GPU: elsewhere it is emulated.
+    """
+    if policy == "mixed_bfloat16":
+        if gpu_available():
+            raise ConfigError(
+                "--precision mixed_bfloat16 is for CPU training; on a GPU use --mixed-precision "
+                "(float16). Received: precision='mixed_bfloat16'"
+            )
+        if native_bfloat16() is None:
+            raise ConfigError(
+                f"--precision mixed_bfloat16 needs a CPU that computes bfloat16 natively (AVX-512 BF16 "
+                f"or AMX); this one ({_host_cpu()['name']}) would emulate it, which only slows training. "
+                "Received: precision='mixed_bfloat16'"
+            )
+        return
     if backend() == "jax":
         raise ConfigError(
             "--mixed-precision does not work on the jax backend: the cuDNN LSTM Keras uses there "
@@ -267,11 +305,12 @@ def check_mixed_precision() -> None:
 
 
 def apply_precision(policy: str) -> None:
-    """Set Keras' global dtype policy ("float32" or "mixed_float16") for models built next.
+    """Set Keras' global dtype policy (one of `PRECISIONS`) for models built next.
 
-    Under mixed_float16 variables stay float32 and layers compute in float16; `build_model`
-    keeps the logits layer (and so the softmax and the loss) in float32, and Keras' compile
-    wraps the optimizer in a LossScaleOptimizer.
+    Under mixed_float16 / mixed_bfloat16 variables stay float32 and layers compute in float16
+    / bfloat16; `build_model` keeps the logits layer (and so the softmax and the loss) in
+    float32. Under mixed_float16 Keras' compile wraps the optimizer in a LossScaleOptimizer
+    (bfloat16 has float32's exponent range and needs no loss scaling).
     """
     if policy not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}. Received: precision={policy!r}")
@@ -333,6 +372,20 @@ TENSORFLOW_ONLY = (
 )
 
 
+def bfloat16_report(gpu: bool) -> dict:
+    """Whether this CPU computes bfloat16 natively, and so whether new runs train in it."""
+    from textgen.config import BFLOAT16_MIN_UNITS
+
+    native = native_bfloat16()
+    if gpu:
+        note = "a GPU is visible: training runs there (float32, or mixed_float16 with --mixed-precision)"
+    elif native:
+        note = f"native on this CPU ({native}): new runs of {BFLOAT16_MIN_UNITS}+ units train in mixed_bfloat16 (--precision float32 to refuse)"
+    else:
+        note = "emulated by this CPU (it has no AVX-512 BF16 or AMX): not used; new runs train in float32"
+    return {"native": native, "default": bool(native) and not gpu, "note": note}
+
+
 def describe(model=None, precision: str = "float32", source: str = "defaults") -> dict:
     """Everything `textgen info` shows, as one JSON-ready dict."""
     name = backend()
@@ -362,6 +415,7 @@ def describe(model=None, precision: str = "float32", source: str = "defaults") -
         "mixed_precision": {"available": gpu and name != "jax",
                             "note": "refused on jax (its cuDNN LSTM accepts float32 only)" if name == "jax"
                             else "mixed_float16 on the GPU" if gpu else "refused: no GPU (float16 only slows a CPU)"},
+        "bfloat16": bfloat16_report(gpu),
         "jit": {"supported": supported, "note": note},
         "tensorflow_only": [
             {"feature": feature, "what": what,

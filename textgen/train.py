@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from textgen import checkpoints, distribute, files
+from textgen import checkpoints, devices, distribute, files
 from textgen.backend import quiet_import_keras
 from textgen.config import ModelConfig, TrainConfig, choose_defaults, resumed_configs
 from textgen.corpus import PreparedCorpus
@@ -54,8 +54,10 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
                 f"Run {name!r} already exists in {str(root)!r}. Pass --resume to continue it, "
                 "or choose another --run name."
             )
+        cpu_only = not devices.gpu_available()
         model_options, train_options, chosen = choose_defaults(
-            given_model, given_train, corpus.num_chars, given_train.get("time_limit"))
+            given_model, given_train, corpus.num_chars, given_train.get("time_limit"),
+            cpu_only=cpu_only, cpu_bfloat16=devices.native_bfloat16() if cpu_only else None)
         model_config = ModelConfig(vocab_size=len(corpus.vocab), **model_options).validate()
         config = TrainConfig(**train_options).validate()
         info = {

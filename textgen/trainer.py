@@ -85,15 +85,22 @@ class Trainer:
         self.batches = StreamBatches(ids, 0, self.split, self.config.batch_size,
                                      self.config.seq_len, self.config.seed)
         self.val_ids = ids[self.split: self.split + self.config.eval_chars + 1]
+        warnings = []
         if self.config.precision != "float32":
-            devices.check_mixed_precision()
+            try:
+                devices.check_mixed_precision(self.config.precision)
+            except ConfigError as error:
+                # A bfloat16 run resumed on a CPU without it still resumes exactly, only slower.
+                if self.resume is None or self.config.precision != "mixed_bfloat16":
+                    raise
+                warnings.append(f"{error} (resuming anyway: this run was started in mixed_bfloat16)")
         self.distribution = distribute.setup(self.config.strategy)
         self.distribution.check_batch(self.config.batch_size)
         keras.utils.set_random_seed(self.config.seed)
         with self.distribution.scope():
             self.model = build_training_model(self.model_config, self.config,
                                               distributed=self.distribution.strategy is not None)
-            self.cudnn_warnings = devices.cudnn_warnings(devices.cudnn_report(self.model))
+            self.cudnn_warnings = warnings + devices.cudnn_warnings(devices.cudnn_report(self.model))
             self.optimizer = self.model.optimizer
         self.train_step = self.distribution.step_function(self.model)
         self.scorer = None

@@ -80,6 +80,7 @@ def _show(report: dict) -> None:
         out.print(f"Training here does not use the fused cuDNN kernel: {cudnn['why_not']}.")
     mixed = report["mixed_precision"]
     out.print(f"--mixed-precision: {'available' if mixed['available'] else 'unavailable'} ({mixed['note']})")
+    out.print(f"bfloat16: {report['bfloat16']['note']}")
     jit = report["jit"]
     out.print(f"--jit (XLA): {'available' if jit['supported'] else 'unavailable'} ({jit['note']})")
     for feature in report["tensorflow_only"]:

@@ -19,6 +19,7 @@ from textgen.config import (
     defaults,
     preset,
 )
+from textgen.errors import ConfigError
 
 MODEL = defaults(ModelConfig)
 TRAINING = defaults(TrainConfig)
@@ -127,6 +128,7 @@ def train(
     state_reset: Annotated[Optional[int], typer.Option(help=f"Each stream forgets its LSTM state every N segments, staggered across streams; 1 = stateless. {default(TRAINING['state_reset'])}")] = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Write Keras TensorBoard logs to <run>/tensorboard.")] = False,
     mixed_precision: Annotated[Optional[bool], typer.Option("--mixed-precision/--no-mixed-precision", help="mixed_float16 on a GPU; logits, softmax and loss stay float32. Refused without a GPU.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="float32, mixed_float16 (a GPU; what --mixed-precision sets) or mixed_bfloat16 (a CPU that computes bfloat16 natively: AVX-512 BF16 or AMX). (default: mixed_bfloat16 on such a CPU for models of 256+ units, else float32; `textgen info` says which)")] = None,
     jit: Annotated[Optional[bool], typer.Option("--jit/--no-jit", help="XLA-compile the training step. (default: Keras' choice for this backend and device)")] = None,
     strategy: Annotated[Optional[str], typer.Option(help=f"auto, one-device, mirrored (all local GPUs) or multi-worker (hosts in TF_CONFIG; only the chief writes checkpoints); tf.distribute, TensorFlow backend. auto = mirrored with 2+ GPUs. {default(TRAINING['strategy'])}")] = None,
     seed: Annotated[Optional[int], typer.Option(help=f"Random seed (weights, data order, dropout). {default(TRAINING['seed'])}")] = None,
@@ -162,7 +164,7 @@ def train(
                        "decay_steps": decay_steps, "patience": patience, "sample_every": sample_every,
                        "sample_temperature": sample_temperature, "state_reset": state_reset,
                        "tensorboard": tensorboard or None, "checkpoint_seconds": checkpoint_seconds,
-                       "precision": None if mixed_precision is None else ("mixed_float16" if mixed_precision else "float32"),
+                       "precision": _precision(precision, mixed_precision),
                        "jit": jit, "strategy": strategy},
         resume=resume, callbacks=progress, use_previous=use_previous,
     )
@@ -184,6 +186,15 @@ def train(
     out.print(f"stopped: {reason}", markup=False)
     if summary["stopped"] not in ("finished", "early_stopping"):
         out.print(f"Continue with: textgen train --run {summary['run']} --resume")
+
+
+def _precision(precision: str | None, mixed_precision: bool | None) -> str | None:
+    """--precision, or what --mixed-precision / --no-mixed-precision say (None: textgen chooses)."""
+    implied = None if mixed_precision is None else ("mixed_float16" if mixed_precision else "float32")
+    if precision is not None and implied is not None and precision != implied:
+        raise ConfigError(f"--precision {precision} contradicts --{'' if mixed_precision else 'no-'}mixed-precision "
+                          f"(which means {implied}); give one of them. Received: precision={precision!r}")
+    return precision if precision is not None else implied
 
 
 def register(app: typer.Typer) -> None:
