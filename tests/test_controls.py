@@ -17,7 +17,7 @@ from textgen.corpus import prepare
 from textgen.errors import ConfigError
 from textgen.train import TrainingCallbacks, open_run
 
-TINY = {"num_layers": 1, "units": 8, "embedding_dim": 4}
+TINY = {"num_layers": 1, "units": 8, "embedding_dim": 4, "dropout": 0.0}
 
 
 def options(**overrides):

@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import TINY_MODEL, invoke
+from conftest import TINY_SIZE, invoke
 
 from textgen import checkpoints
 from textgen.config import (
@@ -73,7 +73,7 @@ def test_a_run_without_a_budget_stops_on_a_plateau_and_records_why(tmp_path):
     rng = random.Random(0)
     corpus = tmp_path / "random.txt"
     corpus.write_text("".join(rng.choice("abcdefgh \n") for _ in range(4000)), encoding="utf-8")
-    result = invoke("train", corpus, "--run", "plateau", *TINY_MODEL, "--seq-len", "16", "--batch-size", "4",
+    result = invoke("train", corpus, "--run", "plateau", *TINY_SIZE, "--seq-len", "16", "--batch-size", "4",
                     "--patience", "2", "--learning-rate", "0.05", "--eval-chars", "300", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -104,7 +104,7 @@ def test_a_run_without_a_budget_stops_on_a_plateau_and_records_why(tmp_path):
 def test_the_choices_are_printed_at_the_start(tmp_path):
     corpus = tmp_path / "tiny.txt"
     corpus.write_text("to be or not to be\n" * 200, encoding="utf-8")
-    result = invoke("train", corpus, "--run", "shown", *TINY_MODEL, "--seq-len", "16", "--batch-size", "4",
+    result = invoke("train", corpus, "--run", "shown", *TINY_SIZE, "--seq-len", "16", "--batch-size", "4",
                     "--epochs", "1", "--eval-chars", "200")
     assert result.exit_code == 0, result.output
     dropout, _, why = corpus_rule(len("to be or not to be\n" * 200))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from conftest import TINY_TEXT, run_cli
 
-TINY_MODEL = ["--layers", "2", "--units", "16", "--embedding-dim", "8", "--seq-len", "10",
+TINY_MODEL = ["--layers", "2", "--units", "16", "--embedding-dim", "8", "--dropout", "0", "--seq-len", "10",
               "--batch-size", "4", "--epochs", "3", "--learning-rate", "0.02"]
 FORCED = (TINY_TEXT * 8)[:500]  # the 500 characters every format is teacher-forced with
 PRIME = "ROMEO:"

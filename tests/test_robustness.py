@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from textgen import checkpoints
 from textgen.cli import app
 
-TINY = ["--layers", "1", "--units", "16", "--embedding-dim", "8", "--seq-len", "16", "--batch-size", "4"]
+TINY = ["--layers", "1", "--units", "16", "--embedding-dim", "8", "--dropout", "0", "--seq-len", "16", "--batch-size", "4"]
 runner = CliRunner()
 
 

@@ -314,7 +314,7 @@ def train_tiny_run(tmp_path_factory):
         source.write_text(TINY_TEXT * 40, encoding="utf-8")
         prepared = corpus_lib.prepare(source, cache_dir=root / "cache")
         trainer = open_run(prepared, "tiny", root / "checkpoints", "tiny",
-                           model_options={"num_layers": 2, "units": 32, "embedding_dim": 8},
+                           model_options={"num_layers": 2, "units": 32, "embedding_dim": 8, "dropout": 0.0},
                            train_options={"seq_len": 32, "batch_size": 8, "epochs": 3, "learning_rate": 0.01,
                                           "seed": 0},
                            resume=False)

@@ -11,6 +11,7 @@ import typer
 
 from textgen.cli.common import CheckpointsOption, JsonOption, emit_json, err, out
 from textgen.config import (
+    CORPUS_RULES,
     DEFAULT_PRESET,
     NO_BUDGET_PATIENCE,
     PRESETS,
@@ -108,7 +109,7 @@ def train(
     layers: Annotated[Optional[int], typer.Option(help=f"Number of LSTM layers. {default(MODEL['num_layers'])}")] = None,
     units: Annotated[Optional[int], typer.Option(help=f"Units per LSTM layer. {default(MODEL['units'])}")] = None,
     embedding_dim: Annotated[Optional[int], typer.Option(help=f"Size of the character embedding. {default(MODEL['embedding_dim'])}")] = None,
-    dropout: Annotated[Optional[float], typer.Option(help=f"Dropout between layers, in [0, 1); textgen picks it by corpus size (the table in textgen/config.py; the same for every size today). {default(MODEL['dropout'])}")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help=f"Dropout after each LSTM layer, in [0, 1); textgen picks it by corpus size: {', '.join(f'{d:g} up to {n:,} characters' for n, d, _ in CORPUS_RULES[:-1])}, {CORPUS_RULES[-1][1]:g} above (what was chosen is printed and kept in run.json).")] = None,
     seq_len: Annotated[Optional[int], typer.Option(help=f"Characters per training segment (back-propagation length). {default(TRAINING['seq_len'])}")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Parallel text streams per step. {default(TRAINING['batch_size'])}")] = None,
     epochs: Annotated[Optional[int], typer.Option(help=f"Passes over the training text. Without --epochs and --time-limit, training stops by itself when validation stops improving (--patience {NO_BUDGET_PATIENCE} evaluations, best weights kept; learning rate halved on plateaus), after at most this many. {default(TRAINING['epochs'])}")] = None,
@@ -128,7 +129,7 @@ def train(
     state_reset: Annotated[Optional[int], typer.Option(help=f"Each stream forgets its LSTM state every N segments, staggered across streams; 1 = stateless. {default(TRAINING['state_reset'])}")] = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Write Keras TensorBoard logs to <run>/tensorboard.")] = False,
     mixed_precision: Annotated[Optional[bool], typer.Option("--mixed-precision/--no-mixed-precision", help="mixed_float16 on a GPU; logits, softmax and loss stay float32. Refused without a GPU.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="float32, mixed_float16 (a GPU; what --mixed-precision sets) or mixed_bfloat16 (a CPU that computes bfloat16 natively: AVX-512 BF16 or AMX). (default: mixed_bfloat16 on such a CPU for models of 256+ units, else float32; `textgen info` says which)")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="float32, mixed_float16 (a GPU; what --mixed-precision sets) or mixed_bfloat16 (a CPU that computes bfloat16 natively: AVX-512 BF16 or AMX). (default: mixed_bfloat16 on such a CPU for models of 256+ units, else float32; textgen info says which)")] = None,
     jit: Annotated[Optional[bool], typer.Option("--jit/--no-jit", help="XLA-compile the training step. (default: Keras' choice for this backend and device)")] = None,
     strategy: Annotated[Optional[str], typer.Option(help=f"auto, one-device, mirrored (all local GPUs) or multi-worker (hosts in TF_CONFIG; only the chief writes checkpoints); tf.distribute, TensorFlow backend. auto = mirrored with 2+ GPUs. {default(TRAINING['strategy'])}")] = None,
     seed: Annotated[Optional[int], typer.Option(help=f"Random seed (weights, data order, dropout). {default(TRAINING['seed'])}")] = None,
