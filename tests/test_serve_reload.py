@@ -17,7 +17,7 @@ from conftest import TINY_TEXT
 from serve_helpers import Server, copy_run, sse_events, trained  # noqa: F401
 
 pytestmark = pytest.mark.slow
-LONG = 30_000
+LONG = 200_000  # long enough to be still streaming when the new checkpoint lands, however fast the machine
 
 
 def _reference(run: Path, checkpoint: str, prime: str, length: int, seed: int) -> str:
