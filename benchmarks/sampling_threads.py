@@ -1,4 +1,5 @@
-"""How the engine should use the second core: one thread, its worker thread, or BLAS threads.
+"""How the engine should use the second core: one thread, its worker thread, or BLAS threads
+(the numpy step), or the compiled step with one thread or with its worker.
 
     python benchmarks/sampling_threads.py            # quiet machine
     python benchmarks/sampling_threads.py --busy     # with a busy-loop process on another core
@@ -19,7 +20,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from textgen.engine import LSTMEngine, single_threaded_blas
+from textgen.engine import LSTMEngine, load_kernel, single_threaded_blas
 from textgen.session import generate
 
 
@@ -57,9 +58,13 @@ def main() -> None:
     try:
         single_threaded_blas()
         weights = random_weights()
-        one, two = LSTMEngine(weights, 2, threads=1), LSTMEngine(weights, 2, threads=2)
-        settings = (("one thread, BLAS 1", one, 1), ("worker thread from 16 streams, BLAS 1", two, 1),
-                    ("one thread, BLAS 2", one, 2))
+        one, two = (LSTMEngine(weights, 2, threads=t, compiled=False) for t in (1, 2))
+        settings = [("numpy step: one thread, BLAS 1", one, 1),
+                    ("numpy step: worker thread from 16 streams, BLAS 1", two, 1),
+                    ("numpy step: one thread, BLAS 2", one, 2)]
+        if load_kernel() is not None:
+            settings += [("compiled step: one thread", LSTMEngine(weights, 2, threads=1), 1),
+                         ("compiled step: with its worker thread (textgen's default)", LSTMEngine(weights, 2), 1)]
         rows: dict = {}
         for _ in range(args.repeats):
             for label, engine, blas in settings:

@@ -9,10 +9,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import TINY_TEXT
+from conftest import TINY_TEXT, missing
 
 from textgen import sampling
-from textgen.engine import LSTMEngine
+from textgen.engine import LSTMEngine, load_kernel
 from textgen.errors import ConfigError
 from textgen.session import SamplingSession, StreamSpec, generate, load_run
 
@@ -212,28 +212,41 @@ calls = []
 real = threadpoolctl.threadpool_limits
 threadpoolctl.threadpool_limits = lambda limits=None, user_api=None: calls.append(limits) or real(limits, user_api)
 before = blas_threads()
-engine = LSTMEngine(random_weights(units=16), 2)
+engine = LSTMEngine(random_weights(units=16), 2, compiled=sys.argv[2] == "compiled")
 for num_samples in (1, 3, 1):  # several samples in a row, as the in-process CLI fuzzers do
     list(generate(engine, [1], 20, 1.0, num_samples=num_samples, seed=0))
 print(before, blas_threads(), calls)
 """
 
 
-@pytest.mark.slow
-def test_sampling_sets_blas_to_one_thread_once_and_leaves_it_there():
-    """One switch for the process, not one each way around every sample: switching back and
-    forth makes OpenBLAS end and start threads each time (a fuzzer once stalled in that)."""
+def _blas_probe(step: str) -> tuple:
     import os
     import subprocess
     import sys
     from pathlib import Path
 
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
-    out = subprocess.run([sys.executable, "-c", BLAS_PROBE, str(Path(__file__).parent)], env=env,
+    out = subprocess.run([sys.executable, "-c", BLAS_PROBE, str(Path(__file__).parent), step], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr  # also fails when numpy's BLAS is not found
     before, after, calls = out.stdout.split(maxsplit=2)
-    assert (before, after, calls.strip()) == ("2", "1", "[1]")
+    return before, after, calls.strip()
+
+
+@pytest.mark.slow
+def test_sampling_sets_blas_to_one_thread_once_and_leaves_it_there():
+    """The numpy step: one switch for the process, not one each way around every sample:
+    switching back and forth makes OpenBLAS end and start threads each time (a fuzzer once
+    stalled in that)."""
+    assert _blas_probe("numpy") == ("2", "1", "[1]")
+
+
+@pytest.mark.slow
+def test_the_compiled_step_leaves_numpys_blas_alone():
+    """The compiled step does its own products: BLAS keeps its threads for the user's code."""
+    if load_kernel() is None:
+        missing("textgen's compiled step", "pip install . with a C compiler (gcc)")
+    assert _blas_probe("compiled") == ("2", "2", "[]")
 # ----------------------------------------------------------------------------- the engine against Keras
 
 

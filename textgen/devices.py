@@ -263,6 +263,20 @@ def cpu_flags() -> set:
     return set()
 
 
+def sampling_step_report() -> dict:
+    """Which step `sample` and `serve` run: the compiled one (textgen/_kernel.c) or numpy's."""
+    import os
+
+    from textgen.engine import load_kernel
+
+    if load_kernel() is not None:
+        return {"kind": "compiled", "note": "compiled (textgen/_kernel.c, built at install); TEXTGEN_KERNEL=0 selects numpy's"}
+    if os.environ.get("TEXTGEN_KERNEL", "1").strip().lower() in ("0", "false", "no", "off"):
+        return {"kind": "numpy", "note": "numpy (TEXTGEN_KERNEL=0)"}
+    return {"kind": "numpy", "note": "numpy: the compiled step was not built (no C compiler at install); "
+                                     "reinstall with gcc for 2-4x faster sampling"}
+
+
 def native_bfloat16(flags: set | None = None) -> str | None:
     """The units with which this CPU computes bfloat16 natively ("AMX-BF16 and AVX-512 BF16"),
     or None where bfloat16 would be emulated (every AVX2-only CPU)."""
@@ -416,6 +430,7 @@ def describe(model=None, precision: str = "float32", source: str = "defaults") -
                             "note": "refused on jax (its cuDNN LSTM accepts float32 only)" if name == "jax"
                             else "mixed_float16 on the GPU" if gpu else "refused: no GPU (float16 only slows a CPU)"},
         "bfloat16": bfloat16_report(gpu),
+        "sampling_step": sampling_step_report(),
         "jit": {"supported": supported, "note": note},
         "tensorflow_only": [
             {"feature": feature, "what": what,

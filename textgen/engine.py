@@ -1,7 +1,8 @@
-"""The numpy LSTM engine: one character per step for a batch of streams that can grow and
-shrink between steps, reading a run's `weights.npz` without Keras or TensorFlow.
+"""The sampling engine: one character per step for a batch of streams that can grow and
+shrink between steps, reading a run's `weights.npz` without Keras or TensorFlow. The step
+is compiled C where the package was built with a compiler (below), numpy otherwise.
 
-What makes it fast (each measured, see benchmarks/README_sampling.md):
+What makes the numpy step fast (each measured, see benchmarks/README_sampling.md):
 - The first layer's input projection is folded into a (vocab, 4*units) table: the embedding
   followed by a matmul is the same as looking up a precomputed row.
 - Layers after the first multiply one preallocated [x, h] buffer by the stacked
@@ -16,14 +17,27 @@ What makes it fast (each measured, see benchmarks/README_sampling.md):
   streams one thread steps alone: a barrier round trip (about 60 us) costs more than half
   a small step gains.
 
-A state holds up to `capacity` streams; rows [0, rows) are live. Callers add and remove
-rows between steps with `StreamState.put_row` / `keep_rows`.
+A state holds up to `capacity` streams; rows [0, rows) are live. Callers (the session) add
+and remove rows between steps by copying the rows of every array in `state.arrays`.
+
+The compiled step. Where the package was built with a C compiler, `textgen/_kernel.c` runs
+the whole step (both layers' products, the cells, the output layer) in one call through
+ctypes, with its own worker thread that shares the blocks of every layer through an atomic
+counter instead of a barrier; see that file. It computes the same function as the numpy
+step (within float rounding: it sums in another order and uses its own exp), is used for
+float32 engines, and is switched off with TEXTGEN_KERNEL=0 (or `compiled=False`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import importlib.machinery
+import os
 import threading
+import weakref
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -82,6 +96,107 @@ def _cell(z: np.ndarray, c: np.ndarray, h: np.ndarray, width: int) -> None:
     h *= z[:, 2 * width: 3 * width]
 
 
+@functools.cache
+def load_kernel():
+    """The compiled step's library (ctypes), or None where it was not built or TEXTGEN_KERNEL=0."""
+    if os.environ.get("TEXTGEN_KERNEL", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    here = Path(__file__).parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = here / f"_kernel{suffix}"
+        if path.is_file():
+            try:
+                lib = ctypes.CDLL(str(path))
+            except OSError:
+                return None
+            break
+    else:
+        return None
+    p, i = ctypes.c_void_p, ctypes.c_int
+    lib.tg_version.restype = i
+    if lib.tg_version() != 1:
+        return None
+    lib.tg_model_create.restype = p
+    lib.tg_model_create.argtypes = [i, i, i, i, i, p, p, p, p, p]
+    lib.tg_model_destroy.argtypes = [p]
+    lib.tg_runner_create.restype = p
+    lib.tg_runner_create.argtypes = [p, i, i]
+    lib.tg_runner_set.argtypes = [p, i, p, p, p]
+    lib.tg_runner_outputs.argtypes = [p, p, p]
+    lib.tg_step.argtypes = [p, i]
+    lib.tg_step.restype = None
+    lib.tg_runner_destroy.argtypes = [p]
+    lib.tg_sample.restype = i
+    lib.tg_sample.argtypes = [p, i, i, p, p, i, p, p, p]
+    return lib
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _pointer(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
+class _CompiledModel:
+    """The engine's weights packed for textgen/_kernel.c (see its layout comment); owns the
+    C-side model, which points into these arrays."""
+
+    BLOCK, PANEL = 8, 32
+
+    def __init__(self, lib, engine: LSTMEngine):
+        u = engine.units
+        padded = -(-u // self.BLOCK) * self.BLOCK
+        blocks = padded // self.BLOCK
+
+        def gates(m: np.ndarray) -> np.ndarray:  # (K, 4u) -> (K, blocks, 32), units padded with zeros
+            out = np.zeros((m.shape[0], 4, padded), np.float32)
+            out[:, :, :u] = m.reshape(m.shape[0], 4, u)
+            return out.reshape(m.shape[0], 4, blocks, self.BLOCK).transpose(0, 2, 1, 3).reshape(m.shape[0], blocks, 32)
+
+        def rows(m: np.ndarray) -> np.ndarray:  # pad the input dimension (rows) from u to `padded`
+            out = np.zeros((padded, m.shape[1]), np.float32)
+            out[:u] = m
+            return out
+
+        def panels(m: np.ndarray) -> np.ndarray:  # (K, 4u) -> (blocks, K, 32): one contiguous panel per block
+            return np.ascontiguousarray(gates(m).transpose(1, 0, 2))
+
+        self.padded, self.blocks = padded, blocks
+        table, recurrent, _ = engine.layers[0]
+        self.table = np.ascontiguousarray(gates(table))
+        self.weights = [panels(rows(recurrent))]
+        self.bias = [np.zeros((blocks, 32), np.float32)]
+        for stacked, _, bias in engine.layers[1:]:
+            self.weights.append(panels(np.concatenate([rows(stacked[:u]), rows(stacked[u:])])))
+            self.bias.append(np.ascontiguousarray(gates(bias[None, :])[0]))
+        vocab = engine.vocab_size
+        self.out_panels = -(-vocab // self.PANEL)
+        out = np.zeros((padded, self.out_panels * self.PANEL), np.float32)
+        out[:u, :vocab] = engine.out_kernel
+        self.out = np.ascontiguousarray(out.reshape(padded, self.out_panels, self.PANEL).transpose(1, 0, 2))
+        self.out_bias = np.zeros(self.out_panels * self.PANEL, np.float32)
+        self.out_bias[:vocab] = engine.out_bias
+        layers = len(engine.layers)
+        self._weight_ptrs = (ctypes.c_void_p * layers)(*[_pointer(w) for w in self.weights])
+        self._bias_ptrs = (ctypes.c_void_p * layers)(*[_pointer(b) for b in self.bias])
+        self.lib = lib
+        self.handle = lib.tg_model_create(layers, u, padded, vocab, self.out_panels, _pointer(self.table),
+                                          ctypes.addressof(self._weight_ptrs), ctypes.addressof(self._bias_ptrs),
+                                          _pointer(self.out), _pointer(self.out_bias))
+        if not self.handle:
+            raise MemoryError("textgen's compiled step could not be set up")
+        weakref.finalize(self, lib.tg_model_destroy, self.handle)
+
+
+def _destroy_runner(model: _CompiledModel, runner: int) -> None:
+    model.lib.tg_runner_destroy(runner)
+
+
 def _gate_order(units: int) -> np.ndarray:
     """Column order that turns Keras' gates (i, f, c, o) into (i, f, o, c): one sigmoid block."""
     return np.concatenate([np.arange(0, 2 * units), np.arange(3 * units, 4 * units), np.arange(2 * units, 3 * units)])
@@ -94,9 +209,11 @@ class LSTMEngine:
     order (input, forget, cell, output); the engine reorders the columns once to (input,
     forget, output, cell) so that one sigmoid covers three gates.
     `threads` (1 or 2) is how many threads step a state; the text does not depend on it.
+    `compiled` (default: where built) runs the step in textgen/_kernel.c; see the module docstring.
     """
 
-    def __init__(self, weights: dict, num_layers: int, dtype=np.float32, threads: int = 2):
+    def __init__(self, weights: dict, num_layers: int, dtype=np.float32, threads: int = 2,
+                 compiled: bool | None = None):
         def get(name):
             if name not in weights:
                 raise CheckpointError(f"Checkpoint weights lack {name!r}; was it written by textgen?")
@@ -123,6 +240,15 @@ class LSTMEngine:
         self.out_bias = get("logits/bias").astype(dtype)
         self.vocab_size = self.out_bias.shape[0]
         self._halves = None
+        lib = load_kernel() if compiled is not False and np.dtype(dtype) == np.float32 and num_layers <= 16 else None
+        if compiled and lib is None:
+            raise CheckpointError("textgen's compiled step is not available (not built, or TEXTGEN_KERNEL=0).")
+        self.compiled = _CompiledModel(lib, self) if lib is not None else None
+
+    @property
+    def kind(self) -> str:
+        """Which step runs: "compiled" (textgen/_kernel.c) or "numpy"."""
+        return "compiled" if self.compiled is not None else "numpy"
 
     def halves(self):
         """Per worker: its unit columns (low, high) and its columns of every layer's weights."""
@@ -152,6 +278,11 @@ class LSTMEngine:
 
         The logits array is the state's buffer: the next step overwrites it.
         """
+        if state.runner is not None:
+            n = state.rows
+            state.ids[:n] = ids
+            self.compiled.lib.tg_step(state.runner, n)
+            return state.logits[:n]
         single_threaded_blas()
         with np.errstate(over="ignore"):  # exp(-x) may overflow to inf, on purpose
             if state.workers is not None and state.rows >= SPLIT_ROWS:
@@ -197,6 +328,11 @@ class StreamState:
         self.engine = engine
         self.capacity = capacity
         self.rows = 0
+        self.runner = None
+        self.workers = None
+        if engine.compiled is not None:
+            self._compiled(engine.compiled, threads > 1 and _cpus() > 1)
+            return
         self.inputs = [None] + [np.zeros((capacity, 2 * u), dtype) for _ in engine.layers[1:]]
         self.h = [np.zeros((capacity, u), dtype)] + [buf[:, u:] for buf in self.inputs[1:]]
         self.c = [np.zeros((capacity, u), dtype) for _ in engine.layers]
@@ -205,13 +341,42 @@ class StreamState:
         self.arrays = [self.h[0], *self.inputs[1:], *self.c]
         self.workers = _Workers(self) if threads > 1 and u >= 2 else None
 
+    def _compiled(self, model: _CompiledModel, threaded: bool) -> None:
+        """Buffers for the compiled step: h and c padded to `model.padded` units (the padding
+        stays 0), the new h of each layer, the ids and the logits."""
+        capacity, width = self.capacity, model.padded
+        self.h = [np.zeros((capacity, width), np.float32) for _ in model.weights]
+        self.c = [np.zeros((capacity, width), np.float32) for _ in model.weights]
+        self.fresh = [np.zeros((capacity, width), np.float32) for _ in model.weights]
+        self.logits = np.zeros((capacity, self.engine.vocab_size), np.float32)
+        self.ids = np.zeros(capacity, np.int64)
+        self.arrays = [*self.h, *self.c]
+        self._start_runner(model, threaded)
+
+    def _start_runner(self, model: _CompiledModel, threaded: bool) -> None:
+        lib = model.lib
+        runner = lib.tg_runner_create(model.handle, self.capacity, int(threaded))
+        if not runner:
+            raise MemoryError("textgen's compiled step could not be set up")
+        for layer, (h, c, fresh) in enumerate(zip(self.h, self.c, self.fresh)):
+            lib.tg_runner_set(runner, layer, _pointer(h), _pointer(c), _pointer(fresh))
+        lib.tg_runner_outputs(runner, _pointer(self.logits), _pointer(self.ids))
+        self.runner, self.threaded = runner, threaded
+        # The finalizer holds the model, so the C model outlives every runner that points at it.
+        self._finalizer = weakref.finalize(self, _destroy_runner, model, runner)
+
     def __getitem__(self, layer: int):
-        return self.h[layer], self.c[layer]
+        u = self.engine.units
+        return self.h[layer][:, :u], self.c[layer][:, :u]
 
     def __len__(self) -> int:
         return len(self.c)
 
     def close(self) -> None:
+        """Stop the state's worker thread (it can still be stepped, by one thread)."""
+        if self.runner is not None and self.threaded:
+            self._finalizer()  # joins the compiled step's worker
+            self._start_runner(self.engine.compiled, threaded=False)
         if self.workers is not None:
             self.workers.close()
             self.workers = None

@@ -8,9 +8,15 @@ the server's scheduler and the exporters' checks all sample through it.
 
 Determinism: stream (seed, index) draws its uniforms from its own generator, and its prime
 is fed through a state of one row, so its text does not depend on which other streams share
-the batch. Only float rounding can differ between batch heights (BLAS may sum a row's dot
-products in another order for another matrix height): a character changes only when a
-uniform lands within about 1e-7 of a boundary of the cumulative distribution.
+the batch. With the compiled step that holds bit for bit (each output is summed in one fixed
+order whatever the batch). With the numpy step only float rounding can differ between batch
+heights (BLAS may sum a row's dot products in another order for another matrix height): a
+character changes only when a uniform lands within about 1e-7 of a boundary of the
+cumulative distribution.
+
+The draw: temperature-only streams are drawn by the compiled `tg_sample` when the engine is
+compiled (the same arithmetic as `sampling.sample`, in C); streams with top-k or top-p, and
+every stream of a numpy engine, by `sampling.sample`.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from textgen.corpus import Vocabulary
-from textgen.engine import LSTMEngine
+from textgen.engine import LSTMEngine, load_kernel
 from textgen.errors import CheckpointError, ConfigError, positive_int
 from textgen.sampling import StopFilter, check_stops, check_temperature, check_top_k, check_top_p, log_softmax, sample
 
@@ -97,6 +103,8 @@ class Stream:
         self._filter = StopFilter(spec.stops)
         self._pending: list = []  # logprobs of characters held back by the stop filter
         self._rng = np.random.default_rng([spec.seed, spec.index])
+        self._plain = spec.top_k is None and (spec.top_p is None or spec.top_p >= 1.0)  # temperature only
+        self._fast = not spec.stops and spec.logprobs is None
 
     @property
     def text(self) -> str:
@@ -112,6 +120,13 @@ class Stream:
 
     def _push(self, char: str, entry) -> tuple:
         """Feed one generated character; returns (shown text, its logprob entries or None)."""
+        if self._fast:  # no stop strings, no logprobs: the character is shown at once
+            self.generated += 1
+            if self.spec.keep_text:
+                self.parts.append(char)
+            if self.generated >= self.spec.length:
+                self.finish_reason = "length"
+            return char, None
         self.generated += 1
         if entry is not None:
             self._pending.append(entry)
@@ -143,6 +158,8 @@ class SamplingSession:
         self.start_id = start_id
         self.streams: list = []  # row r of the state belongs to streams[r]
         self.state = None
+        self._filtered = 0  # live streams with top-k or top-p (sampled by numpy, not the compiled draw)
+        self._lib = load_kernel() if getattr(engine, "compiled", None) is not None else None
         self._grow(max(1, capacity))
         self._primed: dict = {}  # prime ids -> (state of one row, logits): shared by streams with one prime
 
@@ -155,14 +172,19 @@ class SamplingSession:
         old = self.state
         n = old.rows if old is not None else 0
         state = self.engine.initial_state(capacity)
+        # per row (moved with the rows): logits, uniforms, how many of them were used, temperature
         buffers = (np.zeros((capacity, self.engine.vocab_size), np.float32), np.zeros((capacity, UNIFORM_BLOCK)),
-                   np.full(capacity, UNIFORM_BLOCK, dtype=np.intp))
+                   np.zeros(capacity, dtype=np.int64), np.zeros(capacity))
         if old is not None:
-            for new, former in zip((*state.arrays, *buffers), (*old.arrays, self.logits, self.uniforms, self.used)):
+            for new, former in zip((*state.arrays, *buffers), (*old.arrays, *self._rows)):
                 new[:n] = former[:n]
             _close(old)
         state.rows = n
-        self.state, (self.logits, self.uniforms, self.used) = state, buffers
+        self.state, self._rows = state, buffers
+        self.logits, self.uniforms, self.used, self.temps = buffers
+        self.drawn, self.ids = np.zeros(capacity), np.zeros(capacity, dtype=np.int64)  # this step's uniforms and ids
+        self._pointers = [a.__array_interface__["data"][0]
+                          for a in (self.logits, self.temps, self.uniforms, self.used, self.drawn, self.ids)]
 
     def _prime(self, prime_ids: list):
         key = tuple(prime_ids)
@@ -188,9 +210,12 @@ class SamplingSession:
         for target, source in zip(self.state.arrays, one.arrays):
             target[n] = source[0]
         self.logits[n] = logits[0]
-        self.used[n] = UNIFORM_BLOCK
+        self.uniforms[n] = stream._rng.random(UNIFORM_BLOCK)
+        self.used[n] = 0
+        self.temps[n] = spec.temperature
         self.state.rows = n + 1
         self.streams.append(stream)
+        self._filtered += not stream._plain
         return stream
 
     def _score(self, prime_ids: list, k: int) -> list:
@@ -225,44 +250,58 @@ class SamplingSession:
             return
         index = np.asarray(rows, dtype=np.intp)
         k = len(rows)
-        for array in (*self.state.arrays, self.logits, self.uniforms, self.used):
+        for array in (*self.state.arrays, *self._rows):
             array[:k] = array[index]
         self.state.rows = k
         self.streams = [self.streams[i] for i in rows]
+        self._filtered = sum(not s._plain for s in self.streams)
 
-    def _draw(self) -> np.ndarray:
-        n = len(self.streams)
-        empty = np.flatnonzero(self.used[:n] == UNIFORM_BLOCK)
-        for r in empty:  # every 256 steps per stream
+    def _refill(self, n: int) -> None:
+        """New uniforms for the rows that used their last one (every 256 steps per stream)."""
+        for r in np.flatnonzero(self.used[:n] >= UNIFORM_BLOCK):
             self.uniforms[r] = self.streams[r]._rng.random(UNIFORM_BLOCK)
             self.used[r] = 0
-        rows = np.arange(n)
-        u = self.uniforms[rows, self.used[:n]]
-        self.used[:n] += 1
-        return u
+
+    def _sample(self, n: int) -> np.ndarray:
+        """This step's id of every live stream (each from the stream's next uniform)."""
+        logits, ids = self.logits[:n], self.ids[:n]
+        if self._lib is not None:  # the compiled draw: temperature-only streams (all, unless some filter)
+            p_logits, p_temps, p_uniforms, p_used, p_drawn, p_ids = self._pointers
+            empty = self._lib.tg_sample(p_logits, n, self.engine.vocab_size, p_temps, p_uniforms, UNIFORM_BLOCK,
+                                        p_used, p_drawn, p_ids)
+            u = self.drawn[:n]
+        else:
+            u = self.drawn[:n]
+            u[:] = self.uniforms[np.arange(n), self.used[:n]]
+            self.used[:n] += 1
+            empty = True
+        if self._lib is None or self._filtered:
+            groups: dict = {}
+            for r, s in enumerate(self.streams):
+                if self._lib is None or not s._plain:
+                    groups.setdefault((s.spec.temperature, s.spec.top_k, s.spec.top_p), []).append(r)
+            for (temperature, top_k, top_p), rows in groups.items():
+                if len(rows) == n:
+                    ids[:] = sample(logits, temperature, u, top_k, top_p)
+                else:
+                    ids[rows] = sample(logits[rows], temperature, u[rows], top_k, top_p)
+        if empty:
+            self._refill(n)
+        return ids
 
     def step(self) -> list:
         """One character for every live stream; returns the pieces with something to report."""
         n = len(self.streams)
         if n == 0:
             return []
-        logits, u = self.logits[:n], self._draw()
-        ids = np.empty(n, dtype=np.intp)
-        groups: dict = {}
-        for r, s in enumerate(self.streams):
-            groups.setdefault((s.spec.temperature, s.spec.top_k, s.spec.top_p), []).append(r)
-        for (temperature, top_k, top_p), rows in groups.items():
-            if len(rows) == n:
-                ids[:] = sample(logits, temperature, u, top_k, top_p)
-            else:
-                ids[rows] = sample(logits[rows], temperature, u[rows], top_k, top_p)
+        logits, ids = self.logits[:n], self._sample(n)
         pieces, keep = [], []
         chars = self.chars
-        for r, s in enumerate(self.streams):
+        for r, (s, i) in enumerate(zip(self.streams, ids.tolist())):
             entry = None
             if s.spec.logprobs is not None:
-                entry = self._entry(log_softmax(logits[r]), int(ids[r]), s.spec.logprobs)
-            text, entries = s._push(chars[ids[r]], entry)
+                entry = self._entry(log_softmax(logits[r]), i, s.spec.logprobs)
+            text, entries = s._push(chars[i], entry)
             if text or s.finish_reason is not None:
                 pieces.append(Piece(s, text, entries, s.finish_reason is not None))
             if s.finish_reason is None:

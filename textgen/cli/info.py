@@ -81,6 +81,7 @@ def _show(report: dict) -> None:
     mixed = report["mixed_precision"]
     out.print(f"--mixed-precision: {'available' if mixed['available'] else 'unavailable'} ({mixed['note']})")
     out.print(f"bfloat16: {report['bfloat16']['note']}")
+    out.print(f"sampling step: {report['sampling_step']['note']}")
     jit = report["jit"]
     out.print(f"--jit (XLA): {'available' if jit['supported'] else 'unavailable'} ({jit['note']})")
     for feature in report["tensorflow_only"]:

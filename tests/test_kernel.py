@@ -1,0 +1,111 @@
+"""The compiled step (textgen/_kernel.c) against the numpy step it replaces: the same logits
+within float rounding for every shape, a row's numbers independent of the rest of the batch,
+the compiled draw against `sampling.sample`, and the switch back to numpy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import missing
+from test_sampling import random_weights
+
+from textgen import sampling
+from textgen.engine import LSTMEngine, load_kernel
+from textgen.session import SamplingSession, StreamSpec
+
+
+@pytest.fixture(scope="module")
+def lib():
+    found = load_kernel()
+    if found is None:
+        missing("textgen's compiled step", "pip install . with a C compiler (gcc)")
+    return found
+
+
+@pytest.mark.parametrize("layers,units,vocab", [(1, 13, 7), (2, 8, 20), (2, 32, 7), (3, 37, 40)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_step_computes_the_numpy_step(lib, layers, units, vocab, threads):
+    """Units that are not a multiple of the 8-unit block are padded; the padding must stay 0."""
+    weights = random_weights(num_layers=layers, vocab=vocab, units=units, scale=0.4)
+    reference = LSTMEngine(weights, layers, threads=1, compiled=False)
+    engine = LSTMEngine(weights, layers, threads=threads)
+    assert (reference.kind, engine.kind) == ("numpy", "compiled")
+    for rows in (1, 2, 3, 4, 17, 40):
+        a, b = reference.initial_state(rows), engine.initial_state(rows)
+        ids = np.arange(rows) % vocab
+        for _ in range(20):
+            x, y = reference.step(ids, a).copy(), engine.step(ids, b).copy()
+            assert np.abs(x - y).max() < 2e-5, rows
+            ids = np.argmax(x, axis=-1)
+        for layer in range(layers):
+            for ours, theirs in zip(b[layer], a[layer]):
+                assert np.abs(ours[:rows] - theirs[:rows]).max() < 2e-5
+            assert not b.h[layer][:, units:].any() and not b.c[layer][:, units:].any()  # padding
+        b.close()
+        assert np.abs(engine.step(ids, b) - reference.step(ids, a)).max() < 2e-5  # one thread after close
+
+
+def test_a_rows_numbers_do_not_depend_on_the_batch(lib):
+    """Bit for bit: each output is one chain of multiply-adds in a fixed order, whichever tile,
+    job or thread computes it (BLAS can sum another way for another matrix height)."""
+    weights = random_weights(num_layers=2, vocab=11, units=24, scale=0.5)
+    engine = LSTMEngine(weights, 2, threads=2)
+    alone = engine.initial_state(1, threads=1)
+    crowd = engine.initial_state(61)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        ids = rng.integers(0, 11, 61)
+        mine = engine.step(ids[:1], alone).copy()
+        theirs = engine.step(ids, crowd)
+        assert np.array_equal(mine[0], theirs[0])
+    crowd.close()
+
+
+def test_the_compiled_draw_is_sampling_sample(lib):
+    rng = np.random.default_rng(3)
+    logits = (rng.standard_normal((300, 50)) * 3).astype(np.float32)
+    uniforms = rng.random((300, 4))
+    for temperature in (0.0, 0.3, 1.0, 2.5):
+        ids = np.zeros(300, np.int64)
+        used = np.zeros(300, np.int64)
+        drawn = np.zeros(300)
+        temps = np.full(300, temperature)
+        pointers = [a.__array_interface__["data"][0] for a in (logits, temps, uniforms, used, drawn, ids)]
+        p_logits, p_temps, p_uniforms, p_used, p_drawn, p_ids = pointers
+        empty = lib.tg_sample(p_logits, 300, 50, p_temps, p_uniforms, 4, p_used, p_drawn, p_ids)
+        assert empty == 0 and (used == 1).all() and np.array_equal(drawn, uniforms[:, 0])
+        assert np.array_equal(ids, sampling.sample(logits, temperature, uniforms[:, 0]))
+
+
+def test_compiled_and_numpy_sessions_write_the_same_text(lib):
+    """Same seeds, same text: the two steps differ only by rounding, far below what moves a draw."""
+    chars = list("abcdefg")
+    weights = random_weights(num_layers=2, vocab=7, units=16, scale=0.8)
+    texts = []
+    for compiled in (True, False):
+        session = SamplingSession(LSTMEngine(weights, 2, compiled=compiled), chars)
+        specs = [StreamSpec(prime="ab", length=400, temperature=t, seed=5, index=i, top_k=k)
+                 for i, (t, k) in enumerate([(0.7, None), (1.0, None), (0.0, None), (0.9, 3), (1.2, None)])]
+        streams = [session.add(spec) for spec in specs]
+        while session.active:
+            session.step()
+        texts.append([s.text for s in streams])
+        session.close()
+    assert texts[0] == texts[1]
+    assert len(set(texts[0])) == 5
+
+
+def test_textgen_kernel_0_selects_the_numpy_step(lib):
+    code = ("import sys; sys.path.insert(0, 'tests'); from test_sampling import random_weights; "
+            "from textgen.engine import LSTMEngine; print(LSTMEngine(random_weights(), 2).kind)")
+    kinds = []
+    for value in ("0", "1"):
+        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TEXTGEN_KERNEL": value},
+                             capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+        assert out.returncode == 0, out.stderr
+        kinds.append(out.stdout.strip())
+    assert kinds == ["numpy", "compiled"]

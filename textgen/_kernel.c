@@ -1,0 +1,477 @@
+/* textgen's compiled LSTM step: one character for n streams in one call.
+ *
+ * Plain C with no Python API; textgen/engine.py loads it with ctypes (which releases the GIL
+ * for the call) and falls back to its numpy step when it was not built. Why it exists: the
+ * numpy step is ~30 calls of 2-3 us each around three matrix products, which for one stream
+ * cost more than the products themselves (benchmarks/README_sampling.md).
+ *
+ * Layout (prepared by engine.py): units are padded to a multiple of 8 (padded weights are
+ * zero, so padded h and c stay exactly 0). A *block* is 8 units; its 32 gate columns
+ * (input, forget, output, candidate: 8 each) are packed as a (K, 32) panel, so the product
+ * of a block reads one contiguous stream of weights, and the cell runs on the block's gates
+ * while they are still in registers/L1. The output layer is packed as (K, 32) panels of
+ * vocabulary columns, the last one padded with zeros.
+ *
+ * Determinism: every output element is one chain of fused multiply-adds over k in order,
+ * whatever the number of rows, the tile a row falls in, or the thread that computes it, so a
+ * stream's numbers do not depend on which other streams share the batch.
+ *
+ * Threads: with a worker, both threads claim blocks from an atomic counter per phase (layer
+ * 0, layer 1, ..., output) and wait for the phase's blocks to be done before the next phase.
+ * The caller's thread never waits for the worker to start: a worker that is late (its core is
+ * busy with another process) takes fewer blocks or none. Between steps the worker spins
+ * briefly, then yields, then sleeps on a condition variable.
+ */
+#include <math.h>  /* exp, INFINITY */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias)); /* for unaligned loads/stores */
+#define BLOCK 8
+#define PANEL 32
+#define MAX_LAYERS 16
+#define ROWS_PER_TILE 3
+#define OUT_ROWS 16 /* rows per output-layer job */
+
+static inline v8 load8(const float *p) { return *(const v8u *)p; }
+static inline void store8(float *p, v8 v) { *(v8u *)p = v; }
+static inline v8 splat(float x) { return (v8){x, x, x, x, x, x, x, x}; }
+
+/* exp(x) for float32, Cephes' polynomial: about 1 ulp on [-87, 88]; inputs are clamped there
+ * (so exp(-x) never overflows to inf: 1 / (1 + exp(88)) is 6e-39, as good as 0). */
+typedef int32_t i8 __attribute__((vector_size(32)));
+static inline v8 pick(i8 mask, v8 a, v8 b) { /* mask ? a : b, per lane (casts keep the bits) */
+    return (v8)((mask & (i8)a) | (~mask & (i8)b));
+}
+static inline v8 exp8(v8 x) {
+    const v8 hi = splat(88.0f), lo = splat(-87.0f);
+    x = pick(x > hi, hi, x);
+    x = pick(x < lo, lo, x);
+    const v8 magic = splat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
+    v8 t = x * splat(1.44269504088896341f) + magic;
+    v8 n = t - magic;
+    v8 r = x - n * splat(0.693359375f);
+    r = r - n * splat(-2.12194440e-4f);
+    v8 p = splat(1.9875691500e-4f);
+    p = p * r + splat(1.3981999507e-3f);
+    p = p * r + splat(8.3334519073e-3f);
+    p = p * r + splat(4.1665795894e-2f);
+    p = p * r + splat(1.6666665459e-1f);
+    p = p * r + splat(5.0000001201e-1f);
+    v8 y = p * (r * r) + r + splat(1.0f);
+    v8 scale = (v8)((((i8)t - (i8)magic) + 127) << 23); /* 2^n from n's bits */
+    return y * scale;
+}
+static inline v8 sigmoid8(v8 x) { return splat(1.0f) / (splat(1.0f) + exp8(-x)); }
+static inline v8 tanh8(v8 x) { return splat(2.0f) / (splat(1.0f) + exp8(x * splat(-2.0f))) - splat(1.0f); }
+
+typedef struct {
+    int layers, units, padded, vocab, out_panels;
+    const float *table;            /* (vocab, blocks, 32): embedding @ kernel + bias, layer 0 */
+    const float *weights[MAX_LAYERS]; /* layer 0: (blocks, padded, 32); others (blocks, 2*padded, 32) */
+    const float *bias[MAX_LAYERS];    /* layers >= 1: (blocks, 32) */
+    const float *out;                 /* (out_panels, padded, 32) */
+    const float *out_bias;            /* (out_panels * 32) */
+} Model;
+
+typedef struct Runner Runner;
+struct Runner {
+    const Model *model;
+    int capacity, layers; /* layers: the model's, kept here (at garbage collection the model may go first) */
+    /* state buffers (numpy-owned), row stride `padded` floats; logits row stride `vocab` */
+    float *h[MAX_LAYERS], *c[MAX_LAYERS], *fresh[MAX_LAYERS];
+    float **h_rows[MAX_LAYERS], **fresh_rows[MAX_LAYERS]; /* row pointers into h and fresh */
+    float *scratch[2];                                      /* per thread: capacity x 32 products */
+    float *logits;
+    const int64_t *ids;
+    int rows;
+    /* threading */
+    int threaded;
+    pthread_t thread;
+    pthread_mutex_t mutex;
+    pthread_cond_t wake;
+    int sleeping;  /* guarded by mutex */
+    int quit;      /* guarded by mutex */
+    _Atomic int64_t epoch; /* the step being run (odd/even irrelevant); worker joins each once */
+    _Atomic int64_t gate;  /* epoch*4 + 0 open, 1 worker joined, 2 worker left, 3 closed */
+    _Atomic int claimed[MAX_LAYERS + 1];
+    _Atomic int done[MAX_LAYERS + 1];
+};
+
+/* Products. Every output element is acc = fma(x[k], w[k], acc) for k = 0, 1, ... in order,
+ * whatever the path below, so the result of a row never depends on the other rows. */
+
+/* z[r][0..32) (+)= sum_{k in [k0, k1)} x_r[k] * w[k][0..32) for R rows; w points at row k0 of a
+ * (K, 32) panel; `first` starts from zero instead of z. */
+#define DEFINE_TILE(R)                                                                                 \
+    static inline void tile##R(const float *const *x, int k0, int k1, const float *w, float *z, int first) { \
+        v8 acc[R][4];                                                                                  \
+        for (int r = 0; r < R; r++)                                                                    \
+            for (int g = 0; g < 4; g++) acc[r][g] = first ? splat(0.0f) : load8(z + r * PANEL + 8 * g); \
+        for (int k = k0; k < k1; k++, w += PANEL) {                                                    \
+            v8 w0 = load8(w), w1 = load8(w + 8), w2 = load8(w + 16), w3 = load8(w + 24);               \
+            for (int r = 0; r < R; r++) {                                                              \
+                v8 b = splat(x[r][k]);                                                                 \
+                acc[r][0] = acc[r][0] + b * w0;                                                        \
+                acc[r][1] = acc[r][1] + b * w1;                                                        \
+                acc[r][2] = acc[r][2] + b * w2;                                                        \
+                acc[r][3] = acc[r][3] + b * w3;                                                        \
+            }                                                                                          \
+        }                                                                                              \
+        for (int r = 0; r < R; r++)                                                                    \
+            for (int g = 0; g < 4; g++) store8(z + r * PANEL + 8 * g, acc[r][g]);                      \
+    }
+DEFINE_TILE(1)
+DEFINE_TILE(2)
+DEFINE_TILE(3)
+
+/* One row, two panels at once (eight independent chains hide the FMA latency). */
+static inline void tile1x2(const float *x, int k0, int k1, const float *wa, const float *wb, float *za, float *zb,
+                           int first) {
+    v8 a[4], b[4];
+    for (int g = 0; g < 4; g++) {
+        a[g] = first ? splat(0.0f) : load8(za + 8 * g);
+        b[g] = first ? splat(0.0f) : load8(zb + 8 * g);
+    }
+    for (int k = k0; k < k1; k++, wa += PANEL, wb += PANEL) {
+        v8 s = splat(x[k]);
+        for (int g = 0; g < 4; g++) {
+            a[g] = a[g] + s * load8(wa + 8 * g);
+            b[g] = b[g] + s * load8(wb + 8 * g);
+        }
+    }
+    for (int g = 0; g < 4; g++) {
+        store8(za + 8 * g, a[g]);
+        store8(zb + 8 * g, b[g]);
+    }
+}
+
+#define KC 128 /* k per chunk: a chunk of a panel (16 KB) stays in L1 while every row tile uses it */
+
+/* z (rows x 32, row stride 32) = x (rows given by pointers, two segments) @ panel, for n rows. */
+static void product(const float *const *x1, int k1, const float *const *x2, int k2, const float *w, int n, float *z) {
+    int first = 1;
+    for (int seg = 0; seg < 2; seg++) {
+        const float *const *x = seg ? x2 : x1;
+        int K = seg ? k2 : k1;
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            int kend = k0 + KC < K ? k0 + KC : K;
+            int r = 0;
+            for (; r + 3 <= n; r += 3) tile3(x + r, k0, kend, w + (size_t)k0 * PANEL, z + (size_t)r * PANEL, first);
+            if (n - r == 2) tile2(x + r, k0, kend, w + (size_t)k0 * PANEL, z + (size_t)r * PANEL, first);
+            else if (n - r == 1) tile1(x + r, k0, kend, w + (size_t)k0 * PANEL, z + (size_t)r * PANEL, first);
+            first = 0;
+        }
+        w += (size_t)K * PANEL;
+    }
+}
+
+/* The cell on one block's pre-activations z (gates i, f, o, candidate) for one row. */
+static inline void cell(const v8 z[4], const float *add, float *c, float *h) {
+    v8 i = z[0] + load8(add), f = z[1] + load8(add + 8), o = z[2] + load8(add + 16), g = z[3] + load8(add + 24);
+    i = sigmoid8(i);
+    f = sigmoid8(f);
+    o = sigmoid8(o);
+    g = tanh8(g);
+    v8 cn = f * load8(c) + i * g;
+    store8(c, cn);
+    store8(h, o * tanh8(cn));
+}
+
+/* The cell on rows [0, n) of one block, from the products z (n x 32). */
+static void cells(Runner *run, int layer, int block, const float *z, int n) {
+    const Model *m = run->model;
+    const int P = m->padded, blocks = P / BLOCK, unit = block * BLOCK;
+    for (int r = 0; r < n; r++) {
+        size_t row = (size_t)r * P;
+        const float *add = layer ? m->bias[layer] + (size_t)block * PANEL
+                                 : m->table + ((size_t)run->ids[r] * blocks + block) * PANEL;
+        v8 zz[4];
+        for (int g = 0; g < 4; g++) zz[g] = load8(z + (size_t)r * PANEL + 8 * g);
+        cell(zz, add, run->c[layer] + row + unit, run->fresh[layer] + row + unit);
+    }
+}
+
+/* Job `job` of layer `layer`: one block for all rows, or for a single row two blocks. */
+static void layer_job(Runner *run, int layer, int job, float *z) {
+    const Model *m = run->model;
+    const int P = m->padded, n = run->rows, K = layer ? 2 * P : P;
+    const float *const *x1 = layer ? (const float *const *)run->fresh_rows[layer - 1] : (const float *const *)run->h_rows[0];
+    const float *const *x2 = (const float *const *)run->h_rows[layer];
+    if (n == 1) {
+        int a = 2 * job, b = 2 * job + 1, blocks = P / BLOCK;
+        const float *wa = m->weights[layer] + (size_t)a * K * PANEL;
+        if (b < blocks) {
+            const float *wb = wa + (size_t)K * PANEL;
+            tile1x2(x1[0], 0, P, wa, wb, z, z + PANEL, 1);
+            if (layer) tile1x2(x2[0], 0, P, wa + (size_t)P * PANEL, wb + (size_t)P * PANEL, z, z + PANEL, 0);
+            cells(run, layer, a, z, 1);
+            cells(run, layer, b, z + PANEL, 1);
+        } else {
+            product(x1, P, x2, layer ? P : 0, wa, 1, z);
+            cells(run, layer, a, z, 1);
+        }
+        return;
+    }
+    product(x1, P, x2, layer ? P : 0, m->weights[layer] + (size_t)job * K * PANEL, n, z);
+    cells(run, layer, job, z, n);
+}
+
+/* One job of the output layer: rows [r0, r0 + OUT_ROWS) of one panel of vocabulary columns. */
+static void out_job(Runner *run, int job, float *z) {
+    const Model *m = run->model;
+    const int P = m->padded, V = m->vocab, last = m->layers - 1;
+    int panel = job % m->out_panels, r0 = (job / m->out_panels) * OUT_ROWS;
+    int r1 = r0 + OUT_ROWS < run->rows ? r0 + OUT_ROWS : run->rows;
+    int cols = V - panel * PANEL < PANEL ? V - panel * PANEL : PANEL;
+    product((const float *const *)run->fresh_rows[last] + r0, P, NULL, 0, m->out + (size_t)panel * P * PANEL, r1 - r0, z);
+    for (int r = r0; r < r1; r++) {
+        float *out = run->logits + (size_t)r * V + panel * PANEL;
+        const float *zr = z + (size_t)(r - r0) * PANEL, *bias = m->out_bias + panel * PANEL;
+        for (int j = 0; j < cols; j++) out[j] = zr[j] + bias[j];
+    }
+}
+
+static int phase_jobs(const Runner *run, int phase) {
+    const Model *m = run->model;
+    if (phase < m->layers) return run->rows == 1 ? (m->padded / BLOCK + 1) / 2 : m->padded / BLOCK;
+    return m->out_panels * ((run->rows + OUT_ROWS - 1) / OUT_ROWS);
+}
+
+static void wait_done(Runner *run, int phase, int jobs) {
+    for (unsigned spins = 0; atomic_load_explicit(&run->done[phase], memory_order_acquire) < jobs; spins++) {
+        if (spins < 4096) CPU_RELAX();
+        else sched_yield();
+    }
+}
+
+/* Work on every phase of the current step, claiming jobs until none are left; `z` is this
+ * thread's scratch (capacity x 32 floats). */
+static void work(Runner *run, float *z) {
+    const int phases = run->model->layers + 1;
+    for (int phase = 0; phase < phases; phase++) {
+        const int jobs = phase_jobs(run, phase);
+        int job;
+        while ((job = atomic_fetch_add_explicit(&run->claimed[phase], 1, memory_order_acq_rel)) < jobs) {
+            if (phase < run->model->layers) layer_job(run, phase, job, z);
+            else out_job(run, job, z);
+            atomic_fetch_add_explicit(&run->done[phase], 1, memory_order_acq_rel);
+        }
+        wait_done(run, phase, jobs);
+    }
+}
+
+static void *worker_main(void *arg) {
+    Runner *run = arg;
+    int64_t seen = 0;
+    for (;;) {
+        /* wait for a new step: spin, then yield, then sleep */
+        int64_t e;
+        unsigned spins = 0;
+        struct timespec start = {0, 0};
+        while ((e = atomic_load_explicit(&run->epoch, memory_order_acquire)) == seen) {
+            spins++;
+            if (spins < 2048) {
+                CPU_RELAX();
+                continue;
+            }
+            if (spins == 2048) clock_gettime(CLOCK_MONOTONIC, &start);
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            double idle = (now.tv_sec - start.tv_sec) + 1e-9 * (now.tv_nsec - start.tv_nsec);
+            if (idle < 0.002) {
+                sched_yield();
+                continue;
+            }
+            pthread_mutex_lock(&run->mutex);
+            run->sleeping = 1;
+            while (!run->quit && atomic_load_explicit(&run->epoch, memory_order_acquire) == seen)
+                pthread_cond_wait(&run->wake, &run->mutex);
+            run->sleeping = 0;
+            int quit = run->quit;
+            pthread_mutex_unlock(&run->mutex);
+            if (quit) return NULL;
+            spins = 0;
+        }
+        if (e < 0) return NULL; /* quit */
+        seen = e;
+        int64_t open = e * 4;
+        if (!atomic_compare_exchange_strong(&run->gate, &open, e * 4 + 1)) continue; /* step over */
+        work(run, run->scratch[1]);
+        atomic_store_explicit(&run->gate, e * 4 + 2, memory_order_release);
+    }
+}
+
+void *tg_runner_create(const Model *model, int capacity, int threaded) {
+    Runner *run = calloc(1, sizeof *run);
+    if (!run) return NULL;
+    run->model = model;
+    run->capacity = capacity;
+    run->layers = model->layers;
+    for (int l = 0; l < model->layers; l++) {
+        run->h_rows[l] = calloc(capacity, sizeof(float *));
+        run->fresh_rows[l] = calloc(capacity, sizeof(float *));
+    }
+    run->scratch[0] = aligned_alloc(64, (size_t)capacity * PANEL * sizeof(float) * 2 + 64);
+    run->scratch[1] = aligned_alloc(64, (size_t)capacity * PANEL * sizeof(float) * 2 + 64);
+    if (threaded) {
+        pthread_mutex_init(&run->mutex, NULL);
+        pthread_cond_init(&run->wake, NULL);
+        atomic_store(&run->gate, 3);
+        if (pthread_create(&run->thread, NULL, worker_main, run) == 0) run->threaded = 1;
+    }
+    return run;
+}
+
+void tg_runner_set(Runner *run, int layer, float *h, float *c, float *fresh) {
+    run->h[layer] = h;
+    run->c[layer] = c;
+    run->fresh[layer] = fresh;
+    for (int r = 0; r < run->capacity; r++) {
+        run->h_rows[layer][r] = h + (size_t)r * run->model->padded;
+        run->fresh_rows[layer][r] = fresh + (size_t)r * run->model->padded;
+    }
+}
+
+void tg_runner_outputs(Runner *run, float *logits, const int64_t *ids) {
+    run->logits = logits;
+    run->ids = ids;
+}
+
+/* Advance `rows` streams by one character. */
+void tg_step(Runner *run, int rows) {
+    const Model *m = run->model;
+    run->rows = rows;
+    for (int p = 0; p <= m->layers; p++) {
+        atomic_store_explicit(&run->claimed[p], 0, memory_order_relaxed);
+        atomic_store_explicit(&run->done[p], 0, memory_order_relaxed);
+    }
+    int64_t e = 0;
+    if (run->threaded) {
+        e = atomic_load_explicit(&run->epoch, memory_order_relaxed) + 1;
+        atomic_store_explicit(&run->gate, e * 4, memory_order_release);
+        atomic_store_explicit(&run->epoch, e, memory_order_release);
+        pthread_mutex_lock(&run->mutex);
+        if (run->sleeping) pthread_cond_signal(&run->wake);
+        pthread_mutex_unlock(&run->mutex);
+    }
+    work(run, run->scratch[0]);
+    if (run->threaded) {
+        int64_t open = e * 4;
+        if (!atomic_compare_exchange_strong(&run->gate, &open, e * 4 + 3)) {
+            /* the worker joined: wait until it has left this step */
+            for (unsigned spins = 0; atomic_load_explicit(&run->gate, memory_order_acquire) != e * 4 + 2; spins++) {
+                if (spins < 4096) CPU_RELAX();
+                else sched_yield();
+            }
+        }
+    }
+    /* the new h of every layer becomes the state */
+    for (int l = 0; l < m->layers; l++)
+        memcpy(run->h[l], run->fresh[l], (size_t)rows * m->padded * sizeof(float));
+}
+
+void tg_runner_destroy(Runner *run) {
+    if (!run) return;
+    if (run->threaded) {
+        pthread_mutex_lock(&run->mutex);
+        run->quit = 1;
+        atomic_store(&run->epoch, -1);
+        pthread_cond_signal(&run->wake);
+        pthread_mutex_unlock(&run->mutex);
+        pthread_join(run->thread, NULL);
+        pthread_mutex_destroy(&run->mutex);
+        pthread_cond_destroy(&run->wake);
+    }
+    for (int l = 0; l < run->layers; l++) {
+        free(run->h_rows[l]);
+        free(run->fresh_rows[l]);
+    }
+    free(run->scratch[0]);
+    free(run->scratch[1]);
+    free(run);
+}
+
+void *tg_model_create(int layers, int units, int padded, int vocab, int out_panels, const float *table,
+                      const float *const *weights, const float *const *bias, const float *out,
+                      const float *out_bias) {
+    if (layers < 1 || layers > MAX_LAYERS || padded % BLOCK) return NULL;
+    Model *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->layers = layers;
+    m->units = units;
+    m->padded = padded;
+    m->vocab = vocab;
+    m->out_panels = out_panels;
+    m->table = table;
+    for (int l = 0; l < layers; l++) {
+        m->weights[l] = weights[l];
+        m->bias[l] = bias[l];
+    }
+    m->out = out;
+    m->out_bias = out_bias;
+    return m;
+}
+
+void tg_model_destroy(void *m) { free(m); }
+
+/* Draw one id per row from p ∝ exp(logits / T), as textgen/sampling.py's `sample` does without
+ * top-k or top-p (in float64: z = l / T - max, e = exp(z), cdf = cumsum(e); the id is the
+ * number of cdf entries <= u * cdf[V-1]); T = 0 is argmax (first maximum). Row r's uniform is
+ * uniforms[r * block + used[r]], and used[r] advances; the uniform is also written to u_out[r].
+ * Returns how many rows used the last uniform of their block (the caller refills them). */
+int tg_sample(const float *logits, int n, int V, const double *temps, const double *uniforms, int block,
+              int64_t *used, double *u_out, int64_t *ids) {
+    int empty = 0;
+    double cdf[4096];
+    if (V > 4096) return -1;
+    for (int r = 0; r < n; r++) {
+        const float *l = logits + (size_t)r * V;
+        double u = uniforms[(size_t)r * block + used[r]];
+        u_out[r] = u;
+        if (++used[r] >= block) empty++;
+        double t = temps[r];
+        int best = 0;
+        if (t == 0.0) {
+            for (int j = 1; j < V; j++)
+                if (l[j] > l[best]) best = j;
+            ids[r] = best;
+            continue;
+        }
+        double top = -INFINITY;
+        for (int j = 0; j < V; j++) {
+            double z = (double)l[j] / t;
+            cdf[j] = z;
+            if (z > top) top = z;
+        }
+        double total = 0.0;
+        for (int j = 0; j < V; j++) {
+            total += exp(cdf[j] - top);
+            cdf[j] = total;
+        }
+        double target = u * total;
+        int id = 0;
+        while (id < V && cdf[id] <= target) id++;
+        ids[r] = id < V - 1 ? id : V - 1;
+    }
+    return empty;
+}
+
+int tg_version(void) { return 1; }
+
+/* Lets setuptools link this as an extension module on every platform; never imported. */
+void *PyInit__kernel(void) { return NULL; }
