@@ -7,7 +7,8 @@ What it does, in one run (see /work/shared/BENCHMARKS.md for why side by side):
    package (vocabulary 70-80 characters) and trains a 2-layer, 512-unit LSTM (embedding 64)
    on it for a few seconds with `textgen train` (a real, trained run directory);
 2. times textgen's engine on that run: one stream, and 64 streams in one batch, with and
-   without its worker thread; next to it this machine's own limits for the same weights
+   without its worker thread, with its compiled step (where built) and with the numpy step
+   (with 1 and 2 BLAS threads); next to it this machine's own limits for the same weights
    (numpy multiplying the step's matrices and nothing else: the matvec floor for one row and
    the matmul ceiling for 64 rows, each the best of 1 and 2 BLAS threads), and a naive numpy
    step (np.concatenate per step, default BLAS threads, one generator call per stream per
@@ -199,17 +200,20 @@ def main() -> None:
     def record(name, value):
         rows.setdefault(name, []).append(value)
 
-    one_thread = LSTMEngine(weights, model["num_layers"], threads=1)
-    two_threads = LSTMEngine(weights, model["num_layers"], threads=2)
+    layers = model["num_layers"]
+    one_thread = LSTMEngine(weights, layers, threads=1)
+    numpy_step = LSTMEngine(weights, layers, compiled=False)
+    numpy_one = LSTMEngine(weights, layers, threads=1, compiled=False)
+    print(f"# textgen's step here: {engine.kind}", file=sys.stderr)
     for _ in range(args.repeats):
-        record("textgen, 1 stream", engine_rate(engine, 1, args.single_chars))
-        record("textgen, 1 stream, 1 thread", engine_rate(one_thread, 1, args.single_chars))
-        record("textgen, 1 stream, 2 threads", engine_rate(two_threads, 1, args.single_chars))
-        record("textgen, 64 streams", engine_rate(engine, 64, args.batch_steps))
-        record("textgen, 64 streams, 1 thread", engine_rate(one_thread, 64, args.batch_steps))
-        record("textgen, 64 streams, 2 threads", engine_rate(two_threads, 64, args.batch_steps))
-        record("alternative: 1 stream, 1 thread, 2 BLAS threads", engine_rate(one_thread, 1, args.single_chars, 2))
-        record("alternative: 64 streams, 1 thread, 2 BLAS threads", engine_rate(one_thread, 64, args.batch_steps, 2))
+        record(f"textgen ({engine.kind} step), 1 stream", engine_rate(engine, 1, args.single_chars))
+        record(f"textgen ({engine.kind} step), 64 streams", engine_rate(engine, 64, args.batch_steps))
+        record(f"textgen ({one_thread.kind} step), 1 stream, 1 thread", engine_rate(one_thread, 1, args.single_chars))
+        record(f"textgen ({one_thread.kind} step), 64 streams, 1 thread", engine_rate(one_thread, 64, args.batch_steps))
+        record("numpy step, 1 stream", engine_rate(numpy_step, 1, args.single_chars))
+        record("numpy step, 64 streams", engine_rate(numpy_step, 64, args.batch_steps))
+        record("numpy step: 1 stream, 1 thread, 2 BLAS threads", engine_rate(numpy_one, 1, args.single_chars, 2))
+        record("numpy step: 64 streams, 1 thread, 2 BLAS threads", engine_rate(numpy_one, 64, args.batch_steps, 2))
         floor = matmul_limit(engine, 1, args.single_chars)
         ceiling = matmul_limit(engine, 64, args.batch_steps)
         record("limit: matvec floor, 1 row, 1 BLAS thread", floor[0])
@@ -248,11 +252,11 @@ def main() -> None:
     floor = max(median["limit: matvec floor, 1 row, 1 BLAS thread"], median["limit: matvec floor, 1 row, 2 BLAS threads"])
     ceiling = max(median["limit: matmul ceiling, 64 rows, 1 BLAS thread"],
                   median["limit: matmul ceiling, 64 rows, 2 BLAS threads"])
-    print(f"one stream: {median['textgen, 1 stream']:,.0f} chars/s = {median['textgen, 1 stream'] / floor:.0%} of the "
+    single, batch = median[f"textgen ({engine.kind} step), 1 stream"], median[f"textgen ({engine.kind} step), 64 streams"]
+    print(f"one stream: {single:,.0f} chars/s = {single / floor:.0%} of the "
           f"matvec floor ({floor:,.0f} steps/s, best of 1 and 2 BLAS threads; target 85%)")
-    print(f"64 streams: {median['textgen, 64 streams']:,.0f} chars/s = {median['textgen, 64 streams'] / ceiling:.0%} of the "
+    print(f"64 streams: {batch:,.0f} chars/s = {batch / ceiling:.0%} of the "
           f"64-row matmul ceiling ({ceiling:,.0f} chars/s, best of 1 and 2 BLAS threads; target 75%)")
-    single = median["textgen, 1 stream"]
     print()
     print(f"single stream: {1e6 / single:.0f} µs per character = {weight_mb * single / 1e3:.1f} GB/s of weights "
           f"(the issue's floor: 1,700-2,000 chars/s at memory bandwidth)")

@@ -109,3 +109,33 @@ def test_textgen_kernel_0_selects_the_numpy_step(lib):
         assert out.returncode == 0, out.stderr
         kinds.append(out.stdout.strip())
     assert kinds == ["numpy", "compiled"]
+
+
+def test_several_steps_per_call_write_the_same_text(lib):
+    """`step(16)` runs 16 draws and steps in one C call: streams that end mid-way (a stop
+    string, their length) and uniform blocks that run out (every 256 characters) must give
+    exactly the text of one step at a time."""
+    chars = list("abcdefg")
+    weights = random_weights(num_layers=2, vocab=7, units=16, scale=0.8)
+    engine = LSTMEngine(weights, 2)
+    specs = lambda: [StreamSpec(prime="ab", length=600, temperature=0.9, seed=1, index=0),  # noqa: E731
+                     StreamSpec(prime="c", length=37, temperature=1.3, seed=1, index=1),
+                     StreamSpec(prime="", length=300, temperature=1.0, seed=2, index=0, stops=["gg", "fa"]),
+                     StreamSpec(prime="d", length=45, temperature=0.0, seed=3, index=0)]
+    results = []
+    for max_steps in (1, 16):
+        session = SamplingSession(engine, chars)
+        shown = {}
+        streams = [session.add(spec) for spec in specs()]
+        calls = 0
+        while session.active:
+            for piece in session.step(max_steps):
+                shown[id(piece.stream)] = shown.get(id(piece.stream), "") + piece.text
+            calls += 1
+        results.append(([(s.text, s.finish_reason, s.stop) for s in streams],
+                        [shown.get(id(s), "") for s in streams], calls))
+        session.close()
+    (one, one_shown, one_calls), (many, many_shown, many_calls) = results
+    assert one == many and one_shown == many_shown == [t for t, _, _ in one]
+    assert [len(t) for t, _, _ in one][:2] == [600, 37] and one[2][1] == "stop"  # the cases happened
+    assert many_calls < one_calls / 8

@@ -44,7 +44,6 @@ typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias)); /* fo
 #define BLOCK 8
 #define PANEL 32
 #define MAX_LAYERS 16
-#define ROWS_PER_TILE 3
 #define OUT_ROWS 16 /* rows per output-layer job */
 
 static inline v8 load8(const float *p) { return *(const v8u *)p; }
@@ -97,7 +96,7 @@ struct Runner {
     float **h_rows[MAX_LAYERS], **fresh_rows[MAX_LAYERS]; /* row pointers into h and fresh */
     float *scratch[2];                                      /* per thread: capacity x 32 products */
     float *logits;
-    const int64_t *ids;
+    int64_t *ids;
     int rows;
     /* threading */
     int threaded;
@@ -137,7 +136,27 @@ struct Runner {
     }
 DEFINE_TILE(1)
 DEFINE_TILE(2)
-DEFINE_TILE(3)
+
+/* Six rows by half a panel (16 columns, at `half` * 16): twelve accumulators, the two weight
+ * vectors loaded once per k and used six times (a 3 x 32 tile reloads its four weight vectors
+ * per row: there are not enough registers, and the loads become the bound). */
+static inline void tile6h(const float *const *x, int k0, int k1, const float *w, float *z, int first) {
+    v8 acc[6][2];
+    for (int r = 0; r < 6; r++)
+        for (int g = 0; g < 2; g++) acc[r][g] = first ? splat(0.0f) : load8(z + r * PANEL + 8 * g);
+    const float *x0 = x[0], *x1 = x[1], *x2 = x[2], *x3 = x[3], *x4 = x[4], *x5 = x[5];
+    for (int k = k0; k < k1; k++, w += PANEL) {
+        v8 w0 = load8(w), w1 = load8(w + 8), b;
+        b = splat(x0[k]); acc[0][0] = acc[0][0] + b * w0; acc[0][1] = acc[0][1] + b * w1;
+        b = splat(x1[k]); acc[1][0] = acc[1][0] + b * w0; acc[1][1] = acc[1][1] + b * w1;
+        b = splat(x2[k]); acc[2][0] = acc[2][0] + b * w0; acc[2][1] = acc[2][1] + b * w1;
+        b = splat(x3[k]); acc[3][0] = acc[3][0] + b * w0; acc[3][1] = acc[3][1] + b * w1;
+        b = splat(x4[k]); acc[4][0] = acc[4][0] + b * w0; acc[4][1] = acc[4][1] + b * w1;
+        b = splat(x5[k]); acc[5][0] = acc[5][0] + b * w0; acc[5][1] = acc[5][1] + b * w1;
+    }
+    for (int r = 0; r < 6; r++)
+        for (int g = 0; g < 2; g++) store8(z + r * PANEL + 8 * g, acc[r][g]);
+}
 
 /* One row, two panels at once (eight independent chains hide the FMA latency). */
 static inline void tile1x2(const float *x, int k0, int k1, const float *wa, const float *wb, float *za, float *zb,
@@ -170,10 +189,14 @@ static void product(const float *const *x1, int k1, const float *const *x2, int 
         int K = seg ? k2 : k1;
         for (int k0 = 0; k0 < K; k0 += KC) {
             int kend = k0 + KC < K ? k0 + KC : K;
+            const float *wk = w + (size_t)k0 * PANEL;
             int r = 0;
-            for (; r + 3 <= n; r += 3) tile3(x + r, k0, kend, w + (size_t)k0 * PANEL, z + (size_t)r * PANEL, first);
-            if (n - r == 2) tile2(x + r, k0, kend, w + (size_t)k0 * PANEL, z + (size_t)r * PANEL, first);
-            else if (n - r == 1) tile1(x + r, k0, kend, w + (size_t)k0 * PANEL, z + (size_t)r * PANEL, first);
+            for (; r + 6 <= n; r += 6) {
+                tile6h(x + r, k0, kend, wk, z + (size_t)r * PANEL, first);
+                tile6h(x + r, k0, kend, wk + 16, z + (size_t)r * PANEL + 16, first);
+            }
+            for (; r + 2 <= n; r += 2) tile2(x + r, k0, kend, wk, z + (size_t)r * PANEL, first);
+            if (r < n) tile1(x + r, k0, kend, wk, z + (size_t)r * PANEL, first);
             first = 0;
         }
         w += (size_t)K * PANEL;
@@ -347,7 +370,7 @@ void tg_runner_set(Runner *run, int layer, float *h, float *c, float *fresh) {
     }
 }
 
-void tg_runner_outputs(Runner *run, float *logits, const int64_t *ids) {
+void tg_runner_outputs(Runner *run, float *logits, int64_t *ids) {
     run->logits = logits;
     run->ids = ids;
 }
@@ -469,6 +492,25 @@ int tg_sample(const float *logits, int n, int V, const double *temps, const doub
         ids[r] = id < V - 1 ? id : V - 1;
     }
     return empty;
+}
+
+/* Up to `steps` steps of draw-then-advance for rows [0, n), every row temperature-only: each
+ * step draws an id per row from the state's logits (as tg_sample), writes them to
+ * ids_out[s * n + r], and advances the state with them. Stops after the step in which a row
+ * used the last uniform of its block (the caller refills it); returns the steps done. A
+ * row whose stream finished during these steps has advanced further for nothing: rows do not
+ * affect each other, so the caller just drops it. */
+int tg_run(Runner *run, int n, int steps, const double *temps, const double *uniforms, int block, int64_t *used,
+           double *u_out, int64_t *ids_out) {
+    const int V = run->model->vocab;
+    for (int s = 0; s < steps; s++) {
+        int empty = tg_sample(run->logits, n, V, temps, uniforms, block, used, u_out, run->ids);
+        if (empty < 0) return -1;
+        memcpy(ids_out + (size_t)s * n, run->ids, (size_t)n * sizeof(int64_t));
+        tg_step(run, n);
+        if (empty) return s + 1;
+    }
+    return steps;
 }
 
 int tg_version(void) { return 1; }

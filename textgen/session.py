@@ -34,6 +34,7 @@ from textgen.errors import CheckpointError, ConfigError, positive_int
 from textgen.sampling import StopFilter, check_stops, check_temperature, check_top_k, check_top_p, log_softmax, sample
 
 UNIFORM_BLOCK = 256
+RUN_STEPS = 16  # steps per call of the compiled engine when nobody can join mid-way (`sample`, `generate`)
 MAX_LOGPROBS = 20
 
 
@@ -172,9 +173,13 @@ class SamplingSession:
         old = self.state
         n = old.rows if old is not None else 0
         state = self.engine.initial_state(capacity)
-        # per row (moved with the rows): logits, uniforms, how many of them were used, temperature
-        buffers = (np.zeros((capacity, self.engine.vocab_size), np.float32), np.zeros((capacity, UNIFORM_BLOCK)),
-                   np.zeros(capacity, dtype=np.int64), np.zeros(capacity))
+        # per row (moved with the rows): logits, uniforms, how many of them were used, temperature.
+        # The logits are the state's own buffer where it has one: the engine writes them in place.
+        logits = getattr(state, "logits", None)
+        if not (isinstance(logits, np.ndarray) and logits.shape == (capacity, self.engine.vocab_size)
+                and logits.dtype == np.float32):
+            logits = np.zeros((capacity, self.engine.vocab_size), np.float32)
+        buffers = (logits, np.zeros((capacity, UNIFORM_BLOCK)), np.zeros(capacity, dtype=np.int64), np.zeros(capacity))
         if old is not None:
             for new, former in zip((*state.arrays, *buffers), (*old.arrays, *self._rows)):
                 new[:n] = former[:n]
@@ -183,6 +188,7 @@ class SamplingSession:
         self.state, self._rows = state, buffers
         self.logits, self.uniforms, self.used, self.temps = buffers
         self.drawn, self.ids = np.zeros(capacity), np.zeros(capacity, dtype=np.int64)  # this step's uniforms and ids
+        self._chunk = np.zeros(0, dtype=np.int64)  # ids of `_run_steps`
         self._pointers = [a.__array_interface__["data"][0]
                           for a in (self.logits, self.temps, self.uniforms, self.used, self.drawn, self.ids)]
 
@@ -289,11 +295,18 @@ class SamplingSession:
             self._refill(n)
         return ids
 
-    def step(self) -> list:
-        """One character for every live stream; returns the pieces with something to report."""
+    def step(self, max_steps: int = 1) -> list:
+        """One character for every live stream; returns the pieces with something to report.
+
+        `max_steps` > 1 lets a compiled engine run up to that many steps in one call when every
+        stream is temperature-only without logprobs (a piece may then hold several characters;
+        a stream that joins or is cancelled waits for the call to end). The text is the same.
+        """
         n = len(self.streams)
         if n == 0:
             return []
+        if max_steps > 1 and self._lib is not None and self._runs_alone():
+            return self._run_steps(n, max_steps)
         logits, ids = self.logits[:n], self._sample(n)
         pieces, keep = [], []
         chars = self.chars
@@ -310,14 +323,61 @@ class SamplingSession:
             ids = ids[keep]
             self._keep(keep)
         if keep:
-            self.logits[: len(keep)] = self.engine.step(ids, self.state)
+            logits = self.engine.step(ids, self.state)
+            if logits.base is not self.logits:
+                self.logits[: len(keep)] = logits
         return pieces
 
-    def run(self, specs: Sequence[StreamSpec]) -> Iterator[list]:
-        """Add `specs` and step until all of them finish; yields each step's pieces."""
+    def _runs_alone(self) -> bool:
+        """Whether the compiled engine can draw and step on its own: temperature-only streams
+        whose logprobs nobody asked for, on a state stepped by the compiled step."""
+        return (not self._filtered and getattr(self.state, "runner", None) is not None
+                and self.logits is self.state.logits
+                and all(s.spec.logprobs is None for s in self.streams))
+
+    def _run_steps(self, n: int, max_steps: int) -> list:
+        """Up to `max_steps` steps in one call of the compiled engine (see `step`)."""
+        left = min(s.spec.length - s.generated for s in self.streams)
+        steps = max(1, min(max_steps, left))
+        if len(self._chunk) < steps * n:
+            self._chunk = np.zeros(steps * n, dtype=np.int64)
+        _, p_temps, p_uniforms, p_used, p_drawn, _ = self._pointers
+        done = self._lib.tg_run(self.state.runner, n, steps, p_temps, p_uniforms, UNIFORM_BLOCK, p_used, p_drawn,
+                                self._chunk.__array_interface__["data"][0])
+        if done < 1:
+            raise CheckpointError("The compiled sampling step failed (vocabulary over 4,096 characters?).")
+        columns = self._chunk[: done * n].reshape(done, n).T.tolist()
+        self._refill(n)
+        pieces, keep = [], []
+        chars = self.chars
+        for r, (s, ids) in enumerate(zip(self.streams, columns)):
+            if s._fast:
+                text = "".join([chars[i] for i in ids[: s.spec.length - s.generated]])
+                s.generated += len(text)
+                if s.spec.keep_text:
+                    s.parts.append(text)
+                if s.generated >= s.spec.length:
+                    s.finish_reason = "length"
+            else:
+                shown = []
+                for i in ids:
+                    shown.append(s._push(chars[i], None)[0])
+                    if s.finish_reason is not None:
+                        break
+                text = "".join(shown)
+            if text or s.finish_reason is not None:
+                pieces.append(Piece(s, text, None, s.finish_reason is not None))
+            if s.finish_reason is None:
+                keep.append(r)
+        if len(keep) < n:
+            self._keep(keep)
+        return pieces
+
+    def run(self, specs: Sequence[StreamSpec], max_steps: int = 1) -> Iterator[list]:
+        """Add `specs` and step until all of them finish; yields each `step(max_steps)`'s pieces."""
         streams = [self.add(spec) for spec in specs]
         while any(s.finish_reason is None for s in streams):
-            yield self.step()
+            yield self.step(max_steps)
 
     def close(self) -> None:
         for stream in list(self.streams):
@@ -359,7 +419,7 @@ def write_samples(session: SamplingSession, prime: str, temperatures: Sequence[f
                             stops=stops, seed=seed, index=i, keep_text=keep_text) for i in range(num_samples)]
         streams = [session.add(spec) for spec in specs]
         while session.active:
-            for piece in session.step():
+            for piece in session.step(RUN_STEPS):
                 if piece.text:
                     yield piece
         for i, stream in enumerate(streams):
@@ -378,8 +438,10 @@ def generate(engine, prime_ids: Sequence[int], length: int, temperature: float, 
     specs = [StreamSpec(prime=prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                         seed=seed, index=i) for i in range(num_samples)]
     try:
-        for pieces in session.run(specs):
-            yield np.array([ord(p.text) - 0xE000 for p in pieces], dtype=np.intp)
+        for pieces in session.run(specs, RUN_STEPS):
+            # the streams start and end together, so every piece holds the same characters' count
+            ids = np.array([[ord(c) - 0xE000 for c in p.text] for p in pieces], dtype=np.intp).reshape(len(pieces), -1)
+            yield from ids.T
     finally:
         session.close()
 
