@@ -139,3 +139,20 @@ def test_several_steps_per_call_write_the_same_text(lib):
     assert one == many and one_shown == many_shown == [t for t, _, _ in one]
     assert [len(t) for t, _, _ in one][:2] == [600, 37] and one[2][1] == "stop"  # the cases happened
     assert many_calls < one_calls / 8
+
+
+def test_an_interrupt_ends_a_multi_step_call_after_its_current_step(lib):
+    """What lets the server run several steps per call and still admit a request, or free a
+    client that left, at the next step: another thread sets `session.interrupt`."""
+    chars = list("abcdefg")
+    session = SamplingSession(LSTMEngine(random_weights(num_layers=2, vocab=7, units=16), 2), chars)
+    stream = session.add(StreamSpec(prime="a", length=100, temperature=1.0, seed=4))
+    session.step(16)
+    assert session.steps_done == 16 and len(stream.text) == 16
+    session.interrupt[0] = 1
+    session.step(16)
+    assert session.steps_done == 1 and len(stream.text) == 17
+    session.interrupt[0] = 0
+    session.step(16)
+    assert session.steps_done == 16 and len(stream.text) == 33
+    session.close()

@@ -497,18 +497,19 @@ int tg_sample(const float *logits, int n, int V, const double *temps, const doub
 /* Up to `steps` steps of draw-then-advance for rows [0, n), every row temperature-only: each
  * step draws an id per row from the state's logits (as tg_sample), writes them to
  * ids_out[s * n + r], and advances the state with them. Stops after the step in which a row
- * used the last uniform of its block (the caller refills it); returns the steps done. A
- * row whose stream finished during these steps has advanced further for nothing: rows do not
- * affect each other, so the caller just drops it. */
+ * used the last uniform of its block (the caller refills it), or after any step once another
+ * thread has set *interrupt (a request waits to join, a client left); returns the steps
+ * done. A row whose stream finished during these steps has advanced further for nothing:
+ * rows do not affect each other, so the caller just drops it. */
 int tg_run(Runner *run, int n, int steps, const double *temps, const double *uniforms, int block, int64_t *used,
-           double *u_out, int64_t *ids_out) {
+           double *u_out, int64_t *ids_out, const int32_t *interrupt) {
     const int V = run->model->vocab;
     for (int s = 0; s < steps; s++) {
         int empty = tg_sample(run->logits, n, V, temps, uniforms, block, used, u_out, run->ids);
         if (empty < 0) return -1;
         memcpy(ids_out + (size_t)s * n, run->ids, (size_t)n * sizeof(int64_t));
         tg_step(run, n);
-        if (empty) return s + 1;
+        if (empty || (interrupt && __atomic_load_n(interrupt, __ATOMIC_ACQUIRE))) return s + 1;
     }
     return steps;
 }

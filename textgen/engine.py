@@ -129,7 +129,7 @@ def load_kernel():
     lib.tg_sample.restype = i
     lib.tg_sample.argtypes = [p, i, i, p, p, i, p, p, p]
     lib.tg_run.restype = i
-    lib.tg_run.argtypes = [p, i, i, p, p, i, p, p, p]
+    lib.tg_run.argtypes = [p, i, i, p, p, i, p, p, p, p]
     return lib
 
 

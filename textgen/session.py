@@ -160,6 +160,9 @@ class SamplingSession:
         self.streams: list = []  # row r of the state belongs to streams[r]
         self.state = None
         self._filtered = 0  # live streams with top-k or top-p (sampled by numpy, not the compiled draw)
+        self.steps_done = 0  # steps the last `step` call ran
+        # Set to nonzero from any thread to end a `step(max_steps)` call after its current step.
+        self.interrupt = np.zeros(1, dtype=np.int32)
         self._lib = load_kernel() if getattr(engine, "compiled", None) is not None else None
         self._grow(max(1, capacity))
         self._primed: dict = {}  # prime ids -> (state of one row, logits): shared by streams with one prime
@@ -300,14 +303,18 @@ class SamplingSession:
 
         `max_steps` > 1 lets a compiled engine run up to that many steps in one call when every
         stream is temperature-only without logprobs (a piece may then hold several characters;
-        a stream that joins or is cancelled waits for the call to end). The text is the same.
+        setting `interrupt[0]` from another thread ends the call after its current step, so a
+        stream can join or leave at the next step). The text is the same. `steps_done` says how
+        many steps the call ran.
         """
         n = len(self.streams)
+        self.steps_done = 0
         if n == 0:
             return []
         if max_steps > 1 and self._lib is not None and self._runs_alone():
             return self._run_steps(n, max_steps)
         logits, ids = self.logits[:n], self._sample(n)
+        self.steps_done = 1
         pieces, keep = [], []
         chars = self.chars
         for r, (s, i) in enumerate(zip(self.streams, ids.tolist())):
@@ -343,9 +350,10 @@ class SamplingSession:
             self._chunk = np.zeros(steps * n, dtype=np.int64)
         _, p_temps, p_uniforms, p_used, p_drawn, _ = self._pointers
         done = self._lib.tg_run(self.state.runner, n, steps, p_temps, p_uniforms, UNIFORM_BLOCK, p_used, p_drawn,
-                                self._chunk.__array_interface__["data"][0])
+                                self._chunk.__array_interface__["data"][0], self.interrupt.__array_interface__["data"][0])
         if done < 1:
             raise CheckpointError("The compiled sampling step failed (vocabulary over 4,096 characters?).")
+        self.steps_done = done
         columns = self._chunk[: done * n].reshape(done, n).T.tolist()
         self._refill(n)
         pieces, keep = [], []

@@ -14,6 +14,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 
+def _wake(future: asyncio.Future | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
 @dataclass
 class Update:
     """New text of one choice (from one engine step, or several merged)."""
@@ -44,6 +49,7 @@ class Job:
         self._buffer: list[Update] = []
         self._event = asyncio.Event()
         self._remaining = len(self.specs)
+        self._napping: asyncio.Future | None = None   # the pause between two flushes
         self.started = asyncio.Event()                # set when the scheduler admits it
 
     @property
@@ -57,11 +63,14 @@ class Job:
                 self._remaining -= 1
         self._buffer.extend(updates)
         self._event.set()
+        if self.done:
+            _wake(self._napping)
 
     def _fail(self, error: BaseException) -> None:
         self.error = error
         self.started.set()
         self._event.set()
+        _wake(self._napping)
 
     async def updates(self, interval: float, keepalive: float) -> AsyncIterator[list[Update]]:
         """Yield lists of updates, at most one list per `interval` seconds (the first at once).
@@ -69,7 +78,6 @@ class Job:
         An empty list means nothing happened for `keepalive` seconds. Ends when every choice
         has finished or the job failed (then `self.error` is set).
         """
-        last = 0.0
         while True:
             if not self._buffer and not self.done:
                 try:
@@ -77,16 +85,26 @@ class Job:
                 except asyncio.TimeoutError:
                     yield []
                     continue
-            wait = last + interval - time.monotonic()
-            if wait > 0 and not self.done:
-                await asyncio.sleep(wait)
+            # Text exists: send it at once, then let `interval` pass before looking again (one
+            # timer per flush: while text keeps coming, there is no event to wait for).
             self._event.clear()
             items, self._buffer = self._buffer, []
-            last = time.monotonic()
             if items:
                 yield items
             if self.done and not self._buffer:
                 return
+            if interval > 0 and not self.done:
+                await self._nap(interval)
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep `seconds`, or less if the job ends meanwhile (its last text goes out at once)."""
+        self._napping = self.loop.create_future()
+        timer = self.loop.call_later(seconds, _wake, self._napping)
+        try:
+            await self._napping
+        finally:
+            timer.cancel()
+            self._napping = None
 
     async def result(self) -> list[Update]:
         """Every update of the job once it is done (for non-streaming requests)."""

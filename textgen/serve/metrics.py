@@ -32,12 +32,14 @@ class Metrics:
         with self._lock:
             self.disconnects += 1
 
-    def engine_step(self, model: str, streams: int) -> None:
-        """One step of `model`'s engine that advanced `streams` streams by one character."""
+    def engine_step(self, model: str, streams: int, steps: int = 1) -> None:
+        """`steps` steps of `model`'s engine that advanced `streams` streams by one character each
+        (`characters` counts what the engine drew, shown or not: a stream that stops mid-call
+        is counted for the whole call)."""
         now = time.monotonic()
         with self._lock:
-            self.steps[model] += 1
-            self.characters[model] += streams
+            self.steps[model] += steps
+            self.characters[model] += streams * steps
             start, at_start, rate = self._rate.get(model, (now, 0, 0.0))
             if now - start >= 1.0:
                 rate = (self.steps[model] - at_start) / (now - start)

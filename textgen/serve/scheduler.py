@@ -8,6 +8,12 @@ when the registry hands one over, and ends everything with a final event on shut
 
 Jobs admitted before a hot reload keep stepping on the session (weights) they started
 with; that session is dropped once its last stream leaves.
+
+With the compiled engine one call may run several steps (`SamplingSession.step(max_steps)`),
+as many as fit in CALL_SECONDS at the step time measured so far, so that the Python around a
+step (pieces, updates, the event loop's deliveries) is paid once per call. Anything that must
+happen "at the next step" (a request waiting, a client that left, a new checkpoint, shutdown)
+sets the sessions' interrupt flag, and the call ends after its current step.
 """
 
 from __future__ import annotations
@@ -18,11 +24,16 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+import numpy as np
+
 from textgen.errors import TextgenError
 from textgen.serve import errors
 from textgen.serve.jobs import Job, Outbox, Update
 
 log = logging.getLogger("textgen.serve")
+
+CALL_SECONDS = 0.03  # the engine thread's time per call of several steps (text is flushed every ~50 ms)
+MAX_STEPS_PER_CALL = 16
 
 
 @dataclass
@@ -56,6 +67,9 @@ class Scheduler:
         self.active = 0                            # streams in the batch (all sessions)
         self.queued = 0
         self.steps = 0
+        self._step_seconds = None                  # measured time of one step (moving average)
+        self._interrupt = np.zeros(1, dtype=np.int32)  # ends a multi-step call after its current step
+        version.session.interrupt = self._interrupt
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
 
     # ----------------------------------------------------------------------------- event-loop side
@@ -75,6 +89,7 @@ class Scheduler:
                 raise errors.queue_full(retry_after=self._retry_after())
             self._queue.append(job)
             self.queued = len(self._queue)
+            self._interrupt[0] = 1
             self._wake.notify()
 
     def cancel(self, job: Job) -> None:
@@ -84,18 +99,21 @@ class Scheduler:
         job.cancelled = True
         with self._lock:
             self._cancels.append(job)
+            self._interrupt[0] = 1
             self._wake.notify()
 
     def swap(self, version: Version) -> None:
         """New requests run on `version` from the next step; running ones keep their session."""
         with self._lock:
             self._next_version = version
+            self._interrupt[0] = 1
             self._wake.notify()
 
     def stop(self) -> None:
         self.closing = True
         with self._lock:
             self._stopped = True
+            self._interrupt[0] = 1
             self._wake.notify()
         self._thread.join(timeout=5)
 
@@ -116,6 +134,7 @@ class Scheduler:
                         return
                     cancels, self._cancels = list(self._cancels), deque()
                     version, self._next_version = self._next_version, None
+                    self._interrupt[0] = 0  # what it announced is being handled now
                 out: list = []
                 if version is not None:
                     self._use(version)
@@ -143,6 +162,7 @@ class Scheduler:
 
     def _use(self, version: Version) -> None:
         self.version = version
+        version.session.interrupt = self._interrupt
         self._sessions = self._drained([*self._sessions, version.session])
         log.info("%s: now serving %s (step %d)", self.name, version.checkpoint, version.step)
 
@@ -183,14 +203,28 @@ class Scheduler:
             self.active = sum(s.active for s in self._sessions)
             out.append((job, "started"))
 
+    def _steps_per_call(self) -> int:
+        """As many steps as fit in CALL_SECONDS; one while a request waits or a shutdown runs."""
+        if self._step_seconds is None or self.closing or self._queue or len(self._sessions) > 1:
+            return 1
+        return max(1, min(MAX_STEPS_PER_CALL, int(CALL_SECONDS / self._step_seconds)))
+
     def _step(self, out: list) -> None:
-        stepped = 0
+        stepped, steps = 0, 0  # characters drawn, steps run (several sessions: one step each)
         by_job: dict[int, tuple[Job, list]] = {}
+        max_steps = self._steps_per_call()
         for session in self._sessions:
             if not session.active:
                 continue
-            stepped += session.active
-            for piece in session.step():
+            streams = session.active
+            start = time.perf_counter()
+            pieces = session.step(max_steps)
+            done = session.steps_done
+            if done:
+                seconds = (time.perf_counter() - start) / done
+                self._step_seconds = seconds if self._step_seconds is None else 0.8 * self._step_seconds + 0.2 * seconds
+            stepped, steps = stepped + streams * done, max(steps, done)
+            for piece in pieces:
                 job, index = piece.stream.user
                 if piece.text and job.first_text_at is None:
                     job.first_text_at = time.monotonic()
@@ -204,9 +238,9 @@ class Scheduler:
             self._sessions = self._drained(self._sessions)
         self.active = sum(s.active for s in self._sessions)
         if stepped:
-            self.steps += 1
+            self.steps += steps
             if self.metrics is not None:
-                self.metrics.engine_step(self.name, stepped)
+                self.metrics.engine_step(self.name, stepped // steps, steps)
         out.extend(by_job.values())
 
     @staticmethod
