@@ -104,6 +104,7 @@ struct Runner {
     pthread_mutex_t mutex;
     pthread_cond_t wake;
     int sleeping;  /* guarded by mutex */
+    int64_t spin_ns; /* how long the idle worker spins before it sleeps */
     int quit;      /* guarded by mutex */
     _Atomic int64_t epoch; /* the step being run (odd/even irrelevant); worker joins each once */
     _Atomic int64_t gate;  /* epoch*4 + 0 open, 1 worker joined, 2 worker left, 3 closed */
@@ -302,24 +303,17 @@ static void *worker_main(void *arg) {
     Runner *run = arg;
     int64_t seen = 0;
     for (;;) {
-        /* wait for a new step: spin, then yield, then sleep */
+        /* wait for the next step: spin for run->spin_ns, then sleep until woken */
         int64_t e;
         unsigned spins = 0;
-        struct timespec start = {0, 0};
+        struct timespec start;
+        clock_gettime(CLOCK_MONOTONIC, &start);
         while ((e = atomic_load_explicit(&run->epoch, memory_order_acquire)) == seen) {
-            spins++;
-            if (spins < 2048) {
-                CPU_RELAX();
-                continue;
-            }
-            if (spins == 2048) clock_gettime(CLOCK_MONOTONIC, &start);
+            CPU_RELAX();
+            if (++spins % 64) continue;
             struct timespec now;
             clock_gettime(CLOCK_MONOTONIC, &now);
-            double idle = (now.tv_sec - start.tv_sec) + 1e-9 * (now.tv_nsec - start.tv_nsec);
-            if (idle < 0.002) {
-                sched_yield();
-                continue;
-            }
+            if ((now.tv_sec - start.tv_sec) * 1000000000LL + (now.tv_nsec - start.tv_nsec) < run->spin_ns) continue;
             pthread_mutex_lock(&run->mutex);
             run->sleeping = 1;
             while (!run->quit && atomic_load_explicit(&run->epoch, memory_order_acquire) == seen)
@@ -328,7 +322,6 @@ static void *worker_main(void *arg) {
             int quit = run->quit;
             pthread_mutex_unlock(&run->mutex);
             if (quit) return NULL;
-            spins = 0;
         }
         if (e < 0) return NULL; /* quit */
         seen = e;
@@ -345,6 +338,10 @@ void *tg_runner_create(const Model *model, int capacity, int threaded) {
     run->model = model;
     run->capacity = capacity;
     run->layers = model->layers;
+    /* Spinning keeps the next step's start cheap while steps come back to back; past that it
+     * only takes the core from other threads (the server's event loop), so sleep. */
+    const char *spin = getenv("TEXTGEN_KERNEL_SPIN_US");
+    run->spin_ns = (spin ? atoll(spin) : 100) * 1000LL;
     for (int l = 0; l < model->layers; l++) {
         run->h_rows[l] = calloc(capacity, sizeof(float *));
         run->fresh_rows[l] = calloc(capacity, sizeof(float *));
