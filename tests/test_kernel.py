@@ -156,3 +156,29 @@ def test_an_interrupt_ends_a_multi_step_call_after_its_current_step(lib):
     session.step(16)
     assert session.steps_done == 16 and len(stream.text) == 33
     session.close()
+
+
+def test_a_large_vocabulary_and_bad_ids(lib):
+    """A CJK corpus can have thousands of characters; an id outside the vocabulary is an error,
+    never a read outside the weights."""
+    weights = random_weights(num_layers=1, vocab=5000, units=8, scale=0.5)
+    engine, reference = LSTMEngine(weights, 1), LSTMEngine(weights, 1, compiled=False)
+    state, ref_state = engine.initial_state(2), reference.initial_state(2)
+    ids = np.array([4999, 7])
+    logits = engine.step(ids, state)
+    assert np.abs(logits - reference.step(ids, ref_state)).max() < 2e-5
+    chars = [chr(0x4E00 + i) for i in range(5000)]
+    texts = []
+    for step in (engine, reference):
+        session = SamplingSession(step, chars)
+        streams = [session.add(StreamSpec(prime=chars[4999], length=50, temperature=1.0, seed=9, index=i))
+                   for i in range(2)]
+        while session.active:
+            session.step(8)
+        texts.append([s.text for s in streams])
+        session.close()
+    assert texts[0] == texts[1] and all(len(t) == 50 for t in texts[0])
+    for bad in (np.array([5000, 0]), np.array([-1, 0])):
+        with pytest.raises(ValueError, match="ids must be in"):
+            engine.step(bad, state)
+    state.close()

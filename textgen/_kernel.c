@@ -372,9 +372,13 @@ void tg_runner_outputs(Runner *run, float *logits, int64_t *ids) {
     run->ids = ids;
 }
 
-/* Advance `rows` streams by one character. */
-void tg_step(Runner *run, int rows) {
+/* Advance `rows` streams by one character. Returns 0, or -1 (nothing done) when an id is
+ * outside the vocabulary or rows exceed the capacity. */
+int tg_step(Runner *run, int rows) {
     const Model *m = run->model;
+    if (rows < 0 || rows > run->capacity) return -1;
+    for (int r = 0; r < rows; r++)
+        if (run->ids[r] < 0 || run->ids[r] >= m->vocab) return -1;
     run->rows = rows;
     for (int p = 0; p <= m->layers; p++) {
         atomic_store_explicit(&run->claimed[p], 0, memory_order_relaxed);
@@ -403,6 +407,7 @@ void tg_step(Runner *run, int rows) {
     /* the new h of every layer becomes the state */
     for (int l = 0; l < m->layers; l++)
         memcpy(run->h[l], run->fresh[l], (size_t)rows * m->padded * sizeof(float));
+    return 0;
 }
 
 void tg_runner_destroy(Runner *run) {
@@ -457,8 +462,8 @@ void tg_model_destroy(void *m) { free(m); }
 int tg_sample(const float *logits, int n, int V, const double *temps, const double *uniforms, int block,
               int64_t *used, double *u_out, int64_t *ids) {
     int empty = 0;
-    double cdf[4096];
-    if (V > 4096) return -1;
+    double *cdf = malloc((size_t)V * sizeof(double));
+    if (!cdf) return -1;
     for (int r = 0; r < n; r++) {
         const float *l = logits + (size_t)r * V;
         double u = uniforms[(size_t)r * block + used[r]];
@@ -488,6 +493,7 @@ int tg_sample(const float *logits, int n, int V, const double *temps, const doub
         while (id < V && cdf[id] <= target) id++;
         ids[r] = id < V - 1 ? id : V - 1;
     }
+    free(cdf);
     return empty;
 }
 
@@ -505,7 +511,7 @@ int tg_run(Runner *run, int n, int steps, const double *temps, const double *uni
         int empty = tg_sample(run->logits, n, V, temps, uniforms, block, used, u_out, run->ids);
         if (empty < 0) return -1;
         memcpy(ids_out + (size_t)s * n, run->ids, (size_t)n * sizeof(int64_t));
-        tg_step(run, n);
+        if (tg_step(run, n) < 0) return -1;
         if (empty || (interrupt && __atomic_load_n(interrupt, __ATOMIC_ACQUIRE))) return s + 1;
     }
     return steps;

@@ -124,7 +124,7 @@ def load_kernel():
     lib.tg_runner_set.argtypes = [p, i, p, p, p]
     lib.tg_runner_outputs.argtypes = [p, p, p]
     lib.tg_step.argtypes = [p, i]
-    lib.tg_step.restype = None
+    lib.tg_step.restype = i
     lib.tg_runner_destroy.argtypes = [p]
     lib.tg_sample.restype = i
     lib.tg_sample.argtypes = [p, i, i, p, p, i, p, p, p]
@@ -283,7 +283,8 @@ class LSTMEngine:
         if state.runner is not None:
             n = state.rows
             state.ids[:n] = ids
-            self.compiled.lib.tg_step(state.runner, n)
+            if self.compiled.lib.tg_step(state.runner, n):
+                raise ValueError(f"ids must be in [0, {self.vocab_size}) for {n} <= {state.capacity} rows")
             return state.logits[:n]
         single_threaded_blas()
         with np.errstate(over="ignore"):  # exp(-x) may overflow to inf, on purpose

@@ -278,6 +278,8 @@ class SamplingSession:
             p_logits, p_temps, p_uniforms, p_used, p_drawn, p_ids = self._pointers
             empty = self._lib.tg_sample(p_logits, n, self.engine.vocab_size, p_temps, p_uniforms, UNIFORM_BLOCK,
                                         p_used, p_drawn, p_ids)
+            if empty < 0:
+                raise MemoryError("The compiled draw could not allocate its buffer.")
             u = self.drawn[:n]
         else:
             u = self.drawn[:n]
@@ -352,7 +354,7 @@ class SamplingSession:
         done = self._lib.tg_run(self.state.runner, n, steps, p_temps, p_uniforms, UNIFORM_BLOCK, p_used, p_drawn,
                                 self._chunk.__array_interface__["data"][0], self.interrupt.__array_interface__["data"][0])
         if done < 1:
-            raise CheckpointError("The compiled sampling step failed (vocabulary over 4,096 characters?).")
+            raise MemoryError("The compiled sampling step failed (out of memory).")
         self.steps_done = done
         columns = self._chunk[: done * n].reshape(done, n).T.tolist()
         self._refill(n)
