@@ -186,7 +186,7 @@ def reload_under_kills(checkpoints: Path, corpus: Path, kills: int, seed: int) -
     from textgen import checkpoints as ckpts
 
     run = checkpoints / "tiny"
-    server = ServerProcess(checkpoints, "tiny", ["--reload-seconds", "0.2", "--quiet"])
+    server = ServerProcess(checkpoints, "tiny", ["--reload-seconds", "0.2", "--quiet"], log=checkpoints.parent / "reload-server.log")
     good_steps: set = set()
     answers = {"ok": 0, "bad": [], "steps_served": set()}
     stop = threading.Event()
@@ -204,8 +204,13 @@ def reload_under_kills(checkpoints: Path, corpus: Path, kills: int, seed: int) -
     def ask():
         with httpx.Client(timeout=60) as client:
             while not stop.is_set():
-                answer = client.post(server.url + "/v1/textgen/generate", json={
-                    "model": "tiny", "prompt": "O", "samples": [{"max_tokens": 30}]})
+                try:
+                    answer = client.post(server.url + "/v1/textgen/generate", json={
+                        "model": "tiny", "prompt": "O", "samples": [{"max_tokens": 30}]})
+                except httpx.HTTPError as e:  # counted as a failure, never a silent end of the thread
+                    answers["bad"].append(("no answer", repr(e)[:200]))
+                    time.sleep(0.5)
+                    continue
                 if answer.status_code != 200:
                     answers["bad"].append((answer.status_code, answer.text[:200]))
                     continue
@@ -287,7 +292,7 @@ def main() -> None:
     print(json.dumps(results["reload"]), flush=True)
     fuzz_ok = results["fuzz"]["5xx"] == 0 and results["fuzz"]["healthy_after"]
     leak_ok = results["disconnects"]["leaked_streams"] == 0
-    reload_ok = results["reload"]["answers_not_200"] == 0 and not results["reload"]["served_steps_never_complete_on_disk"]
+    reload_ok = results["reload"]["answers_not_200"] == 0 and not results["reload"]["served_steps_never_complete_on_disk"] and results["reload"]["answers_ok"] > 0
     print(f"\nfuzz: {results['fuzz']['requests']:,} requests, {results['fuzz']['5xx']} answers 5xx, healthy after: "
           f"{results['fuzz']['healthy_after']}  [{'PASS' if fuzz_ok else 'FAIL'}]")
     d = results["disconnects"]
