@@ -99,13 +99,16 @@ def test_compiled_and_numpy_sessions_write_the_same_text(lib):
     assert len(set(texts[0])) == 5
 
 
-def test_textgen_kernel_0_selects_the_numpy_step(lib):
-    code = ("import sys; sys.path.insert(0, 'tests'); from test_sampling import random_weights; "
+def test_textgen_kernel_0_selects_the_numpy_step(lib, tmp_path):
+    # run outside the checkout: from its root, `import textgen` would find the source tree,
+    # which has no compiled file after a plain `pip install .`
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = (f"import sys; sys.path.insert(0, {tests!r}); from test_sampling import random_weights; "
             "from textgen.engine import LSTMEngine; print(LSTMEngine(random_weights(), 2).kind)")
     kinds = []
     for value in ("0", "1"):
         out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TEXTGEN_KERNEL": value},
-                             capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         kinds.append(out.stdout.strip())
     assert kinds == ["numpy", "compiled"]

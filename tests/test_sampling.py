@@ -223,11 +223,13 @@ def _blas_probe(step: str) -> tuple:
     import os
     import subprocess
     import sys
+    import tempfile
     from pathlib import Path
 
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "2"}
-    out = subprocess.run([sys.executable, "-c", BLAS_PROBE, str(Path(__file__).parent), step], env=env,
-                         capture_output=True, text=True, timeout=120)
+    with tempfile.TemporaryDirectory() as elsewhere:  # not the checkout: import the installed textgen
+        out = subprocess.run([sys.executable, "-c", BLAS_PROBE, str(Path(__file__).resolve().parent), step],
+                             env=env, capture_output=True, text=True, timeout=120, cwd=elsewhere)
     assert out.returncode == 0, out.stderr  # also fails when numpy's BLAS is not found
     before, after, calls = out.stdout.split(maxsplit=2)
     return before, after, calls.strip()
