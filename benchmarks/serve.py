@@ -114,18 +114,28 @@ async def _one_raw(url: str, model: str, length: int, seed: int) -> tuple[float,
                  b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (host.encode(), len(body), body))
     first, chars = None, 0
     try:
-        status = await reader.readline()
-        if b" 200 " not in status:
-            raise RuntimeError(f"HTTP {status!r}")
-        while (await reader.readline()) not in (b"\r\n", b""):
-            pass
-        pending = b""
-        while True:
-            size = int((await reader.readline()).strip() or b"0", 16)
-            if size == 0:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            raise RuntimeError(f"HTTP {head[:80]!r}")
+        raw, body, ended = b"", b"", False
+        while not ended:  # read what has arrived, undo the chunked framing, parse whole events
+            block = await reader.read(1 << 16)
+            if not block:
                 break
-            pending += (await reader.readexactly(size + 2))[:-2]
-            *events, pending = pending.split(b"\n\n")
+            raw += block
+            while True:
+                line_end = raw.find(b"\r\n")
+                if line_end < 0:
+                    break
+                size = int(raw[:line_end], 16)
+                if size == 0:
+                    ended = True
+                    break
+                if len(raw) < line_end + 2 + size + 2:
+                    break
+                body += raw[line_end + 2: line_end + 2 + size]
+                raw = raw[line_end + 2 + size + 2:]
+            *events, body = body.split(b"\n\n")
             for event in events:
                 if not event.startswith(b"data: {"):
                     continue
