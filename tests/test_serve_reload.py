@@ -17,7 +17,7 @@ from conftest import TINY_TEXT
 from serve_helpers import Server, copy_run, sse_events, trained  # noqa: F401
 
 pytestmark = pytest.mark.slow
-LONG = 200_000  # long enough to be still streaming when the new checkpoint lands, however fast the machine
+LONG = 1_000_000  # long enough to be still streaming when the new checkpoint lands (200,000 took ~1 s)
 
 
 def _reference(run: Path, checkpoint: str, prime: str, length: int, seed: int) -> str:
@@ -27,7 +27,7 @@ def _reference(run: Path, checkpoint: str, prime: str, length: int, seed: int) -
     info, _, engine = load_run(run, which=checkpoint)
     session = SamplingSession(engine, info["vocab"], start_id(info["vocab"]))
     spec = StreamSpec(prime=prime, length=length, temperature=1.0, seed=seed, index=0)
-    return "".join(p.text for pieces in session.run([spec]) for p in pieces)
+    return "".join(p.text for pieces in session.run([spec], max_steps=16) for p in pieces)
 
 
 def _install(source: Path, run: Path, name: str) -> None:
