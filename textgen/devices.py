@@ -274,7 +274,7 @@ def sampling_step_report() -> dict:
     if os.environ.get("TEXTGEN_KERNEL", "1").strip().lower() in ("0", "false", "no", "off"):
         return {"kind": "numpy", "note": "numpy (TEXTGEN_KERNEL=0)"}
     return {"kind": "numpy", "note": "numpy: the compiled step was not built (no C compiler at install); "
-                                     "reinstall with gcc for 2-4x faster sampling"}
+                                     "reinstall with gcc for 1.5-4x faster sampling"}
 
 
 def native_bfloat16(flags: set | None = None) -> str | None:
