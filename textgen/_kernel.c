@@ -348,6 +348,18 @@ void *tg_runner_create(const Model *model, int capacity, int threaded) {
     }
     run->scratch[0] = aligned_alloc(64, (size_t)capacity * PANEL * sizeof(float) * 2 + 64);
     run->scratch[1] = aligned_alloc(64, (size_t)capacity * PANEL * sizeof(float) * 2 + 64);
+    int ok = run->scratch[0] && run->scratch[1];
+    for (int l = 0; l < model->layers; l++) ok = ok && run->h_rows[l] && run->fresh_rows[l];
+    if (!ok) { /* out of memory: nothing started yet, give everything back */
+        for (int l = 0; l < model->layers; l++) {
+            free(run->h_rows[l]);
+            free(run->fresh_rows[l]);
+        }
+        free(run->scratch[0]);
+        free(run->scratch[1]);
+        free(run);
+        return NULL;
+    }
     if (threaded) {
         pthread_mutex_init(&run->mutex, NULL);
         pthread_cond_init(&run->wake, NULL);
