@@ -75,6 +75,22 @@ def session_throughput(root: Path, run: str, streams: int, length: int) -> float
 CLIENT = "raw"  # set by --client
 
 
+def _tally(blocks: list, start: float, first: float | None) -> tuple[float | None, int]:
+    """(time to first character, characters) after complete SSE blocks (str or bytes)."""
+    chars = 0
+    for block in blocks:
+        if block[:7] not in ("data: {", b"data: {"):
+            continue
+        event = json.loads(block[6:])
+        if "error" in event:
+            raise RuntimeError(event["error"]["message"])
+        got = sum(len(c["text"]) for c in event["choices"])
+        if got and first is None:
+            first = time.perf_counter() - start
+        chars += got
+    return first, chars
+
+
 async def _one(client: httpx.AsyncClient, url: str, model: str, length: int, seed: int) -> tuple[float, int]:
     """One streaming completion: (time to first character, characters received)."""
     if CLIENT == "raw":
@@ -85,18 +101,9 @@ async def _one(client: httpx.AsyncClient, url: str, model: str, length: int, see
     async with client.stream("POST", url + "/v1/completions", json=body) as answer:
         answer.raise_for_status()
         async for text in answer.aiter_text():
-            buffer += text
-            while "\n\n" in buffer:
-                block, buffer = buffer.split("\n\n", 1)
-                if not block.startswith("data: {"):
-                    continue
-                event = json.loads(block[6:])
-                if "error" in event:
-                    raise RuntimeError(event["error"]["message"])
-                got = sum(len(c["text"]) for c in event["choices"])
-                if got and first is None:
-                    first = time.perf_counter() - start
-                chars += got
+            *blocks, buffer = (buffer + text).split("\n\n")
+            first, got = _tally(blocks, start, first)
+            chars += got
     return first if first is not None else float("nan"), chars
 
 
@@ -135,17 +142,9 @@ async def _one_raw(url: str, model: str, length: int, seed: int) -> tuple[float,
                     break
                 body += raw[line_end + 2: line_end + 2 + size]
                 raw = raw[line_end + 2 + size + 2:]
-            *events, body = body.split(b"\n\n")
-            for event in events:
-                if not event.startswith(b"data: {"):
-                    continue
-                data = json.loads(event[6:])
-                if "error" in data:
-                    raise RuntimeError(data["error"]["message"])
-                got = sum(len(c["text"]) for c in data["choices"])
-                if got and first is None:
-                    first = time.perf_counter() - start
-                chars += got
+            *blocks, body = body.split(b"\n\n")
+            first, got = _tally(blocks, start, first)
+            chars += got
     finally:
         writer.close()
     return first if first is not None else float("nan"), chars

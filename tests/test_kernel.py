@@ -14,7 +14,7 @@ from conftest import missing
 from test_sampling import random_weights
 
 from textgen import sampling
-from textgen.engine import LSTMEngine, load_kernel
+from textgen.engine import LSTMEngine, address, load_kernel
 from textgen.session import SamplingSession, StreamSpec
 
 
@@ -74,7 +74,7 @@ def test_the_compiled_draw_is_sampling_sample(lib):
         used = np.zeros(300, np.int64)
         drawn = np.zeros(300)
         temps = np.full(300, temperature)
-        pointers = [a.__array_interface__["data"][0] for a in (logits, temps, uniforms, used, drawn, ids)]
+        pointers = [address(a) for a in (logits, temps, uniforms, used, drawn, ids)]
         p_logits, p_temps, p_uniforms, p_used, p_drawn, p_ids = pointers
         empty = lib.tg_sample(p_logits, 300, 50, p_temps, p_uniforms, 4, p_used, p_drawn, p_ids)
         assert empty == 0 and (used == 1).all() and np.array_equal(drawn, uniforms[:, 0])

@@ -332,6 +332,16 @@ static void *worker_main(void *arg) {
     }
 }
 
+static void runner_free(Runner *run) {
+    for (int l = 0; l < run->layers; l++) {
+        free(run->h_rows[l]);
+        free(run->fresh_rows[l]);
+    }
+    free(run->scratch[0]);
+    free(run->scratch[1]);
+    free(run);
+}
+
 void *tg_runner_create(const Model *model, int capacity, int threaded) {
     Runner *run = calloc(1, sizeof *run);
     if (!run) return NULL;
@@ -351,13 +361,7 @@ void *tg_runner_create(const Model *model, int capacity, int threaded) {
     int ok = run->scratch[0] && run->scratch[1];
     for (int l = 0; l < model->layers; l++) ok = ok && run->h_rows[l] && run->fresh_rows[l];
     if (!ok) { /* out of memory: nothing started yet, give everything back */
-        for (int l = 0; l < model->layers; l++) {
-            free(run->h_rows[l]);
-            free(run->fresh_rows[l]);
-        }
-        free(run->scratch[0]);
-        free(run->scratch[1]);
-        free(run);
+        runner_free(run);
         return NULL;
     }
     if (threaded) {
@@ -434,13 +438,7 @@ void tg_runner_destroy(Runner *run) {
         pthread_mutex_destroy(&run->mutex);
         pthread_cond_destroy(&run->wake);
     }
-    for (int l = 0; l < run->layers; l++) {
-        free(run->h_rows[l]);
-        free(run->fresh_rows[l]);
-    }
-    free(run->scratch[0]);
-    free(run->scratch[1]);
-    free(run);
+    runner_free(run);
 }
 
 void *tg_model_create(int layers, int units, int padded, int vocab, int out_panels, const float *table,

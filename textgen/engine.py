@@ -96,10 +96,15 @@ def _cell(z: np.ndarray, c: np.ndarray, h: np.ndarray, width: int) -> None:
     h *= z[:, 2 * width: 3 * width]
 
 
+def kernel_switched_off() -> bool:
+    """TEXTGEN_KERNEL=0 (or false/no/off): use the numpy step even where the compiled one was built."""
+    return os.environ.get("TEXTGEN_KERNEL", "1").strip().lower() in ("0", "false", "no", "off")
+
+
 @functools.cache
 def load_kernel():
     """The compiled step's library (ctypes), or None where it was not built or TEXTGEN_KERNEL=0."""
-    if os.environ.get("TEXTGEN_KERNEL", "1").strip().lower() in ("0", "false", "no", "off"):
+    if kernel_switched_off():
         return None
     here = Path(__file__).parent
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
@@ -140,7 +145,8 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _pointer(array: np.ndarray) -> int:
+def address(array: np.ndarray) -> int:
+    """Where an array's data starts (what the compiled step's pointer arguments take)."""
     return array.__array_interface__["data"][0]
 
 
@@ -184,12 +190,12 @@ class _CompiledModel:
         self.out_bias = np.zeros(self.out_panels * self.PANEL, np.float32)
         self.out_bias[:vocab] = engine.out_bias
         layers = len(engine.layers)
-        self._weight_ptrs = (ctypes.c_void_p * layers)(*[_pointer(w) for w in self.weights])
-        self._bias_ptrs = (ctypes.c_void_p * layers)(*[_pointer(b) for b in self.bias])
+        self._weight_ptrs = (ctypes.c_void_p * layers)(*[address(w) for w in self.weights])
+        self._bias_ptrs = (ctypes.c_void_p * layers)(*[address(b) for b in self.bias])
         self.lib = lib
-        self.handle = lib.tg_model_create(layers, u, padded, vocab, self.out_panels, _pointer(self.table),
+        self.handle = lib.tg_model_create(layers, u, padded, vocab, self.out_panels, address(self.table),
                                           ctypes.addressof(self._weight_ptrs), ctypes.addressof(self._bias_ptrs),
-                                          _pointer(self.out), _pointer(self.out_bias))
+                                          address(self.out), address(self.out_bias))
         if not self.handle:
             raise MemoryError("textgen's compiled step could not be set up")
         weakref.finalize(self, lib.tg_model_destroy, self.handle)
@@ -362,8 +368,8 @@ class StreamState:
         if not runner:
             raise MemoryError("textgen's compiled step could not be set up")
         for layer, (h, c, fresh) in enumerate(zip(self.h, self.c, self.fresh)):
-            lib.tg_runner_set(runner, layer, _pointer(h), _pointer(c), _pointer(fresh))
-        lib.tg_runner_outputs(runner, _pointer(self.logits), _pointer(self.ids))
+            lib.tg_runner_set(runner, layer, address(h), address(c), address(fresh))
+        lib.tg_runner_outputs(runner, address(self.logits), address(self.ids))
         self.runner, self.threaded = runner, threaded
         # The finalizer holds the model, so the C model outlives every runner that points at it.
         self._finalizer = weakref.finalize(self, _destroy_runner, model, runner)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from textgen.corpus import Vocabulary
-from textgen.engine import LSTMEngine, load_kernel
+from textgen.engine import LSTMEngine, address, load_kernel
 from textgen.errors import CheckpointError, ConfigError, positive_int
 from textgen.sampling import StopFilter, check_stops, check_temperature, check_top_k, check_top_p, log_softmax, sample
 
@@ -192,8 +192,7 @@ class SamplingSession:
         self.logits, self.uniforms, self.used, self.temps = buffers
         self.drawn, self.ids = np.zeros(capacity), np.zeros(capacity, dtype=np.int64)  # this step's uniforms and ids
         self._chunk = np.zeros(0, dtype=np.int64)  # ids of `_run_steps`
-        self._pointers = [a.__array_interface__["data"][0]
-                          for a in (self.logits, self.temps, self.uniforms, self.used, self.drawn, self.ids)]
+        self._pointers = [address(a) for a in (self.logits, self.temps, self.uniforms, self.used, self.drawn, self.ids)]
 
     def _prime(self, prime_ids: list):
         key = tuple(prime_ids)
@@ -352,7 +351,7 @@ class SamplingSession:
             self._chunk = np.zeros(steps * n, dtype=np.int64)
         _, p_temps, p_uniforms, p_used, p_drawn, _ = self._pointers
         done = self._lib.tg_run(self.state.runner, n, steps, p_temps, p_uniforms, UNIFORM_BLOCK, p_used, p_drawn,
-                                self._chunk.__array_interface__["data"][0], self.interrupt.__array_interface__["data"][0])
+                                address(self._chunk), address(self.interrupt))
         if done < 1:
             raise MemoryError("The compiled sampling step failed (out of memory).")
         self.steps_done = done
