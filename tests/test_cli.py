@@ -231,6 +231,9 @@ def test_train_help_shows_the_config_defaults():
 
     assert all(f"{dropout:g} up to {limit:,} characters" in options["dropout"] for limit, dropout, _ in CORPUS_RULES[:-1])
     assert f"{CORPUS_RULES[-1][1]:g} above" in options["dropout"]
+    from textgen.config import PASS_RULES
+
+    assert all(f"{dropout:g} up to {passes:g}" in options["dropout"] for passes, dropout in PASS_RULES[:-1])
     assert {"layers", "units", "embedding_dim", "seq_len", "batch_size", "epochs", "learning_rate",
             "clip_norm", "eval_chars", "lr_schedule", "warmup_steps", "state_reset", "strategy", "seed"} <= set(checked)
     assert f"{defaults(TrainConfig)['min_lr_fraction']:.0%}" in options["lr_schedule"]

@@ -13,12 +13,15 @@ from conftest import TINY_SIZE, invoke
 from textgen import checkpoints
 from textgen.config import (
     NO_BUDGET_PATIENCE,
+    PASS_RULES,
     PRESETS,
     TIME_LIMIT_EPOCHS,
     TrainConfig,
     choose_defaults,
     corpus_rule,
     defaults,
+    estimated_chars_per_second,
+    passes_rule,
 )
 
 
@@ -45,6 +48,43 @@ def test_dropout_falls_as_the_corpus_grows():
     # Every rule's reason names its span of sizes.
     assert "up to 300,000 characters" in corpus_rule(100_000)[2]
     assert "over 3,000,000 characters" in corpus_rule(10**9)[2]
+
+
+def test_with_a_time_limit_dropout_follows_the_passes_the_budget_buys():
+    gflops, chars = 50.0, 1_000_000
+    speed = estimated_chars_per_second(PRESETS["medium"], gflops)
+    train_chars = chars * 0.9
+
+    def chosen_for(seconds, **kw):
+        model, _, chosen = choose_defaults({}, {}, chars, seconds, cpu_only=True, cpu_gflops=gflops, **kw)
+        return model["dropout"], chosen["dropout"]["reason"]
+
+    # The same 1 MB text: a short budget sees it a few times, a long one many times over.
+    for (limit, dropout), low in zip(PASS_RULES, (0.0,) + tuple(limit for limit, _ in PASS_RULES)):
+        passes = (low + min(limit, low + 4)) / 2  # inside the rule's span
+        got, why = chosen_for(passes * train_chars / speed)
+        assert got == dropout == passes_rule(passes)[0], (passes, got)
+        assert f"~{passes:.1f} passes" in why and "estimated from this CPU's speed" in why
+    dropouts = [chosen_for(seconds)[0] for seconds in (60, 300, 1800, 7200, 86400)]
+    assert dropouts == sorted(dropouts) and dropouts[0] < dropouts[-1]
+    # A bigger model is slower: fewer passes in the same time.
+    big, _, _ = choose_defaults({"units": 1024}, {}, chars, 1800.0, cpu_only=True, cpu_gflops=gflops)
+    assert big["dropout"] <= chosen_for(1800.0)[0]
+    assert estimated_chars_per_second(PRESETS["large"], gflops) < speed < estimated_chars_per_second(PRESETS["small"], gflops)
+    # The user's dropout wins; without a measured CPU (a GPU, or no probe) or a budget the corpus size decides.
+    model, _, chosen = choose_defaults({"dropout": 0.05}, {}, chars, 86400.0, cpu_only=True, cpu_gflops=gflops)
+    assert model["dropout"] == 0.05 and "dropout" not in chosen
+    for kw, budget in (({"cpu_only": False, "cpu_gflops": gflops}, 86400.0), ({"cpu_only": True}, 86400.0),
+                       ({"cpu_only": True, "cpu_gflops": gflops}, None)):
+        model, _, chosen = choose_defaults({}, {}, chars, budget, **kw)
+        assert (model["dropout"], chosen["dropout"]["reason"]) == corpus_rule(chars)[::2], kw
+
+
+def test_the_cpu_probe_measures_a_speed():
+    from textgen.devices import matmul_gflops
+
+    speeds = [matmul_gflops(0.05) for _ in range(2)]
+    assert all(0.1 < s < 100_000 for s in speeds), speeds
 
 
 def test_a_given_option_wins_over_a_chosen_default():

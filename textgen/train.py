@@ -55,9 +55,11 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
                 "or choose another --run name."
             )
         cpu_only = not devices.gpu_available()
+        probe = cpu_only and given_train.get("time_limit") is not None and "dropout" not in given_model
         model_options, train_options, chosen = choose_defaults(
             given_model, given_train, corpus.num_chars, given_train.get("time_limit"),
-            cpu_only=cpu_only, cpu_bfloat16=devices.native_bfloat16() if cpu_only else None)
+            cpu_only=cpu_only, cpu_bfloat16=devices.native_bfloat16() if cpu_only else None,
+            cpu_gflops=devices.matmul_gflops() if probe else None)
         model_config = ModelConfig(vocab_size=len(corpus.vocab), **model_options).validate()
         config = TrainConfig(**train_options).validate()
         info = {
