@@ -3,7 +3,7 @@
 // and draws each run's validation curve as SVG from /v1/textgen/runs.
 
 const $ = (id) => document.getElementById(id);
-const state = { controller: null, samples: [], started: 0, chars: 0, lastPrompts: null };
+const state = { controller: null, samples: [], started: 0, chars: 0, lastPrompts: null, pending: [], frame: 0 };
 
 // ---------------------------------------------------------------------------- settings and HTTP
 
@@ -58,39 +58,100 @@ function makeColumns(count, prefixes) {
     const prefix = document.createElement("span");
     prefix.className = "prefix";
     prefix.textContent = prefixes[i] || "";
-    text.appendChild(prefix);
     card.appendChild(text);
     box.appendChild(card);
-    state.samples.push({ card, text, generated: "", finish: null });
+    const sample = { card, text, generated: "", shaded: 0, ended: [], following: true, finish: null };
+    newChunk(sample);
+    sample.chunk.appendChild(prefix);
+    // Follow the text as it grows until the reader scrolls up; scrolling back down follows again.
+    text.addEventListener("scroll", () => {
+      sample.following = text.scrollHeight - text.scrollTop - text.clientHeight < 24;
+    }, { passive: true });
+    state.samples.push(sample);
   }
 }
 
-// Shade by surprise in bits (-log2 p): 0 bits (certain) clear, 8+ bits (p < 0.4%) darkest.
+// Shade by surprise in bits (-log2 p): level 0 (certain, clear) to 8 (8+ bits, p < 0.4%, darkest).
 function shade(logprob) {
-  const bits = -logprob / Math.LN2;
-  return Math.min(0.8, (bits / 8) * 0.8).toFixed(3);
+  return Math.min(8, Math.round(-logprob / Math.LN2));
 }
 
-function appendText(index, text, logprobs) {
-  const sample = state.samples[index];
-  if (!sample) return;
-  const fragment = document.createDocumentFragment();
-  const chars = Array.from(text);
-  chars.forEach((char, k) => {
-    const span = document.createElement("span");
-    span.textContent = char;
-    if (logprobs && logprobs.token_logprobs[k] != null) {
-      span.style.setProperty("--s", shade(logprobs.token_logprobs[k]));
-      span.dataset.p = logprobs.token_logprobs[k];
-      span.dataset.top = JSON.stringify(logprobs.top_logprobs[k] || {});
-    }
-    fragment.appendChild(span);
-  });
-  sample.text.appendChild(fragment);
-  sample.generated += text;
-  state.chars += chars.length;
+// A sample's text lives in block "chunks" that end at a newline (or at CHUNK_MAX characters on
+// a line that never ends), so a new character re-lays out only the last chunk, and chunks out of
+// view are skipped (content-visibility in the CSS). Past SHADED_LIMIT characters the oldest
+// chunks fold into plain text: the page stays responsive however long a sample grows.
+const CHUNK_MIN = 200;
+const CHUNK_MAX = 4000;
+const SHADED_LIMIT = 20000;
+
+// Events only queue their text; one animation frame renders everything queued since the last.
+function queueText(index, text, logprobs) {
+  if (!state.samples[index]) return;
+  state.pending.push([index, text, logprobs]);
+  if (!state.frame) state.frame = requestAnimationFrame(render);
+}
+
+function newChunk(sample) {
+  const chunk = document.createElement("div");
+  chunk.className = "chunk";
+  sample.text.appendChild(chunk);
+  sample.chunk = chunk;
+  sample.chunkChars = 0;
+}
+
+function render() {
+  state.frame = 0;
+  const pending = state.pending;
+  state.pending = [];
+  const touched = new Set();
+  for (const [index, text, logprobs] of pending) {
+    const sample = state.samples[index];
+    touched.add(sample);
+    Array.from(text).forEach((char, k) => {
+      const span = document.createElement("span");
+      span.textContent = char;
+      const logprob = logprobs ? logprobs.token_logprobs[k] : null;
+      if (logprob != null) {
+        span.className = `s${shade(logprob)}`;
+        span.dataset.p = logprob;
+        span.dataset.top = JSON.stringify(logprobs.top_logprobs[k] || {});
+      }
+      sample.chunk.appendChild(span);
+      sample.chunkChars += 1;
+      sample.shaded += 1;
+      state.chars += 1;
+      if ((char === "\n" && sample.chunkChars >= CHUNK_MIN) || sample.chunkChars >= CHUNK_MAX) sample.ended.push(sample.chunk);
+      if (sample.ended.at(-1) === sample.chunk) newChunk(sample);
+    });
+    sample.generated += text;
+  }
+  for (const sample of touched) {
+    fold(sample);
+    if (sample.following) sample.text.scrollTop = sample.text.scrollHeight;
+  }
   const seconds = (performance.now() - state.started) / 1000;
   if (seconds > 0.2) $("rate").textContent = Math.round(state.chars / seconds).toLocaleString();
+}
+
+function fold(sample) {
+  while (sample.shaded > SHADED_LIMIT && sample.ended.length) {
+    const chunk = sample.ended.shift();
+    const prefix = chunk.querySelector(".prefix");
+    sample.shaded -= chunk.querySelectorAll("[data-p]").length;
+    chunk.textContent = chunk.textContent.slice(prefix ? prefix.textContent.length : 0);
+    if (prefix) chunk.prepend(prefix);
+  }
+}
+
+function flush() {
+  if (state.frame) cancelAnimationFrame(state.frame);
+  render();
+}
+
+// Hand the main thread back to input and rendering (the Stop button) between bursts of events.
+function pause() {
+  if (globalThis.scheduler && scheduler.yield) return scheduler.yield();
+  return new Promise((resolve) => setTimeout(resolve, 0));
 }
 
 // ---------------------------------------------------------------------------- streaming
@@ -102,6 +163,7 @@ async function generate(prompts) {
   body.logprobs = 5;
   if (prompts) { body.prompt = prompts; body.n = 1; } else { prompts = Array(body.n).fill(body.prompt); }
   state.lastPrompts = prompts;
+  state.pending = [];
   makeColumns(prompts.length, prompts);
   state.controller = new AbortController();
   state.started = performance.now();
@@ -117,11 +179,13 @@ async function generate(prompts) {
       throw new Error(error.error ? error.error.message : `HTTP ${answer.status}`);
     }
     await readEvents(answer.body.getReader());
+    flush();
     status(`Done: ${state.chars.toLocaleString()} characters.`);
   } catch (error) {
     if (error.name === "AbortError") status("Stopped.");
     else status(error.message, true);
   } finally {
+    flush();
     state.controller = null;
     setRunning(false);
   }
@@ -130,7 +194,10 @@ async function generate(prompts) {
 async function readEvents(reader) {
   const decoder = new TextDecoder();
   let buffer = "";
+  let worked = performance.now();
   for (;;) {
+    // A stream that outpaces the page would otherwise keep this loop in microtasks for good.
+    if (performance.now() - worked > 8) { await pause(); worked = performance.now(); }
     const { value, done } = await reader.read();
     if (done) return;
     buffer += decoder.decode(value, { stream: true });
@@ -145,7 +212,7 @@ async function readEvents(reader) {
       if (event.error) throw new Error(event.error.message);
       if (event.seed !== undefined) $("seed-used").textContent = event.seed;
       for (const choice of event.choices || []) {
-        if (choice.text) appendText(choice.index, choice.text, choice.logprobs);
+        if (choice.text) queueText(choice.index, choice.text, choice.logprobs);
         if (choice.finish_reason) finish(choice.index, choice.finish_reason);
       }
     }
