@@ -137,7 +137,7 @@ function fold(sample) {
   while (sample.shaded > SHADED_LIMIT && sample.ended.length) {
     const chunk = sample.ended.shift();
     const prefix = chunk.querySelector(".prefix");
-    sample.shaded -= chunk.querySelectorAll("[data-p]").length;
+    sample.shaded -= chunk.childElementCount - (prefix ? 1 : 0);
     chunk.textContent = chunk.textContent.slice(prefix ? prefix.textContent.length : 0);
     if (prefix) chunk.prepend(prefix);
   }
