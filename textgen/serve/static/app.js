@@ -86,7 +86,10 @@ const SHADED_LIMIT = 20000;
 
 // Events only queue their text; one animation frame renders everything queued since the last.
 function queueText(index, text, logprobs) {
-  if (!state.samples[index]) return;
+  const sample = state.samples[index];
+  if (!sample) return;
+  sample.generated += text;
+  state.chars += Array.from(text).length;
   state.pending.push([index, text, logprobs]);
   if (!state.frame) state.frame = requestAnimationFrame(render);
 }
@@ -119,11 +122,11 @@ function render() {
       sample.chunk.appendChild(span);
       sample.chunkChars += 1;
       sample.shaded += 1;
-      state.chars += 1;
-      if ((char === "\n" && sample.chunkChars >= CHUNK_MIN) || sample.chunkChars >= CHUNK_MAX) sample.ended.push(sample.chunk);
-      if (sample.ended.at(-1) === sample.chunk) newChunk(sample);
+      if ((char === "\n" && sample.chunkChars >= CHUNK_MIN) || sample.chunkChars >= CHUNK_MAX) {
+        sample.ended.push(sample.chunk);
+        newChunk(sample);
+      }
     });
-    sample.generated += text;
   }
   for (const sample of touched) {
     fold(sample);
@@ -179,7 +182,6 @@ async function generate(prompts) {
       throw new Error(error.error ? error.error.message : `HTTP ${answer.status}`);
     }
     await readEvents(answer.body.getReader());
-    flush();
     status(`Done: ${state.chars.toLocaleString()} characters.`);
   } catch (error) {
     if (error.name === "AbortError") status("Stopped.");
