@@ -20,7 +20,6 @@ from textgen.config import (
     choose_defaults,
     corpus_rule,
     defaults,
-    estimated_chars_per_second,
     passes_rule,
 )
 
@@ -51,40 +50,58 @@ def test_dropout_falls_as_the_corpus_grows():
 
 
 def test_with_a_time_limit_dropout_follows_the_passes_the_budget_buys():
-    gflops, chars = 50.0, 1_000_000
-    speed = estimated_chars_per_second(PRESETS["medium"], gflops)
-    train_chars = chars * 0.9
+    chars, train_chars = 1_000_000, 900_000
+    measured = []
 
-    def chosen_for(seconds, **kw):
-        model, _, chosen = choose_defaults({}, {}, chars, seconds, cpu_only=True, cpu_gflops=gflops, **kw)
+    def speed_of(chars_per_second):
+        def speed(model, train):
+            measured.append((dict(model), dict(train)))
+            return chars_per_second * 256 / model["units"]  # a wider model trains slower
+        return speed
+
+    def chosen_for(seconds, speed=speed_of(10_000.0), **kw):
+        model, _, chosen = choose_defaults({}, {}, chars, seconds, cpu_only=True, speed=speed, **kw)
         return model["dropout"], chosen["dropout"]["reason"]
 
     # The same 1 MB text: a short budget sees it a few times, a long one many times over.
     for (limit, dropout), low in zip(PASS_RULES, (0.0,) + tuple(limit for limit, _ in PASS_RULES)):
         passes = (low + min(limit, low + 4)) / 2  # inside the rule's span
-        got, why = chosen_for(passes * train_chars / speed)
+        got, why = chosen_for(passes * train_chars / 10_000.0)
         assert got == dropout == passes_rule(passes)[0], (passes, got)
-        assert f"~{passes:.1f} passes" in why and "estimated from this CPU's speed" in why
+        assert f"~{passes:.1f} passes" in why and "10,000 characters/s (measured on this machine)" in why
     dropouts = [chosen_for(seconds)[0] for seconds in (60, 300, 1800, 7200, 86400)]
     assert dropouts == sorted(dropouts) and dropouts[0] < dropouts[-1]
-    # A bigger model is slower: fewer passes in the same time.
-    big, _, _ = choose_defaults({"units": 1024}, {}, chars, 1800.0, cpu_only=True, cpu_gflops=gflops)
+    # The speed is measured for the model and training options the run will have.
+    measured.clear()
+    chosen_for(300.0, cpu_bfloat16="AVX-512 BF16")
+    (model, train), = measured
+    assert {k: model[k] for k in PRESETS["medium"]} == PRESETS["medium"] and train["precision"] == "mixed_bfloat16"
+    # A bigger model is slower: fewer passes in the same time, no more dropout.
+    big, _, _ = choose_defaults({"units": 1024}, {}, chars, 1800.0, cpu_only=True, speed=speed_of(10_000.0))
     assert big["dropout"] <= chosen_for(1800.0)[0]
-    assert estimated_chars_per_second(PRESETS["large"], gflops) < speed < estimated_chars_per_second(PRESETS["small"], gflops)
-    # The user's dropout wins; without a measured CPU (a GPU, or no probe) or a budget the corpus size decides.
-    model, _, chosen = choose_defaults({"dropout": 0.05}, {}, chars, 86400.0, cpu_only=True, cpu_gflops=gflops)
-    assert model["dropout"] == 0.05 and "dropout" not in chosen
-    for kw, budget in (({"cpu_only": False, "cpu_gflops": gflops}, 86400.0), ({"cpu_only": True}, 86400.0),
-                       ({"cpu_only": True, "cpu_gflops": gflops}, None)):
+    # The user's dropout wins, and nothing is measured; without a CPU budget the corpus size decides.
+    measured.clear()
+    model, _, chosen = choose_defaults({"dropout": 0.05}, {}, chars, 86400.0, cpu_only=True, speed=speed_of(1e4))
+    assert model["dropout"] == 0.05 and "dropout" not in chosen and not measured
+    for kw, budget in (({"cpu_only": False, "speed": speed_of(1e4)}, 86400.0), ({"cpu_only": True}, 86400.0),
+                       ({"cpu_only": True, "speed": speed_of(1e4)}, None)):
         model, _, chosen = choose_defaults({}, {}, chars, budget, **kw)
         assert (model["dropout"], chosen["dropout"]["reason"]) == corpus_rule(chars)[::2], kw
+    assert not measured
 
 
-def test_the_cpu_probe_measures_a_speed():
-    from textgen.devices import matmul_gflops
+@pytest.mark.slow
+def test_the_speed_probe_measures_the_model_the_run_trains():
+    from textgen.config import ModelConfig
+    from textgen.model import training_speed
 
-    speeds = [matmul_gflops(0.05) for _ in range(2)]
-    assert all(0.1 < s < 100_000 for s in speeds), speeds
+    config = TrainConfig(batch_size=4, seq_len=10)
+    small = training_speed(ModelConfig(vocab_size=20, units=8, num_layers=1, embedding_dim=4), config, seconds=0.2)
+    large = training_speed(ModelConfig(vocab_size=20, units=256, num_layers=2, embedding_dim=4),
+                           TrainConfig(batch_size=64, seq_len=10), seconds=0.2)
+    assert 0 < large and 0 < small < 1e9
+    # 64 streams of a 2x256 model cost more per step than 4 of an 8-unit one, but give more characters.
+    assert large / 640 < small / 40
 
 
 def test_a_given_option_wins_over_a_chosen_default():

@@ -198,27 +198,11 @@ CORPUS_RULES = ((300_000, 0.3, DEFAULT_PRESET), (3_000_000, 0.2, DEFAULT_PRESET)
 # the expected passes over the training text (first match wins). Measured on the suite: a text
 # seen ~24 times in 300 s (100 KB) is best at 0.3; one seen ~3.5 times (1 MB) at 0.1 (0.2 worse);
 # the 1 MB slice with 1,800 s (21 passes) at 0.1 over-fitted from the 13th pass on, and the
-# whole plays seen ~2 times in 300 s were measured (1.46-1.47) without dropout.
+# whole plays seen ~2 times in 300 s were measured (1.46-1.47) without dropout. The passes
+# come from the run's own model timed on this machine before training (`model.training_speed`,
+# a few seconds): a matrix-product probe scaled by a constant was off by 1.6-2x on two VMs,
+# whose TensorFlow kernels and bfloat16 units differ.
 PASS_RULES = ((2.5, 0.0), (8.0, 0.1), (16.0, 0.2), (math.inf, 0.3))
-# The 2x256 default trains at this many characters per second per GFLOP/s of
-# `devices.matmul_gflops()` on a 2-core CPU (float32; calibrated on the project's AMD EPYC VM:
-# benchmarks/README.md). Other sizes scale with their LSTM weights. An estimate: the run then
-# measures its real speed, and the dropout it chose is printed with the passes it expected.
-CHARS_PER_GFLOP = 155.0
-
-
-def lstm_weights(model: dict) -> int:
-    """The LSTM layers' weights of a model (the part of its cost that does not depend on the vocabulary)."""
-    total, inputs = 0, model["embedding_dim"]
-    for _ in range(model["num_layers"]):
-        total += 4 * model["units"] * (inputs + model["units"] + 1)
-        inputs = model["units"]
-    return total
-
-
-def estimated_chars_per_second(model: dict, gflops: float) -> float:
-    """Training characters per second expected for `model` on a CPU whose matmul probe gave `gflops`."""
-    return gflops * CHARS_PER_GFLOP * lstm_weights(PRESETS[DEFAULT_PRESET]) / lstm_weights(model)
 
 
 def passes_rule(passes: float) -> tuple[float, str]:
@@ -266,15 +250,16 @@ BFLOAT16_MIN_UNITS = 256
 
 def choose_defaults(given_model: dict, given_train: dict, corpus_chars: int,
                     time_budget: float | None, cpu_only: bool = False,
-                    cpu_bfloat16: str | None = None, cpu_gflops: float | None = None) -> tuple[dict, dict, dict]:
+                    cpu_bfloat16: str | None = None, speed=None) -> tuple[dict, dict, dict]:
     """The options of a new run: the user's, plus textgen's choices for those left open.
 
     `given_model` / `given_train` hold only the options the user set; `corpus_chars` is the
     corpus' length in characters; `time_budget` the time limit in seconds (None if none);
     `cpu_only` whether training runs on the CPU (no GPU visible), and `cpu_bfloat16` the
     CPU's native bfloat16 units (`devices.native_bfloat16()`, None if it has none);
-    `cpu_gflops` the CPU's measured matmul speed (`devices.matmul_gflops()`): with a time
-    budget on the CPU, dropout then follows the passes over the text that the budget buys.
+    `speed(model options, training options)` measures the training characters per second of
+    that model on this machine (`model.training_speed`): with a time budget on the CPU,
+    dropout then follows the passes over the text that the budget buys.
     Returns (model options, training options, chosen): `chosen` maps each option textgen set
     to {"value", "reason"} (recorded as `run.json["chosen"]`). A given option always wins.
     """
@@ -292,23 +277,23 @@ def choose_defaults(given_model: dict, given_train: dict, corpus_chars: int,
                           "the best of the sizes measured at 300 s (benchmarks/README.md)"}
     for name, value in PRESETS[size].items():
         model.setdefault(name, value)
-    if cpu_only and time_budget is not None and cpu_gflops:
-        speed = estimated_chars_per_second(model, cpu_gflops)
-        train_chars = max(1.0, corpus_chars * (1 - train.get("val_fraction", TrainConfig.val_fraction)))
-        passes = time_budget * speed / train_chars
-        dropout, span = passes_rule(passes)
-        why = (f"{time_budget:g} s at ~{speed:,.0f} characters/s (estimated from this CPU's speed) is ~{passes:.1f} "
-               f"passes over {train_chars:,.0f} training characters; for {span} passes "
-               + ("dropout keeps the text from being memorised" if dropout else "dropout would only slow learning"))
-    choose(model, "dropout", dropout, why)
     if cpu_only and cpu_bfloat16 and model["units"] >= BFLOAT16_MIN_UNITS:
         choose(train, "precision", "mixed_bfloat16",
                f"this CPU computes bfloat16 natively ({cpu_bfloat16}): the {BFLOAT16_MIN_UNITS}-unit "
-               "model trained 16% faster at the same validation loss (benchmarks/README.md)")
+               "model trains 16-30% faster at the same validation loss (benchmarks/README.md)")
     elif cpu_only:
         choose(train, "precision", "float32",
                "this CPU has no native bfloat16 (AVX-512 BF16 or AMX): emulated, it would only slow training"
                if not cpu_bfloat16 else f"models under {BFLOAT16_MIN_UNITS} units gain nothing from bfloat16")
+    if cpu_only and time_budget is not None and speed is not None and "dropout" not in model:
+        chars_per_second = speed({**model, "dropout": dropout}, train)
+        train_chars = max(1.0, corpus_chars * (1 - train.get("val_fraction", TrainConfig.val_fraction)))
+        passes = time_budget * chars_per_second / train_chars
+        dropout, span = passes_rule(passes)
+        why = (f"{time_budget:g} s at {chars_per_second:,.0f} characters/s (measured on this machine) is ~{passes:.1f} "
+               f"passes over {train_chars:,.0f} training characters; for {span} passes "
+               + ("dropout keeps the text from being memorised" if dropout else "dropout would only slow learning"))
+    choose(model, "dropout", dropout, why)
 
     if "epochs" in train:
         return model, train, chosen  # the user's epochs: no early stopping unless --patience

@@ -275,32 +275,6 @@ def sampling_step_report() -> dict:
                                      "reinstall with gcc for 1.5-4x faster sampling"}
 
 
-def matmul_gflops(seconds: float = 0.3) -> float:
-    """This CPU's float32 speed, GFLOP/s, on a product shaped like the default model's step
-    (a batch of 128 rows times the 2x256 LSTM's (320, 1024) weights, numpy's BLAS).
-
-    The 10th-percentile time of repeated products over about `seconds`, in a fresh process as
-    `train` calls it (later calls in a long process read up to 1.5x faster): the defaults use it to estimate how
-    many characters a time budget buys (`config.estimated_chars_per_second`).
-    """
-    import time
-
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((128, 320), dtype=np.float32)
-    b = rng.standard_normal((320, 1024), dtype=np.float32)
-    warm = time.perf_counter() + 0.1
-    while time.perf_counter() < warm:  # the BLAS thread pool and caches warm up first
-        a @ b
-    times, deadline = [], time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(times) < 5:
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * 128 * 320 * 1024 / sorted(times)[len(times) // 10] / 1e9  # the 10th percentile: capability, not noise
-
-
 def native_bfloat16(flags: set | None = None) -> str | None:
     """The units with which this CPU computes bfloat16 natively ("AMX-BF16 and AVX-512 BF16"),
     or None where bfloat16 would be emulated (every AVX2-only CPU)."""

@@ -20,7 +20,7 @@ from textgen import devices
 from textgen.backend import quiet_import_keras
 from textgen.config import ModelConfig, TrainConfig
 
-__all__ = ["ModelConfig", "CarriedLSTM", "build_model", "build_training_model", "compile_model",
+__all__ = ["ModelConfig", "CarriedLSTM", "build_model", "build_training_model", "compile_model", "training_speed",
            "lstm_layers", "reset_states"]
 
 keras = quiet_import_keras()
@@ -151,6 +151,36 @@ def build_training_model(model_config: ModelConfig, config: TrainConfig | None =
     jit = False if distributed else devices.jit_compile_value(settings["jit"], model)
     compile_model(model, settings["learning_rate"], settings["clip_norm"], jit)
     return model
+
+
+def training_speed(model_config: ModelConfig, config: TrainConfig, seconds: float = 1.5) -> float:
+    """Training characters per second of this model and batch shape on this machine, measured.
+
+    Builds the very model `textgen train` would (its size, precision and batch shape), takes
+    two untimed steps (tracing, warm-up), then times steps on random ids for about `seconds`
+    (at least 3) and returns the median's characters per second. The model is thrown away;
+    the run's own model is built afresh from its seed, so the probe changes nothing it trains.
+    """
+    import gc
+    import time
+
+    import numpy as np
+
+    model = build_training_model(model_config, config)
+    rng = np.random.default_rng(0)
+    shape = (config.batch_size, config.seq_len)
+    x = rng.integers(0, model_config.vocab_size, shape).astype("int32")
+    y = rng.integers(0, model_config.vocab_size, shape).astype("int32")
+    for _ in range(2):
+        model.train_on_batch(x, y)
+    times, deadline = [], time.perf_counter() + seconds
+    while len(times) < 3 or time.perf_counter() < deadline:
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    del model
+    gc.collect()
+    return shape[0] * shape[1] / sorted(times)[len(times) // 2]
 
 
 def lstm_layers(model):

@@ -16,11 +16,25 @@ from textgen.backend import quiet_import_keras
 from textgen.config import ModelConfig, TrainConfig, choose_defaults, resumed_configs
 from textgen.corpus import PreparedCorpus
 from textgen.errors import CheckpointError, ConfigError
+from textgen.model import training_speed
 from textgen.trainer import Trainer, TrainingCallbacks
 
 __all__ = ["Trainer", "TrainingCallbacks", "TrainConfig", "open_run"]
 
 keras = quiet_import_keras()
+
+
+def _speed_probe(vocab_size: int, callbacks: TrainingCallbacks | None):
+    """`choose_defaults`' speed: the training chars/s of a candidate model, measured (`model.training_speed`)."""
+
+    def speed(model_options: dict, train_options: dict) -> float:
+        config = TrainConfig(**train_options)
+        if callbacks is not None:
+            callbacks.on_probe(model_options, config)
+        keras.utils.set_random_seed(config.seed)
+        return training_speed(ModelConfig(vocab_size=vocab_size, **model_options).validate(), config)
+
+    return speed
 
 
 def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | None,
@@ -55,11 +69,10 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
                 "or choose another --run name."
             )
         cpu_only = not devices.gpu_available()
-        probe = cpu_only and given_train.get("time_limit") is not None and "dropout" not in given_model
         model_options, train_options, chosen = choose_defaults(
             given_model, given_train, corpus.num_chars, given_train.get("time_limit"),
             cpu_only=cpu_only, cpu_bfloat16=devices.native_bfloat16() if cpu_only else None,
-            cpu_gflops=devices.matmul_gflops() if probe else None)
+            speed=_speed_probe(len(corpus.vocab), callbacks))
         model_config = ModelConfig(vocab_size=len(corpus.vocab), **model_options).validate()
         config = TrainConfig(**train_options).validate()
         info = {

@@ -48,6 +48,12 @@ class RichProgress:
         self.val = ""
         self.rate_window: list = []
 
+    def on_probe(self, model_options, config):
+        if self.enabled:
+            shape = f"{model_options['num_layers']}x{model_options['units']}"
+            err.print(f"[dim]measuring how fast a {shape} model trains here ({config.precision}, "
+                      f"batch {config.batch_size}x{config.seq_len}), to choose its dropout for the time limit…[/]")
+
     def on_train_begin(self, info):
         self.info = info
         limit = f", time limit {info['time_limit']:.0f}s" if info["time_limit"] else ""
