@@ -201,3 +201,23 @@ def test_bad_control_values(field, value):
 def test_plateau_refuses_warmup():
     with pytest.raises(ConfigError, match="warmup"):
         TrainConfig(lr_schedule="plateau", warmup_steps=3).validate()
+
+
+@pytest.mark.slow
+def test_a_time_limit_reached_after_the_best_evaluation_restores_the_best(tiny_corpus, tmp_path):
+    corpus = prepare(tiny_corpus)
+    # A huge constant learning rate: validation soon gets worse, so the last evaluation is rarely the best.
+    trainer, rec, summary = run(corpus, tmp_path, "tl", lr_schedule="constant", learning_rate=0.5,
+                                clip_norm=None, eval_every=2, time_limit=3.0, epochs=100_000)
+    assert summary["stopped"] == "time_limit" and len(trainer.history) >= 3
+    best = min(trainer.history, key=lambda r: r["val_loss"])
+    latest = checkpoints.latest(tmp_path / "tl")
+    if best["val_loss"] < trainer.history[-1]["val_loss"]:
+        assert latest.state["restored_best_from_step"] == best["step"] == checkpoints.best(tmp_path / "tl").step
+        assert summary["val_loss"] == best["val_loss"] and "weights restored" in summary["stop_reason"]
+        for key, value in checkpoints.load_arrays(checkpoints.best(tmp_path / "tl").path).items():
+            if "seed_state" not in key and not key.endswith(("/h", "/c")):
+                np.testing.assert_array_equal(checkpoints.load_arrays(latest.path)[key], value)
+    else:  # the last evaluation is the best: nothing to put back
+        assert latest.state["restored_best_from_step"] is None and "restored" not in summary["stop_reason"]
+        assert summary["val_loss"] == trainer.history[-1]["val_loss"]

@@ -22,7 +22,7 @@ def stop_message(reason: str | None, history: list[dict], config: TrainConfig, c
     """One line on why the run stopped; None while it runs.
 
     `capped`: the epoch count was textgen's safety cap, not the user's; `restored`: early
-    stopping put the best weights back.
+    stopping, or a time limit reached after the best evaluation, put the best weights back.
     """
     if reason is None:
         return None
@@ -36,7 +36,7 @@ def stop_message(reason: str | None, history: list[dict], config: TrainConfig, c
         cap = " (the safety cap: validation was still improving)" if capped else ""
         return f"epochs done: {config.epochs:,}{cap} ({best_text})"
     if reason == "time_limit":
-        return f"time limit reached: {config.time_limit:g} s ({best_text})"
+        return f"time limit reached: {config.time_limit:g} s ({best_text}{', weights restored' if restored else ''})"
     if reason in ("SIGINT", "SIGTERM"):
         return f"interrupted ({'Ctrl-C' if reason == 'SIGINT' else 'SIGTERM'}; {best_text})"
     return reason

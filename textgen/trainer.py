@@ -47,6 +47,7 @@ keras = quiet_import_keras()
 class TrainingCallbacks:
     """Hooks the trainer calls; the CLI overrides them to draw progress."""
 
+    def on_probe(self, model_options: dict, config) -> None: ...  # measuring a candidate's speed
     def on_train_begin(self, info: dict) -> None: ...
     def on_step(self, step: int, logs: dict) -> None: ...
     def on_eval(self, record: dict) -> None: ...
@@ -242,6 +243,11 @@ class Trainer:
         self.restored_best_from = best.step
         self.save()
 
+    def _best_beats_last(self) -> bool:
+        """Whether an earlier evaluation was better than the last (the text was memorised since)."""
+        best = self.best_record()
+        return best is not None and best["val_loss"] < self.history[-1]["val_loss"]
+
     def _reset_some_streams(self, k: int) -> None:
         """Zero the carried state of the streams whose turn it is (stream b at k ≡ -b mod R).
 
@@ -338,7 +344,7 @@ class Trainer:
             if needs_save:
                 # Stopped between evaluations (time limit, Ctrl-C, SIGTERM): evaluate and save.
                 self._evaluate_and_save(last_logs.get("loss"))
-            if self.stop_reason == "early_stopping":
+            if self.stop_reason == "early_stopping" or (self.stop_reason == "time_limit" and self._best_beats_last()):
                 self._restore_best()
             self._record_stop()
         finally:
@@ -348,7 +354,7 @@ class Trainer:
                 signal.signal(s, h)
             if self.lock is not None:
                 self.lock.release()
-        # The run's result: the best evaluation when early stopping put its weights back, else the last.
+        # The run's result: the best evaluation when its weights were put back, else the last.
         result = self.best_record() if getattr(self, "restored_best_from", None) is not None else \
             (self.history[-1] if self.history else None)
         summary = {
