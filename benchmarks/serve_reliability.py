@@ -167,15 +167,25 @@ async def _disconnects(url: str, count: int, concurrency: int, seed: int) -> dic
     return outcomes
 
 
-def disconnects(server: ServerProcess, count: int, concurrency: int, seed: int) -> dict:
+def disconnects(server: ServerProcess, count: int, concurrency: int, seed: int, rounds: int = 1) -> dict:
+    """`rounds` rounds of `count` requests that leave early; the server's RSS after each round
+    (a leak grows every round, allocator warm-up only in the first ones)."""
     before = rss_mib(server.pid)
-    outcomes = asyncio.run(_disconnects(server.url, count, concurrency, seed))
-    deadline = time.monotonic() + 30
-    while server.metric("textgen_active_streams") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return {"requests": count, "outcomes": outcomes, "leaked_streams": server.metric("textgen_active_streams"),
+    outcomes: dict = {}
+    leaked, rss_after_rounds = [], []
+    for r in range(rounds):
+        for outcome, n in asyncio.run(_disconnects(server.url, count, concurrency, seed + r)).items():
+            outcomes[outcome] = outcomes.get(outcome, 0) + n
+        deadline = time.monotonic() + 30
+        while server.metric("textgen_active_streams") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        leaked.append(server.metric("textgen_active_streams"))
+        rss_after_rounds.append(round(rss_mib(server.pid), 1))
+        if rounds > 1:
+            print(f"  round {r + 1}/{rounds}: {leaked[-1]:.0f} streams left, RSS {rss_after_rounds[-1]} MiB", flush=True)
+    return {"requests": count * rounds, "rounds": rounds, "outcomes": outcomes, "leaked_streams": max(leaked),
             "queued_after": server.metric("textgen_queue_length"), "rss_before_mib": round(before, 1),
-            "rss_after_mib": round(rss_mib(server.pid), 1),
+            "rss_after_mib": rss_after_rounds[-1], "rss_after_each_round_mib": rss_after_rounds,
             "disconnects_counted": server.metric("textgen_client_disconnects_total")}
 
 
@@ -259,6 +269,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fuzz", type=int, default=5000)
     parser.add_argument("--disconnects", type=int, default=1000)
+    parser.add_argument("--disconnect-rounds", type=int, default=1,
+                        help="repeat the disconnect phase this many times, printing the server's RSS after each")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
@@ -280,8 +292,9 @@ def main() -> None:
         print(f"fuzz: {args.fuzz} requests ...", flush=True)
         results["fuzz"] = fuzz(server, args.fuzz, args.seed)
         print(json.dumps(results["fuzz"], default=str), flush=True)
-        print(f"disconnects: {args.disconnects} requests ...", flush=True)
-        results["disconnects"] = disconnects(server, args.disconnects, args.concurrency, args.seed)
+        print(f"disconnects: {args.disconnects} requests x {args.disconnect_rounds} ...", flush=True)
+        results["disconnects"] = disconnects(server, args.disconnects, args.concurrency, args.seed,
+                                             args.disconnect_rounds)
         print(json.dumps(results["disconnects"]), flush=True)
     finally:
         server.stop()
@@ -297,7 +310,8 @@ def main() -> None:
           f"{results['fuzz']['healthy_after']}  [{'PASS' if fuzz_ok else 'FAIL'}]")
     d = results["disconnects"]
     print(f"disconnects: {d['requests']:,} requests, {d['leaked_streams']:.0f} leaked streams, RSS "
-          f"{d['rss_before_mib']} -> {d['rss_after_mib']} MiB  [{'PASS' if leak_ok else 'FAIL'}]")
+          f"{d['rss_before_mib']} -> {' -> '.join(map(str, d['rss_after_each_round_mib']))} MiB  "
+          f"[{'PASS' if leak_ok else 'FAIL'}]")
     r = results["reload"]
     print(f"hot reload: {r['kills']} kills ({r['killed_mid_save']} mid-save), {r['answers_ok']:,} answers all 200 "
           f"from complete checkpoints (steps {r['steps_served']})  [{'PASS' if reload_ok else 'FAIL'}]")

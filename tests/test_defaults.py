@@ -12,6 +12,8 @@ from conftest import TINY_SIZE, invoke
 
 from textgen import checkpoints
 from textgen.config import (
+    MANY_PASSES,
+    MANY_PASSES_MIN_DROPOUT,
     NO_BUDGET_PATIENCE,
     PASS_RULES,
     PRESETS,
@@ -88,6 +90,37 @@ def test_with_a_time_limit_dropout_follows_the_passes_the_budget_buys():
         model, _, chosen = choose_defaults({}, {}, chars, budget, **kw)
         assert (model["dropout"], chosen["dropout"]["reason"]) == corpus_rule(chars)[::2], kw
     assert not measured
+
+
+def test_a_time_limit_that_buys_more_passes_than_the_text_needs_stops_on_a_plateau():
+    def fast(model, train):
+        return 25_000.0
+
+    # 1800 s at 25,000 chars/s over 900,000 training characters: 50 passes, trained as without a budget.
+    model, train, chosen = choose_defaults({}, {}, 1_000_000, 1800.0, cpu_only=True, speed=fast)
+    assert model["dropout"] == max(corpus_rule(1_000_000)[0], MANY_PASSES_MIN_DROPOUT) == chosen["dropout"]["value"]
+    assert "~50.0 passes" in chosen["dropout"]["reason"] and "more than the text needs" in chosen["dropout"]["reason"]
+    assert train["patience"] == NO_BUDGET_PATIENCE and train["lr_schedule"] == "plateau"
+    assert train["epochs"] == TIME_LIMIT_EPOCHS, "the time limit stays the cap"
+    assert train["eval_every"] == 900_000 // (128 * 25), "an evaluation per pass, as without a budget"
+    assert all(chosen[name]["value"] == train[name] and chosen[name]["reason"]
+               for name in ("patience", "lr_schedule", "eval_every", "epochs"))
+    assert "~50 passes" in chosen["patience"]["reason"]
+    # A small text keeps its corpus-size dropout; a large one seen that often gets the minimum.
+    assert choose_defaults({}, {}, 100_000, 300.0, cpu_only=True, speed=fast)[0]["dropout"] == corpus_rule(100_000)[0]
+    huge, _, _ = choose_defaults({}, {}, 10_000_000, 86_400.0, cpu_only=True, speed=fast)
+    assert corpus_rule(10_000_000)[0] == 0.0 and huge["dropout"] == MANY_PASSES_MIN_DROPOUT
+    # At most MANY_PASSES: the cosine over the whole budget, no early stopping.
+    seconds = MANY_PASSES * 900_000 / 25_000.0
+    _, train, chosen = choose_defaults({}, {}, 1_000_000, seconds, cpu_only=True, speed=fast)
+    assert "patience" not in train and "lr_schedule" not in train and "eval_every" not in train
+    with pytest.raises(ValueError):
+        passes_rule(MANY_PASSES + 1)
+    # What the user gives wins: their schedule and patience (the dropout is still chosen).
+    model, train, chosen = choose_defaults({}, {"patience": 9, "lr_schedule": "cosine"}, 1_000_000,
+                                           1800.0, cpu_only=True, speed=fast)
+    assert train["patience"] == 9 and train["lr_schedule"] == "cosine"
+    assert not {"patience", "lr_schedule"} & set(chosen) and "more than the text needs" in chosen["dropout"]["reason"]
 
 
 @pytest.mark.slow

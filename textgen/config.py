@@ -196,24 +196,35 @@ CORPUS_RULES = ((300_000, 0.3, DEFAULT_PRESET), (3_000_000, 0.2, DEFAULT_PRESET)
 
 # With a time limit on the CPU the budget says how often the text will be seen: dropout by
 # the expected passes over the training text (first match wins). Measured on the suite: a text
-# seen ~24 times in 300 s (100 KB) is best at 0.3; one seen ~3.5 times (1 MB) at 0.1 (0.2 worse);
+# seen ~24 times in 300 s (100 KB) is best at 0.3; one seen ~3.5 times (1 MB) at 0.1 (0.2 worse),
+# and so were the 1 MB slice seen 9.3 times (1.5447 vs 1.5469) and the Russian corpus seen 8.1
+# times (1.5149 vs 1.5485) in 300 s on an AMD EPYC with AVX-512 BF16;
 # the 1 MB slice with 1,800 s (21 passes) at 0.1 over-fitted from the 13th pass on, and the
 # whole plays seen ~2 times in 300 s were measured (1.46-1.47) without dropout. The passes
 # come from the run's own model timed on this machine before training (`model.training_speed`,
 # a few seconds): a matrix-product probe scaled by a constant was off by 1.6-2x on two VMs,
-# whose TensorFlow kernels and bfloat16 units differ.
-PASS_RULES = ((2.5, 0.0), (8.0, 0.1), (16.0, 0.2), (math.inf, 0.3))
+# whose TensorFlow kernels and bfloat16 units differ. Over MANY_PASSES (below) no pass rule applies.
+#
+# A CPU time limit that buys more than this many passes over the training text is trained as
+# a run without a budget (plateau schedule, patience, dropout by corpus size but at least
+# MANY_PASSES_MIN_DROPOUT), the time limit a cap. Measured on the 1 MB slice (AMD EPYC with
+# AVX-512 BF16, benchmarks/README.md): `--time-limit 1800` with a cosine over its ~47 passes and
+# dropout 0.3 ended at 1.5548 (best at pass 33), while the run without options (dropout 0.2,
+# plateau, patience 4) stopped by itself after 18 minutes at 1.5313.
+MANY_PASSES = 16.0
+MANY_PASSES_MIN_DROPOUT = 0.2
+PASS_RULES = ((2.5, 0.0), (10.0, 0.1), (MANY_PASSES, 0.2))
 
 
 def passes_rule(passes: float) -> tuple[float, str]:
-    """(dropout, why) for a run expected to pass over its training text `passes` times."""
+    """(dropout, why) for a run expected to pass over its training text `passes` times (at most
+    MANY_PASSES: more are trained as without a budget, `choose_defaults`)."""
     low = 0.0
     for limit, dropout in PASS_RULES:
         if passes <= limit:
-            span = f"over {low:g}" if math.isinf(limit) else f"{low:g} to {limit:g}" if low else f"at most {limit:g}"
-            return dropout, span
+            return dropout, f"{low:g} to {limit:g}" if low else f"at most {limit:g}"
         low = limit
-    raise AssertionError("the last rule covers every count")
+    raise ValueError(f"{passes:g} passes: over {MANY_PASSES:g} no pass rule applies")
 
 
 def corpus_rule(corpus_chars: int) -> tuple[float, str, str]:
@@ -285,26 +296,40 @@ def choose_defaults(given_model: dict, given_train: dict, corpus_chars: int,
         choose(train, "precision", "float32",
                "this CPU has no native bfloat16 (AVX-512 BF16 or AMX): emulated, it would only slow training"
                if not cpu_bfloat16 else f"models under {BFLOAT16_MIN_UNITS} units gain nothing from bfloat16")
+    passes = None  # the passes over the text the time budget buys, where measured
     if cpu_only and time_budget is not None and speed is not None and "dropout" not in model:
         chars_per_second = speed({**model, "dropout": dropout}, train)
         train_chars = max(1.0, corpus_chars * (1 - train.get("val_fraction", TrainConfig.val_fraction)))
         passes = time_budget * chars_per_second / train_chars
-        dropout, span = passes_rule(passes)
-        why = (f"{time_budget:g} s at {chars_per_second:,.0f} characters/s (measured on this machine) is ~{passes:.1f} "
-               f"passes over {train_chars:,.0f} training characters; for {span} passes "
-               + ("dropout keeps the text from being memorised" if dropout else "dropout would only slow learning"))
+        budget = (f"{time_budget:g} s at {chars_per_second:,.0f} characters/s (measured on this machine) is "
+                  f"~{passes:.1f} passes over {train_chars:,.0f} training characters")
+        if passes > MANY_PASSES:
+            dropout = max(dropout, MANY_PASSES_MIN_DROPOUT)
+            why = (f"{budget}, more than the text needs: trained as without a budget, dropout by corpus size "
+                   f"(at least {MANY_PASSES_MIN_DROPOUT:g}) keeps it from being memorised")
+        else:
+            dropout, span = passes_rule(passes)
+            why = (f"{budget}; for {span} passes "
+                   + ("dropout keeps the text from being memorised" if dropout else "dropout would only slow learning"))
     choose(model, "dropout", dropout, why)
 
     if "epochs" in train:
         return model, train, chosen  # the user's epochs: no early stopping unless --patience
+    defaults_ = defaults(TrainConfig)
     if time_budget is not None:
         choose(train, "epochs", TIME_LIMIT_EPOCHS, "no epoch cap: the time limit ends the run")
-        return model, train, chosen
-    defaults_ = defaults(TrainConfig)
-    choose(train, "epochs", defaults_["epochs"],
-           "a safety cap: without --epochs or --time-limit the run stops when validation stops improving")
-    choose(train, "patience", NO_BUDGET_PATIENCE,
-           "no budget given: stop when validation has not improved for this many evaluations (best weights kept)")
+        if passes is None or passes <= MANY_PASSES:
+            return model, train, chosen
+        # The budget buys more passes than the text needs: finish as a run without a budget
+        # does (halve the rate on plateaus, stop when validation is done), the time limit a cap.
+        choose(train, "patience", NO_BUDGET_PATIENCE,
+               f"~{passes:.0f} passes in the time limit, more than the text needs: stop when validation has "
+               "not improved for this many evaluations, before the time is up (best weights kept)")
+    else:
+        choose(train, "epochs", defaults_["epochs"],
+               "a safety cap: without --epochs or --time-limit the run stops when validation stops improving")
+        choose(train, "patience", NO_BUDGET_PATIENCE,
+               "no budget given: stop when validation has not improved for this many evaluations (best weights kept)")
     chars_per_step = train.get("batch_size", defaults_["batch_size"]) * train.get("seq_len", defaults_["seq_len"])
     train_chars = corpus_chars * (1 - train.get("val_fraction", defaults_["val_fraction"]))
     every = max(1, int(min(train_chars, NO_BUDGET_EVAL_CHARS) // chars_per_step))
@@ -312,5 +337,8 @@ def choose_defaults(given_model: dict, given_train: dict, corpus_chars: int,
            f"evaluate every pass over the text, at most every {NO_BUDGET_EVAL_CHARS:,} characters")
     if not {"warmup_steps", "decay_steps"} & set(train):
         choose(train, "lr_schedule", "plateau",
-               "no time limit or epoch count to fit a cosine to: halve the rate when validation stalls")
+               "no time limit or epoch count to fit a cosine to: halve the rate when validation stalls"
+               if time_budget is None else
+               "the run may end before its time limit: halve the rate when validation stalls (a cosine fitted "
+               "to the whole budget stays high too long)")
     return model, train, chosen
