@@ -195,15 +195,13 @@ CORPUS_RULES = ((300_000, 0.3, DEFAULT_PRESET), (3_000_000, 0.2, DEFAULT_PRESET)
 
 
 # With a time limit on the CPU the budget says how often the text will be seen: dropout by
-# the expected passes over the training text (first match wins). Measured on the suite: a text
-# seen ~24 times in 300 s (100 KB) is best at 0.3; one seen ~3.5 times (1 MB) at 0.1 (0.2 worse),
-# and so were the 1 MB slice seen 9.3 times (1.5447 vs 1.5469) and the Russian corpus seen 8.1
-# times (1.5149 vs 1.5485) in 300 s on an AMD EPYC with AVX-512 BF16;
-# the 1 MB slice with 1,800 s (21 passes) at 0.1 over-fitted from the 13th pass on, and the
-# whole plays seen ~2 times in 300 s were measured (1.46-1.47) without dropout. The passes
-# come from the run's own model timed on this machine before training (`model.training_speed`,
-# a few seconds): a matrix-product probe scaled by a constant was off by 1.6-2x on two VMs,
-# whose TensorFlow kernels and bfloat16 units differ. Over MANY_PASSES (below) no pass rule applies.
+# the expected passes over the training text (first match wins). Measured at 300 s: the whole
+# plays seen ~2 times without dropout (1.46-1.47 on a fast VM); the 1 MB slice seen ~3.5 times
+# best at 0.1 (0.2 worse), and on an AMD EPYC with AVX-512 BF16 the 1 MB slice seen 9.3 times
+# (0.1: 1.5447, 0.2: 1.5469) and the Russian corpus seen 8.1 times (0.1: 1.5149, 0.2: 1.5485).
+# The passes come from the run's own model timed on this machine before training
+# (`model.training_speed`, a few seconds): a matrix-product probe scaled by a constant was off
+# by 1.6-2x on two VMs, whose TensorFlow kernels and bfloat16 units differ.
 #
 # A CPU time limit that buys more than this many passes over the training text is trained as
 # a run without a budget (plateau schedule, patience, dropout by corpus size but at least

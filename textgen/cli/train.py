@@ -82,7 +82,7 @@ class RichProgress:
             remaining = min(remaining, max(0.0, self.info["time_limit"] - logs["elapsed"]))
         eta = "?" if math.isinf(remaining) else time.strftime("%H:%M:%S", time.gmtime(remaining))
         if "patience" in self.info.get("chosen", {}) and eta != "?":
-            eta = "≤" + eta  # the epoch cap; early stopping usually ends the run sooner
+            eta = "≤" + eta  # the epoch cap or the time limit; early stopping usually ends the run sooner
         self.progress.update(
             self.task, completed=step, eta=eta,
             status=f"ep {logs['epoch']:.2f} · loss {logs['loss']:.3f}{self.val} · {cps:,.0f} ch/s",
