@@ -21,6 +21,27 @@ if str(REPO) not in sys.path:
 TEXTGEN = [sys.executable, "-m", "textgen"]
 
 
+def sampling_step() -> str:
+    """Which sampling step this checkout's textgen runs: "compiled" or "numpy".
+
+    `pip install` compiles textgen/_kernel.c into the installed package, not into the checkout,
+    and `python -m textgen` run from here imports the checkout: without this, every sampling
+    and serving figure would silently be the numpy step's (2-4x slower). So where the checkout
+    has no compiled step, build it in place first (what `pip install` builds; gitignored).
+    TEXTGEN_KERNEL=0 still selects numpy's step on purpose.
+    """
+    def kind() -> str:
+        probe = "from textgen.engine import load_kernel; print('compiled' if load_kernel() else 'numpy')"
+        return subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    if kind() == "numpy" and os.environ.get("TEXTGEN_KERNEL") is None:
+        print("building the compiled sampling step in this checkout (setup.py build_ext --inplace) ...",
+              file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=REPO, capture_output=True)
+    return kind()
+
+
 def environment(workdir: Path | None = None, unbuffered: bool = True, **extra: str) -> dict:
     """os.environ for a textgen child: quiet TensorFlow, output unbuffered (so logs are live),
     and with `workdir` its own cache and checkpoints directories under it."""

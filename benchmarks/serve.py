@@ -30,17 +30,17 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_common import ServerProcess, rss_mib, tiny_corpus  # noqa: E402
+from serve_common import ServerProcess, common, rss_mib, tiny_corpus  # noqa: E402
 
 
 def _train(root: Path, name: str, size: str, seconds: float, corpus: str | None, quick: bool) -> None:
     layers, units = (int(x) for x in size.split("x"))
     args = [sys.executable, "-m", "textgen", "train"]
     if corpus or quick:
-        args.append(corpus or str(tiny_corpus(root.parent)))
+        args.append(str(Path(corpus).resolve()) if corpus else str(tiny_corpus(root.parent)))
     args += ["--run", name, "--checkpoints", str(root), "--layers", str(layers), "--units", str(units)]
     args += ["--epochs", "1", "--batch-size", "4", "--seq-len", "10"] if quick else ["--time-limit", str(seconds)]
-    subprocess.run(args, check=True, capture_output=True, text=True)
+    subprocess.run(args, check=True, capture_output=True, text=True, cwd=common.REPO)
 
 
 def engine_throughput(root: Path, run: str, streams: int, length: int) -> float:
@@ -49,7 +49,7 @@ def engine_throughput(root: Path, run: str, streams: int, length: int) -> float:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "textgen", "sample", "--run", run, "--checkpoints", str(root),
                         "--num-samples", str(streams), "--length", str(chars), "--seed", "1", "--json"],
-                       check=True, capture_output=True, text=True)
+                       check=True, capture_output=True, text=True, cwd=common.REPO)
         return time.perf_counter() - start
 
     fixed = min(timed(1) for _ in range(2))
@@ -192,6 +192,8 @@ def main() -> None:
     global CLIENT
     CLIENT = args.client
 
+    args.checkpoints = args.checkpoints.resolve()  # the subprocesses run in the checkout (common.REPO)
+    step = common.sampling_step()
     workdir = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     if args.quick:
         args.checkpoints, args.run, args.train = workdir / "checkpoints", "tiny", "1x16"
@@ -224,7 +226,7 @@ def main() -> None:
     in_process = session_throughput(args.checkpoints, server.model, most, args.length)
     best_most = max(r["chars_per_s"] for r in rows if r["clients"] == most)
     print(f"\nrun {server.model}: {args.length} characters per request; server and clients on this machine "
-          f"({args.client} client)\n")
+          f"({args.client} client); sampling step: {step}\n")
     print("| clients | chars/s | TTFC median | TTFC p99 |")
     print("|---|---:|---:|---:|")
     for r in rows:
@@ -240,7 +242,7 @@ def main() -> None:
     print("server RSS: " + ", ".join(f"{k} {v:,.1f} MiB" for k, v in rss.items()))
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "one_by_one": one_by_one, "engine_chars_per_s": engine,
-                                         "session_chars_per_s": in_process,
+                                         "session_chars_per_s": in_process, "sampling_step": step,
                                          "rss_mib": rss}, indent=2))
 
 

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (puts this checkout first on sys.path: the textgen measured is this one)
+
 TINY_TEXT = (
     "ROMEO:\nBut soft, what light through yonder window breaks?\n"
     "It is the east, and Juliet is the sun.\n\n"
@@ -45,13 +48,13 @@ class ServerProcess:
     def __init__(self, checkpoints: Path, run: str | None, extra: list, log: Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "textgen", "serve", "--checkpoints", str(checkpoints),
+        command = [sys.executable, "-m", "textgen", "serve", "--checkpoints", str(Path(checkpoints).resolve()),
                    "--port", str(self.port), *extra]
         if run:
             command += ["--run", run]
         self.log_path = log or Path(os.devnull)
         self._log = open(self.log_path, "w")
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, cwd=common.REPO)
         self.pid = self.process.pid
         deadline = time.monotonic() + 120
         while True:
