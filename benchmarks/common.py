@@ -24,14 +24,14 @@ TEXTGEN = [sys.executable, "-m", "textgen"]
 def sampling_step() -> str:
     """Which sampling step this checkout's textgen runs: "compiled" or "numpy".
 
-    `pip install` compiles textgen/_kernel.c into the installed package, not into the checkout,
+    `pip install` compiles textgen/generation/_kernel.c into the installed package, not into the checkout,
     and `python -m textgen` run from here imports the checkout: without this, every sampling
     and serving figure would silently be the numpy step's (2-4x slower). So where the checkout
     has no compiled step, build it in place first (what `pip install` builds; gitignored).
     TEXTGEN_KERNEL=0 still selects numpy's step on purpose.
     """
     def kind() -> str:
-        probe = "from textgen.engine import load_kernel; print('compiled' if load_kernel() else 'numpy')"
+        probe = "from textgen.generation.engine import load_kernel; print('compiled' if load_kernel() else 'numpy')"
         return subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
                               check=True).stdout.strip()
 
@@ -101,11 +101,11 @@ def vm_rss_mb(pid: int) -> float | None:
 
 def training_model(vocab_size: int, seed: int | None = None, **options):
     """The model `textgen train` trains, built and compiled by the same recipe
-    (`textgen.model.build_training_model`); `options` override the defaults (batch_size,
+    (`textgen.training.model.build_training_model`); `options` override the defaults (batch_size,
     seq_len, learning_rate, clip_norm, precision, jit). Imports Keras."""
     from textgen.backend import quiet_import_keras
     from textgen.config import ModelConfig, TrainConfig
-    from textgen.model import build_training_model
+    from textgen.training.model import build_training_model
 
     model_options = {k: options.pop(k) for k in ("num_layers", "units", "embedding_dim", "dropout") if k in options}
     keras = quiet_import_keras()

@@ -12,7 +12,7 @@ precision, and what float16 / int8 cost in bits per character.
    at temperature 1 from its URL fragment; the page's own clock (window.textgen.stats, time
    spent computing, not painting) gives characters/second, the median of --repeats loads.
    Next to it: textgen's numpy engine writing one stream of the same length through
-   textgen.session (what `textgen sample` does), median of --repeats, with 1 and with 2
+   textgen.generation.session (what `textgen sample` does), median of --repeats, with 1 and with 2
    stepping threads (`textgen sample` uses 2); the faster is the reference.
 2. With --run: the run's page size for float32 / float16 / int8, and the bits per character
    of the run's validation text (its corpus' validation split) under each precision.
@@ -35,7 +35,7 @@ import common  # noqa: F401  (puts this checkout first on sys.path)
 import numpy as np
 
 from textgen.export import html
-from textgen.export.arrays import PRECISIONS, ModelArrays
+from textgen.export.model_arrays import PRECISIONS, ModelArrays
 
 CHROMIUM = "/usr/bin/chromium"
 DEFAULT_VOCAB = list("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")  # 65, like tiny Shakespeare
@@ -92,8 +92,8 @@ def page_speed(browser, path: Path, chars: int, repeats: int) -> dict:
 def engine_speed(arrays: ModelArrays, chars: int, repeats: int, threads: int) -> float:
     """Median characters/second of one stream through textgen's session (as `textgen sample`,
     which steps with 2 threads), with the engine stepping on `threads` threads."""
-    from textgen.engine import LSTMEngine
-    from textgen.session import SamplingSession, StreamSpec
+    from textgen.generation.engine import LSTMEngine
+    from textgen.generation.session import SamplingSession, StreamSpec
 
     engine = LSTMEngine(arrays.keras_weights(), arrays.num_layers, threads=threads)
     speeds = []
@@ -109,7 +109,7 @@ def engine_speed(arrays: ModelArrays, chars: int, repeats: int, threads: int) ->
 
 def run_figures(run_dir: Path, directory: Path) -> dict:
     """The run's page size and validation bits per character for every precision."""
-    from textgen.export import arrays as arrays_lib
+    from textgen.export import model_arrays as arrays_lib
     from textgen.export.quality import bits_per_char, validation_ids
 
     info, ckpt, arrays = arrays_lib.load(run_dir)

@@ -24,13 +24,13 @@ import time
 import numpy as np
 
 from textgen import devices
-from textgen.arrays import trainable_arrays
 from textgen.backend import quiet_import_keras
 from textgen.config import PRESETS, ModelConfig
-from textgen.engine import LSTMEngine
 from textgen.errors import ConfigError
-from textgen.model import build_training_model
-from textgen.session import generate
+from textgen.generation.engine import LSTMEngine
+from textgen.generation.session import generate
+from textgen.training.model import build_training_model
+from textgen.training.variables import trainable_arrays
 
 keras = quiet_import_keras()
 VOCAB = 65

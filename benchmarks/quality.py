@@ -80,7 +80,7 @@ def main():
     budgets = a.budget or [300.0, 1800.0]
     options = a.textgen or [""]
     sys.path.insert(0, str(HERE.parent))
-    from textgen.named import resolve
+    from textgen.catalog import resolve
 
     corpus = resolve("shakespeare")[0]
     checkpoints = Path(a.checkpoints or tempfile.mkdtemp(prefix="quality-"))

@@ -20,8 +20,8 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from textgen.engine import LSTMEngine, load_kernel, single_threaded_blas
-from textgen.session import generate
+from textgen.generation.engine import LSTMEngine, load_kernel, single_threaded_blas
+from textgen.generation.session import generate
 
 
 def random_weights(layers=2, vocab=80, embedding=64, units=512, scale=0.05) -> dict:

@@ -9,7 +9,7 @@ Usage: python benchmarks/scale.py [--size-mb 1024] [--out /tmp/textgen-scale/big
 2. Times `python -m textgen prepare BIG --json` in a subprocess: MB/s and peak RSS
    (`os.wait4` ru_maxrss). The file is in the page cache (it was just written and read);
    the disk's own cold sequential read speed is measured separately, for reference.
-3. Trains the default model for --steps steps through `textgen.train.open_run` in a worker
+3. Trains the default model for --steps steps through `textgen.training.opening.open_run` in a worker
    subprocess, which stops the trainer from `TrainingCallbacks.on_step`; reports the time
    from process start to the first completed step (and how much of it is importing
    TensorFlow), the peak RSS next to a TensorFlow baseline process (import, build and
@@ -73,7 +73,7 @@ def _swap_adjacent(lines: list[str], rng: np.random.Generator) -> list[str]:
 
 def generate(path: Path, size_mb: int, seed: int = 0) -> dict:
     """Write about `size_mb` MiB of perturbed, shuffled Shakespeare (with Cyrillic) to `path`."""
-    from textgen.named import resolve
+    from textgen.catalog import resolve
 
     source, _ = resolve("shakespeare")
     lines = source.read_text(encoding="utf-8").split("\n")
@@ -154,7 +154,7 @@ def worker_train(a) -> dict:
     """open_run + Trainer.run on the big corpus, stopped after `a.steps` steps."""
     t_spawn = float(os.environ["SCALE_T0"])
     t_main = time.time()
-    import textgen.train as train  # imports TensorFlow / Keras
+    import textgen.training.opening as train  # imports TensorFlow / Keras
     from textgen.corpus import prepare
 
     t_import = time.time()
@@ -200,7 +200,7 @@ def worker_pipeline(a) -> dict:
     """chars/s with batches read from the memmap vs the same batches already in memory."""
     from textgen.config import TrainConfig
     from textgen.corpus import prepare, split_point
-    from textgen.data import StreamBatches
+    from textgen.training.batches import StreamBatches
 
     cfg = TrainConfig()
     corpus = prepare(a.out)
@@ -423,7 +423,7 @@ def main():
     _row(rows, "train: process start -> step 1 done", f"{tr['start_to_first_step_s']:.1f} s",
          f"<= {TARGET_FIRST_STEP_S:.0f} s", tr["start_to_first_step_s"] <= TARGET_FIRST_STEP_S)
     _row(rows, "  python start-up", f"{tr['python_start_s']:.1f} s")
-    _row(rows, "  import textgen.train (TF/Keras)", f"{tr['import_s']:.1f} s")
+    _row(rows, "  import textgen.training.opening (TF/Keras)", f"{tr['import_s']:.1f} s")
     _row(rows, "  prepare (cache hit)", f"{tr['prepare_cached_s']:.2f} s")
     _row(rows, "  open_run (build+compile)", f"{tr['open_run_s']:.1f} s")
     _row(rows, "  first train_on_batch (trace)", f"{tr['first_step_s']:.1f} s")

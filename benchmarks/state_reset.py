@@ -18,11 +18,11 @@ import time
 
 import numpy as np
 
-from textgen.arrays import assign_trainable_arrays, trainable_arrays
+from textgen.catalog import resolve
 from textgen.corpus import prepare, split_point
 from textgen.evaluate import build_scorer, score_ids
-from textgen.named import resolve
-from textgen.train import TrainingCallbacks, open_run
+from textgen.training.opening import TrainingCallbacks, open_run
+from textgen.training.variables import assign_trainable_arrays, trainable_arrays
 
 
 class StopAfter(TrainingCallbacks):

@@ -29,7 +29,7 @@ CYRILLIC = re.compile("[\u0400-\u04ff]")
 
 
 def plays(limit: int | None = None) -> str:
-    from textgen.named import build_shakespeare
+    from textgen.catalog import build_shakespeare
 
     text = build_shakespeare().read_text(encoding="utf-8")
     return text[:limit] if limit else text

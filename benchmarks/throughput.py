@@ -13,10 +13,10 @@ import time
 
 from common import training_model
 
+from textgen.catalog import resolve
 from textgen.config import parameter_count
 from textgen.corpus import prepare
-from textgen.data import StreamBatches
-from textgen.named import resolve
+from textgen.training.batches import StreamBatches
 
 
 def measure(ids, vocab_size, layers, units, embedding, batch, seq_len, steps, jit=False, precision="float32"):

@@ -21,12 +21,12 @@ import pytest
 from conftest import TINY_TEXT, run_cli
 
 from textgen import checkpoints
-from textgen.arrays import assign_model_arrays
 from textgen.corpus import prepare
-from textgen.model import ModelConfig, build_model, reset_states
-from textgen.sampling import log_softmax
-from textgen.session import load_run
-from textgen.train import open_run
+from textgen.generation.draw import log_softmax
+from textgen.generation.session import load_run
+from textgen.training.model import ModelConfig, build_model, reset_states
+from textgen.training.opening import open_run
+from textgen.training.variables import assign_model_arrays
 
 MODEL = ["--layers", "2", "--units", "16", "--embedding-dim", "8", "--dropout", "0.1"]
 TRAIN = ["--seq-len", "16", "--batch-size", "8", "--eval-chars", "200", "--learning-rate", "0.01"]
@@ -40,9 +40,9 @@ KERAS_LOG_PROBS = textwrap.dedent("""
     import numpy as np
     from textgen import checkpoints
     from textgen.backend import quiet_import_keras
-    from textgen.model import ModelConfig, build_model, reset_states
-    from textgen.sampling import log_softmax
-    from textgen.arrays import assign_model_arrays
+    from textgen.training.model import ModelConfig, build_model, reset_states
+    from textgen.generation.draw import log_softmax
+    from textgen.training.variables import assign_model_arrays
 
     keras = quiet_import_keras()
     ids = np.load(sys.argv[1])

@@ -183,7 +183,7 @@ def test_runs_list_and_show(trained):
     row = rows[0]
     assert row["size"] == "1x16" and row["chars_seen"] == trained["chars_seen"]
     assert row["best_val_bpc"] == pytest.approx(trained["best_val_loss"] / 0.6931471805599453)
-    from textgen.model import ModelConfig
+    from textgen.training.model import ModelConfig
 
     info = json.loads((Path("checkpoints") / "tiny" / "run.json").read_text())
     assert row["parameters"] == ModelConfig(**info["model"]).num_parameters()

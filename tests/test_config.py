@@ -23,7 +23,7 @@ from textgen.errors import CheckpointError, ConfigError
 
 @pytest.mark.slow
 def test_config_imports_neither_keras_nor_tensorflow():
-    code = ("import sys, textgen.config, textgen.files, textgen.runs, textgen.schedule; "
+    code = ("import sys, textgen.config, textgen.files, textgen.summary, textgen.training.schedule; "
             "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
@@ -52,7 +52,7 @@ def test_preset_is_a_copy_and_unknown_sizes_name_the_choices():
 
 @pytest.mark.slow
 def test_parameter_count_matches_keras():
-    from textgen.model import build_model
+    from textgen.training.model import build_model
 
     for options in [*PRESETS.values(), dict(num_layers=3, units=8, embedding_dim=4)]:
         config = ModelConfig(vocab_size=11, **options)

@@ -15,7 +15,7 @@ from textgen.cli import app
 from textgen.config import DEFAULT_PRESET, PRESETS, ModelConfig, TrainConfig, preset
 from textgen.corpus import prepare
 from textgen.errors import ConfigError
-from textgen.train import TrainingCallbacks, open_run
+from textgen.training.opening import TrainingCallbacks, open_run
 
 TINY = {"num_layers": 1, "units": 8, "embedding_dim": 4, "dropout": 0.0}
 

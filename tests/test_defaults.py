@@ -126,7 +126,7 @@ def test_a_time_limit_that_buys_more_passes_than_the_text_needs_stops_on_a_plate
 @pytest.mark.slow
 def test_the_speed_probe_measures_the_model_the_run_trains():
     from textgen.config import ModelConfig
-    from textgen.model import training_speed
+    from textgen.training.model import training_speed
 
     config = TrainConfig(batch_size=4, seq_len=10)
     small = training_speed(ModelConfig(vocab_size=20, units=8, num_layers=1, embedding_dim=4), config, seconds=0.2)

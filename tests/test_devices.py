@@ -16,7 +16,7 @@ from textgen.cli import OneLineErrors
 from textgen.cli.info import register
 from textgen.config import PRESETS, ModelConfig
 from textgen.errors import ConfigError
-from textgen.model import build_model
+from textgen.training.model import build_model
 
 VOCAB = 65
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -204,7 +204,7 @@ def test_info_json_reports_defaults(app):
     assert report["backend"] == "tensorflow" and report["versions"]["keras"] == keras.__version__
     assert report["devices"][0]["type"] == "CPU"
     assert report["model"] == {"source": "defaults", "precision": "float32"}
-    from textgen.model import ModelConfig
+    from textgen.training.model import ModelConfig
 
     layers = ModelConfig(vocab_size=2).num_layers
     assert [r["layer"] for r in report["cudnn"]["layers"]] == [f"lstm_{i}/lstm" for i in range(layers)]
@@ -215,7 +215,7 @@ def test_info_json_reports_defaults(app):
     assert report["bfloat16"]["native"] == devices.native_bfloat16()
     assert report["bfloat16"]["default"] is (report["bfloat16"]["native"] is not None and not report["gpu"])
     assert {f["feature"] for f in report["tensorflow_only"]} == {"tf.distribute", "TensorBoard"}
-    from textgen.engine import load_kernel
+    from textgen.generation.engine import load_kernel
 
     assert report["sampling_step"]["kind"] == ("compiled" if load_kernel() is not None else "numpy")
     human = invoke(app, "info")
@@ -261,10 +261,10 @@ def test_a_model_trained_in_mixed_bfloat16_learns_and_samples_with_the_numpy_eng
     engine reads the weights and agrees with Keras to bfloat16's precision."""
     import numpy as np
 
-    from textgen.arrays import trainable_arrays
     from textgen.config import TrainConfig
-    from textgen.engine import LSTMEngine
-    from textgen.model import build_training_model
+    from textgen.generation.engine import LSTMEngine
+    from textgen.training.model import build_training_model
+    from textgen.training.variables import trainable_arrays
 
     config = ModelConfig(vocab_size=6, embedding_dim=8, units=16, num_layers=2)
     model = build_training_model(config, TrainConfig(batch_size=4, seq_len=8, precision="mixed_bfloat16",

@@ -57,7 +57,7 @@ def pages(run_root, tmp_path_factory):
 
 
 def dequantised_engine(run_root, precision):
-    from textgen.export.arrays import load, quantise, reference_engine
+    from textgen.export.model_arrays import load, quantise, reference_engine
 
     _info, _ckpt, arrays = load(run_root / "tiny")
     return reference_engine(quantise(arrays, precision)[1])

@@ -1,4 +1,4 @@
-"""The compiled step (textgen/_kernel.c) against the numpy step it replaces: the same logits
+"""The compiled step (textgen/generation/_kernel.c) against the numpy step it replaces: the same logits
 within float rounding for every shape, a row's numbers independent of the rest of the batch,
 the compiled draw against `sampling.sample`, and the switch back to numpy."""
 
@@ -13,9 +13,9 @@ import pytest
 from conftest import missing
 from test_sampling import random_weights
 
-from textgen import sampling
-from textgen.engine import LSTMEngine, address, load_kernel
-from textgen.session import SamplingSession, StreamSpec
+from textgen.generation import draw as sampling
+from textgen.generation.engine import LSTMEngine, address, load_kernel
+from textgen.generation.session import SamplingSession, StreamSpec
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_textgen_kernel_0_selects_the_numpy_step(lib, tmp_path):
     # which has no compiled file after a plain `pip install .`
     tests = os.path.dirname(os.path.abspath(__file__))
     code = (f"import sys; sys.path.insert(0, {tests!r}); from test_sampling import random_weights; "
-            "from textgen.engine import LSTMEngine; print(LSTMEngine(random_weights(), 2).kind)")
+            "from textgen.generation.engine import LSTMEngine; print(LSTMEngine(random_weights(), 2).kind)")
     kinds = []
     for value in ("0", "1"):
         out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TEXTGEN_KERNEL": value},

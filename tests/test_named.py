@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from textgen import named
+from textgen import catalog as named
 from textgen.errors import CorpusError, DownloadError
 
 

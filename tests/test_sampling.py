@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import TINY_TEXT, missing
 
-from textgen import sampling
-from textgen.engine import LSTMEngine, load_kernel
 from textgen.errors import ConfigError
-from textgen.session import SamplingSession, StreamSpec, generate, load_run
+from textgen.generation import draw as sampling
+from textgen.generation.engine import LSTMEngine, load_kernel
+from textgen.generation.session import SamplingSession, StreamSpec, generate, load_run
 
 VOCAB = 7
 
@@ -202,8 +202,8 @@ import sys
 sys.path.insert(0, sys.argv[1])
 import threadpoolctl
 from test_sampling import random_weights
-from textgen.engine import LSTMEngine
-from textgen.session import generate
+from textgen.generation.engine import LSTMEngine
+from textgen.generation.session import generate
 
 def blas_threads():
     return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"][0]
@@ -253,7 +253,7 @@ def test_the_compiled_step_leaves_numpys_blas_alone():
 
 
 def keras_log_probs(model, ids: np.ndarray) -> np.ndarray:
-    from textgen.model import reset_states
+    from textgen.training.model import reset_states
 
     reset_states(model)
     return sampling.log_softmax(np.asarray(model(ids.astype(np.int32))))
@@ -266,7 +266,7 @@ def engine_log_probs(engine, ids: np.ndarray) -> np.ndarray:
 
 @pytest.mark.slow
 def test_engine_equals_keras_with_random_weights():
-    from textgen.model import ModelConfig, build_model
+    from textgen.training.model import ModelConfig, build_model
 
     config = ModelConfig(vocab_size=11, embedding_dim=6, units=24, num_layers=2)
     model = build_model(config, batch_size=3, seq_len=None)
@@ -288,7 +288,7 @@ def test_engine_equals_keras_with_random_weights():
 def test_engine_equals_keras_on_a_trained_checkpoint(trained_run):
     from textgen import checkpoints
     from textgen.corpus import Vocabulary
-    from textgen.model import ModelConfig, build_model
+    from textgen.training.model import ModelConfig, build_model
 
     info, ckpt, engine = load_run(trained_run)
     model = build_model(ModelConfig(**info["model"]), batch_size=1, seq_len=None)
@@ -320,11 +320,11 @@ _TRAINED: dict = {}
 
 def train_tiny_run(tmp_path_factory):
     """The checkpoints directory of a 2-layer run trained for a few steps through
-    textgen.train.open_run; trained once per session (test_sample_cli uses it too).
+    textgen.training.opening.open_run; trained once per session (test_sample_cli uses it too).
     Tests must not modify it: copy it first."""
     if "root" not in _TRAINED:
         from textgen import corpus as corpus_lib
-        from textgen.train import open_run
+        from textgen.training.opening import open_run
 
         root = tmp_path_factory.mktemp("trained")
         source = root / "tiny.txt"

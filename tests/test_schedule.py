@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from textgen import schedule
 from textgen.config import TrainConfig
+from textgen.training import schedule
 
 
 def config(**options) -> TrainConfig:

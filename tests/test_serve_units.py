@@ -12,6 +12,7 @@ from conftest import require
 require("fastapi")
 
 from textgen.errors import ConfigError  # noqa: E402
+from textgen.generation.session import CharLogprob, StreamSpec  # noqa: E402
 from textgen.serve import chat, errors  # noqa: E402
 from textgen.serve.jobs import Job, Outbox, Update  # noqa: E402
 from textgen.serve.metrics import Metrics  # noqa: E402
@@ -19,7 +20,6 @@ from textgen.serve.requests import Plan  # noqa: E402
 from textgen.serve.schemas import ChatMessage, CompletionRequest  # noqa: E402
 from textgen.serve.settings import Settings  # noqa: E402
 from textgen.serve.views import View  # noqa: E402
-from textgen.session import CharLogprob, StreamSpec  # noqa: E402
 
 
 def test_chat_template_renders_messages_and_the_reply_label():

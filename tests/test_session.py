@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from test_sampling import random_weights
 
-from textgen.engine import LSTMEngine
 from textgen.errors import ConfigError, CorpusError
-from textgen.sampling import log_softmax
-from textgen.session import SamplingSession, StreamSpec
+from textgen.generation.draw import log_softmax
+from textgen.generation.engine import LSTMEngine
+from textgen.generation.session import SamplingSession, StreamSpec
 
 CHARS = list("abcdefg")
 

@@ -11,7 +11,7 @@ import pytest
 from textgen import checkpoints
 from textgen.corpus import prepare
 from textgen.errors import CheckpointError, ConfigError
-from textgen.train import TrainingCallbacks, open_run
+from textgen.training.opening import TrainingCallbacks, open_run
 
 TINY_MODEL = {"num_layers": 2, "units": 16, "embedding_dim": 8, "dropout": 0.1}
 
@@ -144,8 +144,8 @@ def test_time_limit_stops_and_still_checkpoints(tiny_corpus, tmp_path):
 @pytest.mark.slow
 def test_streamed_evaluation_matches_one_stream(tiny_corpus, tmp_path):
     """Scoring in parallel streams with burn-in agrees with one stream over the whole text."""
-    from textgen.arrays import trainable_arrays
     from textgen.evaluate import build_scorer, score_ids
+    from textgen.training.variables import trainable_arrays
 
     corpus = prepare(tiny_corpus)
     trainer = open_run(corpus, "tiny", tmp_path / "checkpoints", "ev", TINY_MODEL,
@@ -165,8 +165,8 @@ def test_streamed_evaluation_matches_one_stream(tiny_corpus, tmp_path):
         results[streams] = total / count
     assert results[4] == pytest.approx(results[1], abs=2e-3)
     # The same numbers by hand: numpy forward pass, one character at a time.
-    from textgen.engine import LSTMEngine
-    from textgen.sampling import log_softmax
+    from textgen.generation.draw import log_softmax
+    from textgen.generation.engine import LSTMEngine
 
     engine = LSTMEngine(trainable_arrays(trainer.model), TINY_MODEL["num_layers"])
     state = engine.initial_state(1)
@@ -180,7 +180,7 @@ def test_streamed_evaluation_matches_one_stream(tiny_corpus, tmp_path):
 def test_build_training_model_is_the_trainers_recipe():
     """One build-and-compile recipe: Adam with the global clip, sparse cross-entropy from logits."""
     from textgen.config import ModelConfig, TrainConfig
-    from textgen.model import build_training_model
+    from textgen.training.model import build_training_model
 
     config = TrainConfig(batch_size=3, seq_len=5, learning_rate=0.02, clip_norm=0.5, jit=False)
     model = build_training_model(ModelConfig(vocab_size=7, units=8, embedding_dim=4, num_layers=1), config)
@@ -212,9 +212,9 @@ def test_a_diverged_loss_is_its_own_error(tiny_corpus, tmp_path):
 
 def fake_run(directory, rename=None):
     """A run directory with one checkpoint of an untrained tiny model (no training needed)."""
-    from textgen.arrays import model_arrays
     from textgen.config import ModelConfig
-    from textgen.model import build_model
+    from textgen.training.model import build_model
+    from textgen.training.variables import model_arrays
 
     vocab = sorted(set("hello world\n"))
     config = ModelConfig(vocab_size=len(vocab), units=8, embedding_dim=4, num_layers=1)

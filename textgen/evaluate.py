@@ -15,8 +15,8 @@ import numpy as np
 
 from textgen import checkpoints
 from textgen.corpus import Vocabulary, iter_text
-from textgen.data import scoring_windows
 from textgen.errors import CheckpointError, CorpusError
+from textgen.training.batches import scoring_windows
 
 LN2 = math.log(2.0)
 
@@ -31,8 +31,8 @@ def score_ids(model, ids: np.ndarray, window: int = 2048, burn_in: int = 256,
     Training resets each stream's state every `state_reset` segments, so a state age of
     `burn_in + window` characters is what the model is used to.
     """
-    from textgen.model import reset_states
-    from textgen.sampling import log_softmax
+    from textgen.generation.draw import log_softmax
+    from textgen.training.model import reset_states
 
     n = len(ids) - 1
     if n < 1:
@@ -63,7 +63,7 @@ def score_ids(model, ids: np.ndarray, window: int = 2048, burn_in: int = 256,
 
 def build_scorer(model_config, streams: int = 32):
     """A model for evaluation: any sequence length, `streams` parallel streams."""
-    from textgen.model import build_model
+    from textgen.training.model import build_model
 
     return build_model(model_config, batch_size=streams, seq_len=None)
 
@@ -99,8 +99,8 @@ def checkpoint_for(run_dir: Path, which: str = "latest", use_previous: bool = Fa
 def evaluate_file(run_dir: Path, text_path: Path, encoding: str = "utf-8", which: str = "latest",
                   streams: int = 32, use_previous: bool = False) -> dict:
     """Mean -log p(next char) over the text from `which` checkpoint, scored as `score_ids` does."""
-    from textgen.arrays import assign_trainable_arrays
     from textgen.config import ModelConfig
+    from textgen.training.variables import assign_trainable_arrays
 
     run_dir = Path(run_dir)
     info = checkpoints.read_run_file(run_dir)

@@ -22,7 +22,7 @@ def _model_for(checkpoints_dir: Path, run: Optional[str]):
     """(model, precision, source): the run's network as `train` builds it, or the defaults."""
     from textgen import checkpoints, devices
     from textgen.config import ModelConfig, TrainConfig
-    from textgen.model import build_model
+    from textgen.training.model import build_model
 
     if run is None:
         config, training, precision, source = ModelConfig(vocab_size=65), TrainConfig(), "float32", "defaults"

@@ -21,8 +21,8 @@ def prepare(
 
     Example: [bold]textgen prepare my_corpus.txt --val-fraction 0.05[/]
     """
+    from textgen import catalog as named
     from textgen import corpus as corpus_lib
-    from textgen import named
 
     path, name = named.resolve(corpus)
     start = time.time()

@@ -27,7 +27,7 @@ def runs(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from textgen import runs as runs_lib
+    from textgen import summary as runs_lib
 
     rows = runs_lib.list_summaries(checkpoints_dir)
     if as_json:
@@ -91,7 +91,7 @@ def runs_show(
 
     Example: [bold]textgen runs show run-20260101-120000[/]
     """
-    from textgen import runs as runs_lib
+    from textgen import summary as runs_lib
 
     data = runs_lib.show(checkpoints_dir, run)
     if as_json:

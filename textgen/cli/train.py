@@ -151,8 +151,8 @@ def train(
 
     Ctrl-C or SIGTERM saves a checkpoint; continue with [bold]textgen train --resume[/].
     """
+    from textgen import catalog as named
     from textgen import corpus as corpus_lib
-    from textgen import named
 
     if size is not None:  # the preset fills what --layers/--units/--embedding-dim leave open
         chosen = preset(size)
@@ -161,7 +161,7 @@ def train(
         embedding_dim = embedding_dim if embedding_dim is not None else chosen["embedding_dim"]
     path, name = named.resolve(corpus)
     prepared = corpus_lib.prepare(path, encoding=encoding)
-    from textgen.train import open_run
+    from textgen.training.opening import open_run
 
     progress = RichProgress(enabled=not as_json)
     trainer = open_run(

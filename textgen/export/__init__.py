@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from textgen.errors import ConfigError
-from textgen.export.arrays import PRECISIONS, check_precision, load
+from textgen.export.model_arrays import PRECISIONS, check_precision, load
 from textgen.files import temporary_name
 
 FORMATS = ("html", "onnx", "savedmodel", "tflite")
@@ -152,7 +152,7 @@ def export(run_dir, format: str, output=None, precision: str = "float32", force:
 
 
 def _bpc_change(info: dict, arrays, precision: str) -> dict:
-    from textgen.export.arrays import quantise
+    from textgen.export.model_arrays import quantise
     from textgen.export.quality import bits_per_char, validation_ids
 
     ids, why = validation_ids(info)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from textgen.export.arrays import ModelArrays, reference_engine
+from textgen.export.model_arrays import ModelArrays, reference_engine
 
 TOLERANCE = 1e-4
 

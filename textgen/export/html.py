@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from textgen.export.arrays import ModelArrays, quantise
+from textgen.export.model_arrays import ModelArrays, quantise
 
 PAGE = Path(__file__).with_name("page")
 

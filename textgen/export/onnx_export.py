@@ -19,7 +19,7 @@ import json
 
 import numpy as np
 
-from textgen.export.arrays import ModelArrays
+from textgen.export.model_arrays import ModelArrays
 
 OPSET = 17
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from textgen.export.arrays import ModelArrays, reference_engine
+from textgen.export.model_arrays import ModelArrays, reference_engine
 
 MAX_CHARS = 1_000_000  # score at most this many validation characters (the split's start)
 STREAMS = 64           # the text is cut into this many segments, scored side by side

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from textgen.export.arrays import ModelArrays
+from textgen.export.model_arrays import ModelArrays
 
 VERSION_DIR = "1"
 METADATA_ASSET = "textgen.json"

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from textgen.errors import ConfigError
-from textgen.export.arrays import ModelArrays
+from textgen.export.model_arrays import ModelArrays
 from textgen.export.savedmodel import _tensorflow, save
 
 SIGNATURE = "serving_default"

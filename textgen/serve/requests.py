@@ -52,7 +52,7 @@ def check_choices(count: int, settings, param: str = "n") -> None:
 
 
 def new_seed() -> int:
-    from textgen.session import random_seed
+    from textgen.generation.session import random_seed
 
     return random_seed()
 
@@ -60,7 +60,7 @@ def new_seed() -> int:
 def plan_completion(body, served, settings, prompts: list[str], max_tokens: int, logprobs: int | None,
                     echo: bool = False) -> Plan:
     """Specs for OpenAI completions (and chat, whose one prompt is the rendered template)."""
-    from textgen.session import StreamSpec
+    from textgen.generation.session import StreamSpec
 
     if getattr(body, "best_of", None) not in (None, 1, body.n):
         raise _bad("best_of", "best_of is not supported by a character model (only 1 or equal to n).", body.best_of)
@@ -85,7 +85,7 @@ def plan_completion(body, served, settings, prompts: list[str], max_tokens: int,
 
 def plan_native(body, served, settings) -> Plan:
     """Specs for the native endpoint: each sample its own temperature, length, stops and seed."""
-    from textgen.session import StreamSpec
+    from textgen.generation.session import StreamSpec
 
     check_choices(len(body.samples), settings, param="samples")
     check_prompt(body.prompt, served, settings)

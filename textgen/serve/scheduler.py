@@ -40,7 +40,7 @@ MAX_STEPS_PER_CALL = 16
 class Version:
     """One loaded checkpoint of a run: its session and what /v1/models says about it."""
 
-    session: object          # textgen.session.SamplingSession
+    session: object          # textgen.generation.session.SamplingSession
     step: int
     checkpoint: str          # the checkpoint directory's name
     state: dict              # the checkpoint's state.json (metrics history)

@@ -2,7 +2,7 @@
 
 `open_run` is the entry point of `textgen train`: a new run records its resolved configs,
 vocabulary, corpus and versions in `run.json`; a resumed run reads them back and applies
-the resume rules of `textgen.config`. The loop itself is `textgen.trainer.Trainer`.
+the resume rules of `textgen.config`. The loop itself is `textgen.training.loop.Trainer`.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from textgen import checkpoints, devices, distribute, files
+from textgen import checkpoints, devices, files
 from textgen.backend import quiet_import_keras
 from textgen.config import ModelConfig, TrainConfig, choose_defaults, resumed_configs
 from textgen.corpus import PreparedCorpus
 from textgen.errors import CheckpointError, ConfigError
-from textgen.model import training_speed
-from textgen.trainer import Trainer, TrainingCallbacks
+from textgen.training import distribute
+from textgen.training.loop import Trainer, TrainingCallbacks
+from textgen.training.model import training_speed
 
 __all__ = ["Trainer", "TrainingCallbacks", "TrainConfig", "open_run"]
 

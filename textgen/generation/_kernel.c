@@ -1,6 +1,6 @@
 /* textgen's compiled LSTM step: one character for n streams in one call.
  *
- * Plain C with no Python API; textgen/engine.py loads it with ctypes (which releases the GIL
+ * Plain C with no Python API; textgen/generation/engine.py loads it with ctypes (which releases the GIL
  * for the call) and falls back to its numpy step when it was not built. Why it exists: the
  * numpy step is ~30 calls of 2-3 us each around three matrix products, which for one stream
  * cost more than the products themselves (benchmarks/README_sampling.md).
@@ -464,7 +464,7 @@ void *tg_model_create(int layers, int units, int padded, int vocab, int out_pane
 
 void tg_model_destroy(void *m) { free(m); }
 
-/* Draw one id per row from p ∝ exp(logits / T), as textgen/sampling.py's `sample` does without
+/* Draw one id per row from p ∝ exp(logits / T), as textgen/generation/draw.py's `sample` does without
  * top-k or top-p (in float64: z = l / T - max, e = exp(z), cdf = cumsum(e); the id is the
  * number of cdf entries <= u * cdf[V-1]); T = 0 is argmax (first maximum). Row r's uniform is
  * uniforms[r * block + used[r]], and used[r] advances; the uniform is also written to u_out[r].

@@ -1,6 +1,6 @@
 """Sampling as small pure functions: temperature, top-k and top-p over logits, a seeded draw,
-and the stop-string filter. The engine is in textgen/engine.py, the session that runs
-streams over it in textgen/session.py.
+and the stop-string filter. The engine is in textgen/generation/engine.py, the session that runs
+streams over it in textgen/generation/session.py.
 """
 
 from __future__ import annotations

@@ -152,7 +152,7 @@ def quantise(arrays: ModelArrays, precision: str) -> tuple[dict, ModelArrays]:
 
 def reference_engine(arrays: ModelArrays):
     """textgen's numpy engine over exactly these arrays (e.g. dequantised ones)."""
-    from textgen.engine import LSTMEngine
+    from textgen.generation.engine import LSTMEngine
 
     return LSTMEngine(arrays.keras_weights(), arrays.num_layers, threads=1)
 
@@ -160,7 +160,7 @@ def reference_engine(arrays: ModelArrays):
 def load(run_dir: Path, which: str = "latest", use_previous: bool = False):
     """(run info, checkpoint, ModelArrays) of a run, checked as `textgen sample` checks it."""
     from textgen import checkpoints
-    from textgen.session import load_run
+    from textgen.generation.session import load_run
 
     run_dir = Path(run_dir)
     info, ckpt, _engine = load_run(run_dir, which, use_previous=use_previous, threads=1)

@@ -29,9 +29,17 @@ from pathlib import Path
 import numpy as np
 
 from textgen.corpus import Vocabulary
-from textgen.engine import LSTMEngine, address, load_kernel
 from textgen.errors import CheckpointError, ConfigError, positive_int
-from textgen.sampling import StopFilter, check_stops, check_temperature, check_top_k, check_top_p, log_softmax, sample
+from textgen.generation.draw import (
+    StopFilter,
+    check_stops,
+    check_temperature,
+    check_top_k,
+    check_top_p,
+    log_softmax,
+    sample,
+)
+from textgen.generation.engine import LSTMEngine, address, load_kernel
 
 UNIFORM_BLOCK = 256
 RUN_STEPS = 16  # steps per call of the compiled engine when nobody can join mid-way (`sample`, `generate`)

@@ -9,7 +9,7 @@ the run's result under early stopping and the number to compare otherwise.
 from __future__ import annotations
 
 from textgen.config import TrainConfig
-from textgen.schedule import evals_since_best
+from textgen.training.schedule import evals_since_best
 
 
 def best_record(history: list[dict]) -> dict | None:

@@ -20,7 +20,7 @@ What makes the numpy step fast (each measured, see benchmarks/README_sampling.md
 A state holds up to `capacity` streams; rows [0, rows) are live. Callers (the session) add
 and remove rows between steps by copying the rows of every array in `state.arrays`.
 
-The compiled step. Where the package was built with a C compiler, `textgen/_kernel.c` runs
+The compiled step. Where the package was built with a C compiler, `textgen/generation/_kernel.c` runs
 the whole step (both layers' products, the cells, the output layer) in one call through
 ctypes, with its own worker thread that shares the blocks of every layer through an atomic
 counter instead of a barrier; see that file. It computes the same function as the numpy
@@ -151,7 +151,7 @@ def address(array: np.ndarray) -> int:
 
 
 class _CompiledModel:
-    """The engine's weights packed for textgen/_kernel.c (see its layout comment); owns the
+    """The engine's weights packed for textgen/generation/_kernel.c (see its layout comment); owns the
     C-side model, which points into these arrays."""
 
     BLOCK, PANEL = 8, 32
@@ -217,7 +217,7 @@ class LSTMEngine:
     order (input, forget, cell, output); the engine reorders the columns once to (input,
     forget, output, cell) so that one sigmoid covers three gates.
     `threads` (1 or 2) is how many threads step a state; the text does not depend on it.
-    `compiled` (default: where built) runs the step in textgen/_kernel.c; see the module docstring.
+    `compiled` (default: where built) runs the step in textgen/generation/_kernel.c; see the module docstring.
     """
 
     def __init__(self, weights: dict, num_layers: int, dtype=np.float32, threads: int = 2,
@@ -255,7 +255,7 @@ class LSTMEngine:
 
     @property
     def kind(self) -> str:
-        """Which step runs: "compiled" (textgen/_kernel.c) or "numpy"."""
+        """Which step runs: "compiled" (textgen/generation/_kernel.c) or "numpy"."""
         return "compiled" if self.compiled is not None else "numpy"
 
     def halves(self):

@@ -22,8 +22,18 @@ from pathlib import Path
 
 import numpy as np
 
-from textgen import checkpoints, devices, distribute, schedule, stopping
-from textgen.arrays import (
+from textgen import checkpoints, devices
+from textgen.backend import quiet_import_keras
+from textgen.config import ModelConfig, TrainConfig
+from textgen.corpus import PreparedCorpus, split_point
+from textgen.errors import CheckpointError, ConfigError, CorpusError, DivergedError
+from textgen.evaluate import LN2, build_scorer, score_ids
+from textgen.generation.engine import LSTMEngine
+from textgen.generation.session import generate
+from textgen.training import distribute, schedule, stopping
+from textgen.training.batches import StreamBatches
+from textgen.training.model import build_training_model, lstm_layers, reset_states
+from textgen.training.variables import (
     assign_model_arrays,
     assign_optimizer_arrays,
     assign_trainable_arrays,
@@ -31,15 +41,6 @@ from textgen.arrays import (
     optimizer_arrays,
     trainable_arrays,
 )
-from textgen.backend import quiet_import_keras
-from textgen.config import ModelConfig, TrainConfig
-from textgen.corpus import PreparedCorpus, split_point
-from textgen.data import StreamBatches
-from textgen.engine import LSTMEngine
-from textgen.errors import CheckpointError, ConfigError, CorpusError, DivergedError
-from textgen.evaluate import LN2, build_scorer, score_ids
-from textgen.model import build_training_model, lstm_layers, reset_states
-from textgen.session import generate
 
 keras = quiet_import_keras()
 
