@@ -31,7 +31,7 @@ def sampling_step() -> str:
     TEXTGEN_KERNEL=0 still selects numpy's step on purpose.
     """
     def kind() -> str:
-        probe = "from textgen.generation.engine import load_kernel; print('compiled' if load_kernel() else 'numpy')"
+        probe = "from textgen.generation import kernel; print(kernel.status().kind)"
         return subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
                               check=True).stdout.strip()
 

@@ -28,7 +28,7 @@ from textgen.backend import quiet_import_keras
 from textgen.config import PRESETS, ModelConfig
 from textgen.errors import ConfigError
 from textgen.generation.engine import LSTMEngine
-from textgen.generation.session import generate
+from textgen.generation.writers import generate
 from textgen.training.model import build_training_model
 from textgen.training.variables import trainable_arrays
 

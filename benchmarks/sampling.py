@@ -138,7 +138,7 @@ def _naive_rate(weights: dict, num_layers: int, streams: int, steps: int) -> flo
 def engine_rate(engine, streams: int, steps: int, blas_threads: int | None = None) -> float:
     """Characters per second of `streams` streams sampled together through the session API
     (`blas_threads`: let BLAS use that many threads instead of textgen's one)."""
-    from textgen.generation.session import generate
+    from textgen.generation.writers import generate
 
     if blas_threads is not None:
         from threadpoolctl import threadpool_limits
@@ -188,7 +188,7 @@ def main() -> None:
 
     from textgen import checkpoints as ckpt_lib
     from textgen.generation.engine import LSTMEngine
-    from textgen.generation.session import load_run
+    from textgen.generation.loading import load_run
 
     info, ckpt, engine = load_run(checkpoints / "bench")
     weights = ckpt_lib.load_arrays(ckpt.path)

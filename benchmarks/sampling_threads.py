@@ -20,8 +20,9 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from textgen.generation.engine import LSTMEngine, load_kernel, single_threaded_blas
-from textgen.generation.session import generate
+from textgen.generation import kernel
+from textgen.generation.engine import LSTMEngine, single_threaded_blas
+from textgen.generation.writers import generate
 
 
 def random_weights(layers=2, vocab=80, embedding=64, units=512, scale=0.05) -> dict:
@@ -62,7 +63,7 @@ def main() -> None:
         settings = [("numpy step: one thread, BLAS 1", one, 1),
                     ("numpy step: worker thread from 16 streams, BLAS 1", two, 1),
                     ("numpy step: one thread, BLAS 2", one, 2)]
-        if load_kernel() is not None:
+        if kernel.load() is not None:
             settings += [("compiled step: one thread", LSTMEngine(weights, 2, threads=1), 1),
                          ("compiled step: with its worker thread (textgen's default)", LSTMEngine(weights, 2), 1)]
         rows: dict = {}

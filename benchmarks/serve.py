@@ -59,7 +59,8 @@ def engine_throughput(root: Path, run: str, streams: int, length: int) -> float:
 
 def session_throughput(root: Path, run: str, streams: int, length: int) -> float:
     """Characters/s of a SamplingSession stepping `streams` streams in this process (no HTTP)."""
-    from textgen.generation.session import SamplingSession, StreamSpec, load_run, start_id
+    from textgen.generation.loading import load_run, start_id
+    from textgen.generation.session import SamplingSession, StreamSpec
 
     info, _, engine = load_run(root / run)
     session = SamplingSession(engine, info["vocab"], start_id(info["vocab"]), capacity=streams)

@@ -23,7 +23,7 @@ from conftest import TINY_TEXT, run_cli
 from textgen import checkpoints
 from textgen.corpus import prepare
 from textgen.generation.draw import log_softmax
-from textgen.generation.session import load_run
+from textgen.generation.loading import load_run
 from textgen.training.model import ModelConfig, build_model, reset_states
 from textgen.training.opening import open_run
 from textgen.training.variables import assign_model_arrays

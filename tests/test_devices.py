@@ -215,9 +215,9 @@ def test_info_json_reports_defaults(app):
     assert report["bfloat16"]["native"] == devices.native_bfloat16()
     assert report["bfloat16"]["default"] is (report["bfloat16"]["native"] is not None and not report["gpu"])
     assert {f["feature"] for f in report["tensorflow_only"]} == {"tf.distribute", "TensorBoard"}
-    from textgen.generation.engine import load_kernel
+    from textgen.generation import kernel
 
-    assert report["sampling_step"]["kind"] == ("compiled" if load_kernel() is not None else "numpy")
+    assert report["sampling_step"]["kind"] == ("compiled" if kernel.load() is not None else "numpy")
     human = invoke(app, "info")
     assert f"sampling step: {report['sampling_step']['kind']}" in human.stdout
 

@@ -63,7 +63,7 @@ def engine_log_probs(engine, vocab: list, text: str = FORCED) -> np.ndarray:
 
 def run_engine(root: Path):
     """The run's own numpy engine, loaded as `textgen sample` loads it."""
-    from textgen.generation.session import load_run
+    from textgen.generation.loading import load_run
 
     return load_run(root / "tiny", "latest", threads=1)[2]
 

@@ -14,13 +14,14 @@ from conftest import missing
 from test_sampling import random_weights
 
 from textgen.generation import draw as sampling
-from textgen.generation.engine import LSTMEngine, address, load_kernel
+from textgen.generation import kernel
+from textgen.generation.engine import LSTMEngine
 from textgen.generation.session import SamplingSession, StreamSpec
 
 
 @pytest.fixture(scope="module")
 def lib():
-    found = load_kernel()
+    found = kernel.load()
     if found is None:
         missing("textgen's compiled step", "pip install . with a C compiler (gcc)")
     return found
@@ -74,9 +75,7 @@ def test_the_compiled_draw_is_sampling_sample(lib):
         used = np.zeros(300, np.int64)
         drawn = np.zeros(300)
         temps = np.full(300, temperature)
-        pointers = [address(a) for a in (logits, temps, uniforms, used, drawn, ids)]
-        p_logits, p_temps, p_uniforms, p_used, p_drawn, p_ids = pointers
-        empty = lib.tg_sample(p_logits, 300, 50, p_temps, p_uniforms, 4, p_used, p_drawn, p_ids)
+        empty = kernel.Draw(lib, logits, temps, uniforms, used, drawn, ids)(300)
         assert empty == 0 and (used == 1).all() and np.array_equal(drawn, uniforms[:, 0])
         assert np.array_equal(ids, sampling.sample(logits, temperature, uniforms[:, 0]))
 

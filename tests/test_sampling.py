@@ -13,8 +13,11 @@ from conftest import TINY_TEXT, missing
 
 from textgen.errors import ConfigError
 from textgen.generation import draw as sampling
-from textgen.generation.engine import LSTMEngine, load_kernel
-from textgen.generation.session import SamplingSession, StreamSpec, generate, load_run
+from textgen.generation import kernel
+from textgen.generation.engine import LSTMEngine
+from textgen.generation.loading import load_run
+from textgen.generation.session import SamplingSession, StreamSpec
+from textgen.generation.writers import generate
 
 VOCAB = 7
 
@@ -203,7 +206,7 @@ sys.path.insert(0, sys.argv[1])
 import threadpoolctl
 from test_sampling import random_weights
 from textgen.generation.engine import LSTMEngine
-from textgen.generation.session import generate
+from textgen.generation.writers import generate
 
 def blas_threads():
     return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"][0]
@@ -246,7 +249,7 @@ def test_sampling_sets_blas_to_one_thread_once_and_leaves_it_there():
 @pytest.mark.slow
 def test_the_compiled_step_leaves_numpys_blas_alone():
     """The compiled step does its own products: BLAS keeps its threads for the user's code."""
-    if load_kernel() is None:
+    if kernel.load() is None:
         missing("textgen's compiled step", "pip install . with a C compiler (gcc)")
     assert _blas_probe("compiled") == ("2", "2", "[]")
 # ----------------------------------------------------------------------------- the engine against Keras
@@ -276,7 +279,7 @@ def test_engine_equals_keras_with_random_weights():
     weights = {v.path: np.asarray(v.numpy()) for v in model.trainable_variables}
     ids = rng.integers(0, 11, size=(3, 400))
     expected = keras_log_probs(model, ids)
-    steps = [False] + ([True] if load_kernel() is not None else [])  # the numpy step, and the compiled one
+    steps = [False] + ([True] if kernel.load() is not None else [])  # the numpy step, and the compiled one
     for compiled in steps:
         got = engine_log_probs(LSTMEngine(weights, 2, compiled=compiled), ids)
         assert expected.shape == got.shape == (3, 400, 11)

@@ -22,7 +22,8 @@ LONG = 1_000_000  # long enough to be still streaming when the new checkpoint la
 
 def _reference(run: Path, checkpoint: str, prime: str, length: int, seed: int) -> str:
     """What the library itself writes from `checkpoint` for one seeded stream (temperature 1)."""
-    from textgen.generation.session import SamplingSession, StreamSpec, load_run, start_id
+    from textgen.generation.loading import load_run, start_id
+    from textgen.generation.session import SamplingSession, StreamSpec
 
     info, _, engine = load_run(run, which=checkpoint)
     session = SamplingSession(engine, info["vocab"], start_id(info["vocab"]))

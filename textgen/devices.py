@@ -265,14 +265,9 @@ def cpu_flags() -> set:
 
 def sampling_step_report() -> dict:
     """Which step `sample` and `serve` run: the compiled one (textgen/generation/_kernel.c) or numpy's."""
-    from textgen.generation.engine import kernel_switched_off, load_kernel
+    from textgen.generation import kernel
 
-    if load_kernel() is not None:
-        return {"kind": "compiled", "note": "compiled (textgen/generation/_kernel.c, built at install); TEXTGEN_KERNEL=0 selects numpy's"}
-    if kernel_switched_off():
-        return {"kind": "numpy", "note": "numpy (TEXTGEN_KERNEL=0)"}
-    return {"kind": "numpy", "note": "numpy: the compiled step was not built (no C compiler at install); "
-                                     "reinstall with gcc for 1.5-4x faster sampling"}
+    return kernel.status().record()
 
 
 def native_bfloat16(flags: set | None = None) -> str | None:

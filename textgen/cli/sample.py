@@ -88,7 +88,7 @@ def _novelty_line(report: dict) -> str:
 def _interactive(session, temps, length, seed, top_k, top_p, stops) -> None:
     """Read a prime per line from stdin and stream its continuation; Ctrl-D / Ctrl-C leave."""
     from textgen.errors import CorpusError
-    from textgen.generation.session import Sample, write_samples
+    from textgen.generation.writers import Sample, write_samples
 
     err.print("[dim]Type a prime and press Enter (an empty line: no prime). Ctrl-D or Ctrl-C to leave.[/]")
     turn = 0
@@ -149,7 +149,9 @@ def sample(
     from textgen import checkpoints
     from textgen.errors import positive_int
     from textgen.generation.draw import check_stops, check_top_k, check_top_p
-    from textgen.generation.session import Sample, SamplingSession, load_run, random_seed, start_id, write_samples
+    from textgen.generation.loading import load_run, start_id
+    from textgen.generation.session import SamplingSession, random_seed
+    from textgen.generation.writers import Sample, write_samples
 
     temps = _temperatures(temperature)
     positive_int("length", length, option=True)

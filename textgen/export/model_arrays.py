@@ -160,7 +160,7 @@ def reference_engine(arrays: ModelArrays):
 def load(run_dir: Path, which: str = "latest", use_previous: bool = False):
     """(run info, checkpoint, ModelArrays) of a run, checked as `textgen sample` checks it."""
     from textgen import checkpoints
-    from textgen.generation.session import load_run
+    from textgen.generation.loading import load_run
 
     run_dir = Path(run_dir)
     info, ckpt, _engine = load_run(run_dir, which, use_previous=use_previous, threads=1)

@@ -373,7 +373,9 @@ void *tg_runner_create(const Model *model, int capacity, int threaded) {
     return run;
 }
 
-void tg_runner_set(Runner *run, int layer, float *h, float *c, float *fresh) {
+/* Returns 0, or -1 (nothing set) when `layer` is not one of the model's. */
+int tg_runner_set(Runner *run, int layer, float *h, float *c, float *fresh) {
+    if (layer < 0 || layer >= run->layers) return -1;
     run->h[layer] = h;
     run->c[layer] = c;
     run->fresh[layer] = fresh;
@@ -381,6 +383,7 @@ void tg_runner_set(Runner *run, int layer, float *h, float *c, float *fresh) {
         run->h_rows[layer][r] = h + (size_t)r * run->model->padded;
         run->fresh_rows[layer][r] = fresh + (size_t)r * run->model->padded;
     }
+    return 0;
 }
 
 void tg_runner_outputs(Runner *run, float *logits, int64_t *ids) {
@@ -476,6 +479,10 @@ int tg_sample(const float *logits, int n, int V, const double *temps, const doub
     if (!cdf) return -1;
     for (int r = 0; r < n; r++) {
         const float *l = logits + (size_t)r * V;
+        if (used[r] < 0 || used[r] >= block) { /* the caller refills a used block before the next draw */
+            free(cdf);
+            return -1;
+        }
         double u = uniforms[(size_t)r * block + used[r]];
         u_out[r] = u;
         if (++used[r] >= block) empty++;

@@ -1,49 +1,36 @@
 """The sampling engine: one character per step for a batch of streams that can grow and
-shrink between steps, reading a run's `weights.npz` without Keras or TensorFlow. The step
-is compiled C where the package was built with a compiler (below), numpy otherwise.
+shrink between steps, reading a run's `weights.npz` without Keras or TensorFlow.
 
-What makes the numpy step fast (each measured, see benchmarks/README_sampling.md):
+Two steps compute the same function. The numpy step here is the reference: plain, and only
+has to be right. The compiled step (textgen/generation/_kernel.c, reached only through
+textgen/generation/kernel.py) is what runs wherever the package was built with a C compiler;
+it sums in another order and uses its own exp, so the two agree within float rounding. It
+is used for float32 engines and switched off with TEXTGEN_KERNEL=0 (or `compiled=False`).
+
+What keeps the numpy step reasonable (benchmarks/README_sampling.md):
 - The first layer's input projection is folded into a (vocab, 4*units) table: the embedding
   followed by a matmul is the same as looking up a precomputed row.
 - Layers after the first multiply one preallocated [x, h] buffer by the stacked
   [kernel; recurrent_kernel]: one matmul per layer, no allocation per step.
-- sigmoid and tanh are computed from float32 `np.exp`, which numpy vectorises; its float32
-  `tanh` is not vectorised on AVX2 CPUs and made the elementwise part as slow as the matmuls.
+- sigmoid and tanh are computed from float32 `np.exp`, which numpy vectorises.
 - numpy's BLAS is put on one thread (threadpoolctl, once per process): its own threads
-  busy-wait, and with another process on the second core they made sampling 3x slower
-  (benchmarks/README_sampling.md). Instead, from 16 live streams on, a second worker thread
-  owns half of every layer's units (their columns of the weights); the two meet at a
-  barrier after each layer (numpy releases the GIL inside BLAS and large ufuncs). Below 16
-  streams one thread steps alone: a barrier round trip (about 60 us) costs more than half
-  a small step gains.
+  busy-wait, and with another process on the second core they made sampling 3x slower.
 
 A state holds up to `capacity` streams; rows [0, rows) are live. Callers (the session) add
 and remove rows between steps by copying the rows of every array in `state.arrays`.
-
-The compiled step. Where the package was built with a C compiler, `textgen/generation/_kernel.c` runs
-the whole step (both layers' products, the cells, the output layer) in one call through
-ctypes, with its own worker thread that shares the blocks of every layer through an atomic
-counter instead of a barrier; see that file. It computes the same function as the numpy
-step (within float rounding: it sums in another order and uses its own exp), is used for
-float32 engines, and is switched off with TEXTGEN_KERNEL=0 (or `compiled=False`).
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import importlib.machinery
 import os
 import threading
-import weakref
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from textgen.errors import CheckpointError
+from textgen.generation import kernel
 
-SPLIT_ROWS = 16  # from this many live streams on, the worker thread takes half of every layer
 _BLAS_LOCK = threading.Lock()
 _BLAS_SINGLE = False
 
@@ -96,113 +83,11 @@ def _cell(z: np.ndarray, c: np.ndarray, h: np.ndarray, width: int) -> None:
     h *= z[:, 2 * width: 3 * width]
 
 
-def kernel_switched_off() -> bool:
-    """TEXTGEN_KERNEL=0 (or false/no/off): use the numpy step even where the compiled one was built."""
-    return os.environ.get("TEXTGEN_KERNEL", "1").strip().lower() in ("0", "false", "no", "off")
-
-
-@functools.cache
-def load_kernel():
-    """The compiled step's library (ctypes), or None where it was not built or TEXTGEN_KERNEL=0."""
-    if kernel_switched_off():
-        return None
-    here = Path(__file__).parent
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        path = here / f"_kernel{suffix}"
-        if path.is_file():
-            try:
-                lib = ctypes.CDLL(str(path))
-            except OSError:
-                return None
-            break
-    else:
-        return None
-    p, i = ctypes.c_void_p, ctypes.c_int
-    lib.tg_version.restype = i
-    if lib.tg_version() != 1:
-        return None
-    lib.tg_model_create.restype = p
-    lib.tg_model_create.argtypes = [i, i, i, i, i, p, p, p, p, p]
-    lib.tg_model_destroy.argtypes = [p]
-    lib.tg_runner_create.restype = p
-    lib.tg_runner_create.argtypes = [p, i, i]
-    lib.tg_runner_set.argtypes = [p, i, p, p, p]
-    lib.tg_runner_outputs.argtypes = [p, p, p]
-    lib.tg_step.argtypes = [p, i]
-    lib.tg_step.restype = i
-    lib.tg_runner_destroy.argtypes = [p]
-    lib.tg_sample.restype = i
-    lib.tg_sample.argtypes = [p, i, i, p, p, i, p, p, p]
-    lib.tg_run.restype = i
-    lib.tg_run.argtypes = [p, i, i, p, p, i, p, p, p, p]
-    return lib
-
-
 def _cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-def address(array: np.ndarray) -> int:
-    """Where an array's data starts (what the compiled step's pointer arguments take)."""
-    return array.__array_interface__["data"][0]
-
-
-class _CompiledModel:
-    """The engine's weights packed for textgen/generation/_kernel.c (see its layout comment); owns the
-    C-side model, which points into these arrays."""
-
-    BLOCK, PANEL = 8, 32
-
-    def __init__(self, lib, engine: LSTMEngine):
-        u = engine.units
-        padded = -(-u // self.BLOCK) * self.BLOCK
-        blocks = padded // self.BLOCK
-
-        def gates(m: np.ndarray) -> np.ndarray:  # (K, 4u) -> (K, blocks, 32), units padded with zeros
-            out = np.zeros((m.shape[0], 4, padded), np.float32)
-            out[:, :, :u] = m.reshape(m.shape[0], 4, u)
-            return out.reshape(m.shape[0], 4, blocks, self.BLOCK).transpose(0, 2, 1, 3).reshape(m.shape[0], blocks, 32)
-
-        def rows(m: np.ndarray) -> np.ndarray:  # pad the input dimension (rows) from u to `padded`
-            out = np.zeros((padded, m.shape[1]), np.float32)
-            out[:u] = m
-            return out
-
-        def panels(m: np.ndarray) -> np.ndarray:  # (K, 4u) -> (blocks, K, 32): one contiguous panel per block
-            return np.ascontiguousarray(gates(m).transpose(1, 0, 2))
-
-        self.padded, self.blocks = padded, blocks
-        table, recurrent, _ = engine.layers[0]
-        self.table = np.ascontiguousarray(gates(table))
-        self.weights = [panels(rows(recurrent))]
-        self.bias = [np.zeros((blocks, 32), np.float32)]
-        for stacked, _, bias in engine.layers[1:]:
-            self.weights.append(panels(np.concatenate([rows(stacked[:u]), rows(stacked[u:])])))
-            self.bias.append(np.ascontiguousarray(gates(bias[None, :])[0]))
-        vocab = engine.vocab_size
-        self.out_panels = -(-vocab // self.PANEL)
-        out = np.zeros((padded, self.out_panels * self.PANEL), np.float32)
-        out[:u, :vocab] = engine.out_kernel
-        self.out = np.ascontiguousarray(out.reshape(padded, self.out_panels, self.PANEL).transpose(1, 0, 2))
-        self.out_bias = np.zeros(self.out_panels * self.PANEL, np.float32)
-        self.out_bias[:vocab] = engine.out_bias
-        layers = len(engine.layers)
-        self._weight_ptrs = (ctypes.c_void_p * layers)(*[address(w) for w in self.weights])
-        self._bias_ptrs = (ctypes.c_void_p * layers)(*[address(b) for b in self.bias])
-        self.lib = lib
-        self.handle = lib.tg_model_create(layers, u, padded, vocab, self.out_panels, address(self.table),
-                                          ctypes.addressof(self._weight_ptrs), ctypes.addressof(self._bias_ptrs),
-                                          address(self.out), address(self.out_bias))
-        if not self.handle:
-            raise MemoryError("textgen's compiled step could not be set up")
-        weakref.finalize(self, lib.tg_model_destroy, self.handle)
-
-
-def _destroy_runner(model: _CompiledModel, runner: int) -> None:
-    model.lib.tg_runner_destroy(runner)
 
 
 def _gate_order(units: int) -> np.ndarray:
@@ -211,72 +96,75 @@ def _gate_order(units: int) -> np.ndarray:
 
 
 class LSTMEngine:
-    """A numpy forward pass of the run's LSTM, one character per step, for B streams.
+    """A forward pass of the run's LSTM, one character per step, for B streams.
 
     `weights` maps Keras variable paths to arrays (a run's `weights.npz`) in Keras' gate
     order (input, forget, cell, output); the engine reorders the columns once to (input,
-    forget, output, cell) so that one sigmoid covers three gates.
-    `threads` (1 or 2) is how many threads step a state; the text does not depend on it.
-    `compiled` (default: where built) runs the step in textgen/generation/_kernel.c; see the module docstring.
+    forget, output, cell) so that one sigmoid covers three gates. Shapes are checked here:
+    embedding rows = output size = vocabulary, kernels matching layers and units.
+    `threads` (1 or 2) is how many threads step a compiled state; the text does not depend on it.
+    `compiled` (default: where built) runs the step in textgen/generation/_kernel.c.
     """
 
     def __init__(self, weights: dict, num_layers: int, dtype=np.float32, threads: int = 2,
                  compiled: bool | None = None):
-        def get(name):
+        def get(name, shape):
             if name not in weights:
                 raise CheckpointError(f"Checkpoint weights lack {name!r}; was it written by textgen?")
-            return np.asarray(weights[name])
+            array = np.asarray(weights[name])
+            if array.dtype.kind != "f" or array.shape != shape:
+                raise CheckpointError(f"Checkpoint weight {name!r} must be a float array of shape {shape}. "
+                                      f"Received: {array.dtype} {array.shape}")
+            return array
 
+        first = np.asarray(weights.get("lstm_0/lstm/lstm_cell/recurrent_kernel", np.zeros((0, 0))))
+        units = first.shape[0] if first.ndim == 2 else 0
+        out_bias = np.asarray(weights.get("logits/bias", np.zeros(0)))
+        vocab = out_bias.shape[0] if out_bias.ndim == 1 else 0
+        embedding_dim = np.asarray(weights.get("embedding/embeddings", np.zeros((0, 0)))).shape[-1]
+        if not (isinstance(num_layers, int) and num_layers >= 1 and units >= 1 and vocab >= 1):
+            raise CheckpointError(f"Checkpoint weights do not describe an LSTM (layers={num_layers!r}, "
+                                  f"units={units}, vocabulary={vocab}).")
         self.dtype = dtype
         self.threads = threads
-        embedding = get("embedding/embeddings").astype(np.float64)
-        order = _gate_order(np.asarray(get("lstm_0/lstm/lstm_cell/recurrent_kernel")).shape[0])
+        embedding = get("embedding/embeddings", (vocab, embedding_dim)).astype(np.float64)
+        order = _gate_order(units)
         self.layers = []  # (input table or stacked [kernel; recurrent], recurrent or None, bias or None)
         for i in range(num_layers):
             prefix = f"lstm_{i}/lstm/lstm_cell/"
-            kernel, recurrent, bias = get(prefix + "kernel"), get(prefix + "recurrent_kernel"), get(prefix + "bias")
-            kernel, recurrent, bias = kernel[:, order], recurrent[:, order], bias[order]  # gates (i, f, o, c)
+            kernel_ = get(prefix + "kernel", (embedding_dim if i == 0 else units, 4 * units))
+            recurrent, bias = get(prefix + "recurrent_kernel", (units, 4 * units)), get(prefix + "bias", (4 * units,))
+            kernel_, recurrent, bias = kernel_[:, order], recurrent[:, order], bias[order]  # gates (i, f, o, c)
             if i == 0:
                 # Embedding, input projection and bias folded into one (vocab, 4*units) table.
-                table = embedding @ kernel.astype(np.float64) + bias.astype(np.float64)
+                table = embedding @ kernel_.astype(np.float64) + bias.astype(np.float64)
                 self.layers.append((table.astype(dtype), np.ascontiguousarray(recurrent, dtype=dtype), None))
             else:
-                stacked = np.ascontiguousarray(np.concatenate([kernel, recurrent], axis=0), dtype=dtype)
+                stacked = np.ascontiguousarray(np.concatenate([kernel_, recurrent], axis=0), dtype=dtype)
                 self.layers.append((stacked, None, bias.astype(dtype)))
-        self.units = self.layers[0][1].shape[0]
-        self.out_kernel = get("logits/kernel").astype(dtype)
-        self.out_bias = get("logits/bias").astype(dtype)
-        self.vocab_size = self.out_bias.shape[0]
-        self._halves = None
-        lib = load_kernel() if compiled is not False and np.dtype(dtype) == np.float32 and num_layers <= 16 else None
+        self.units = units
+        self.out_kernel = np.ascontiguousarray(get("logits/kernel", (units, vocab)), dtype=dtype)
+        self.out_bias = np.ascontiguousarray(out_bias, dtype=dtype)
+        self.vocab_size = vocab
+        fits = np.dtype(dtype) == np.float32 and num_layers <= kernel.MAX_LAYERS
+        lib = kernel.load() if compiled is not False and fits else None
         if compiled and lib is None:
-            raise CheckpointError("textgen's compiled step is not available (not built, or TEXTGEN_KERNEL=0).")
-        self.compiled = _CompiledModel(lib, self) if lib is not None else None
+            raise CheckpointError(f"textgen's compiled step is not available: {kernel.status().reason}.")
+        self.compiled = None
+        if lib is not None:
+            table, recurrent, _ = self.layers[0]
+            self.compiled = kernel.CompiledModel(lib, table, recurrent, [layer[0] for layer in self.layers[1:]],
+                                                 [layer[2] for layer in self.layers[1:]], self.out_kernel,
+                                                 self.out_bias)
 
     @property
     def kind(self) -> str:
         """Which step runs: "compiled" (textgen/generation/_kernel.c) or "numpy"."""
         return "compiled" if self.compiled is not None else "numpy"
 
-    def halves(self):
-        """Per worker: its unit columns (low, high) and its columns of every layer's weights."""
-        if self._halves is None:
-            u, halves = self.units, []
-            for low, high in ((0, u // 2), (u // 2, u)):
-                columns = np.concatenate([np.arange(g * u + low, g * u + high) for g in range(4)])
-                per_layer = []
-                for i, (first, second, bias) in enumerate(self.layers):
-                    if i == 0:
-                        per_layer.append((np.ascontiguousarray(second[:, columns]), np.ascontiguousarray(first[:, columns])))
-                    else:
-                        per_layer.append((np.ascontiguousarray(first[:, columns]), bias[columns].copy()))
-                halves.append((low, high, per_layer))
-            self._halves = halves
-        return self._halves
-
     def initial_state(self, capacity: int, threads: int | None = None) -> StreamState:
         """Zero state for up to `capacity` streams, all of them live, stepped by `threads`
-        threads (default: the engine's)."""
+        threads (default: the engine's; only the compiled step uses a second one)."""
         state = StreamState(self, capacity, self.threads if threads is None else threads)
         state.rows = capacity
         return state
@@ -286,16 +174,16 @@ class LSTMEngine:
 
         The logits array is the state's buffer: the next step overwrites it.
         """
+        n = state.rows
         if state.runner is not None:
-            n = state.rows
-            state.ids[:n] = ids
-            if self.compiled.lib.tg_step(state.runner, n):
-                raise ValueError(f"ids must be in [0, {self.vocab_size}) for {n} <= {state.capacity} rows")
+            state.runner.ids[:n] = ids
+            state.runner.step(n)
             return state.logits[:n]
+        ids = np.asarray(ids)
+        if ids.shape != (n,) or (n and (ids.min() < 0 or ids.max() >= self.vocab_size)):
+            raise ValueError(f"ids must be {n} integers in [0, {self.vocab_size}). Received: {ids!r}")
         single_threaded_blas()
         with np.errstate(over="ignore"):  # exp(-x) may overflow to inf, on purpose
-            if state.workers is not None and state.rows >= SPLIT_ROWS:
-                return state.workers.step(ids)
             return self._step(ids, state)
 
     def _step(self, ids: np.ndarray, state: StreamState) -> np.ndarray:
@@ -326,10 +214,10 @@ class LSTMEngine:
 class StreamState:
     """The (h, c) of every layer for up to `capacity` streams, plus the buffers a step writes.
 
-    For layers after the first, h lives in the right half of that layer's [x, h] input
-    buffer, so the layer is one matmul and nothing is concatenated per step. `arrays` lists
-    every buffer whose rows belong to a stream (what moving or copying a stream must move).
-    With `threads > 1`, a worker thread (started on the first step) steps half of the units.
+    For the numpy step, h of layers after the first lives in the right half of that layer's
+    [x, h] input buffer, so the layer is one matmul and nothing is concatenated per step. For
+    the compiled step the buffers are a `kernel.Runner`'s. `arrays` lists every buffer whose
+    rows belong to a stream (what moving or copying a stream must move).
     """
 
     def __init__(self, engine: LSTMEngine, capacity: int, threads: int = 1):
@@ -338,9 +226,10 @@ class StreamState:
         self.capacity = capacity
         self.rows = 0
         self.runner = None
-        self.workers = None
         if engine.compiled is not None:
-            self._compiled(engine.compiled, threads > 1 and _cpus() > 1)
+            self.runner = kernel.Runner(engine.compiled, capacity, threads > 1 and _cpus() > 1)
+            self.h, self.c, self.logits = self.runner.h, self.runner.c, self.runner.logits
+            self.arrays = [*self.h, *self.c]
             return
         self.inputs = [None] + [np.zeros((capacity, 2 * u), dtype) for _ in engine.layers[1:]]
         self.h = [np.zeros((capacity, u), dtype)] + [buf[:, u:] for buf in self.inputs[1:]]
@@ -348,31 +237,6 @@ class StreamState:
         self.z = np.empty((capacity, 4 * u), dtype)
         self.logits = np.empty((capacity, engine.vocab_size), dtype)
         self.arrays = [self.h[0], *self.inputs[1:], *self.c]
-        self.workers = _Workers(self) if threads > 1 and u >= 2 else None
-
-    def _compiled(self, model: _CompiledModel, threaded: bool) -> None:
-        """Buffers for the compiled step: h and c padded to `model.padded` units (the padding
-        stays 0), the new h of each layer, the ids and the logits."""
-        capacity, width = self.capacity, model.padded
-        self.h = [np.zeros((capacity, width), np.float32) for _ in model.weights]
-        self.c = [np.zeros((capacity, width), np.float32) for _ in model.weights]
-        self.fresh = [np.zeros((capacity, width), np.float32) for _ in model.weights]
-        self.logits = np.zeros((capacity, self.engine.vocab_size), np.float32)
-        self.ids = np.zeros(capacity, np.int64)
-        self.arrays = [*self.h, *self.c]
-        self._start_runner(model, threaded)
-
-    def _start_runner(self, model: _CompiledModel, threaded: bool) -> None:
-        lib = model.lib
-        runner = lib.tg_runner_create(model.handle, self.capacity, int(threaded))
-        if not runner:
-            raise MemoryError("textgen's compiled step could not be set up")
-        for layer, (h, c, fresh) in enumerate(zip(self.h, self.c, self.fresh)):
-            lib.tg_runner_set(runner, layer, address(h), address(c), address(fresh))
-        lib.tg_runner_outputs(runner, address(self.logits), address(self.ids))
-        self.runner, self.threaded = runner, threaded
-        # The finalizer holds the model, so the C model outlives every runner that points at it.
-        self._finalizer = weakref.finalize(self, _destroy_runner, model, runner)
 
     def __getitem__(self, layer: int):
         u = self.engine.units
@@ -382,92 +246,6 @@ class StreamState:
         return len(self.c)
 
     def close(self) -> None:
-        """Stop the state's worker thread (it can still be stepped, by one thread)."""
-        if self.runner is not None and self.threaded:
-            self._finalizer()  # joins the compiled step's worker
-            self._start_runner(self.engine.compiled, threaded=False)
-        if self.workers is not None:
-            self.workers.close()
-            self.workers = None
-
-
-class _Workers:
-    """Steps a state with two threads that each own half of every layer's units.
-
-    Each thread multiplies all live rows by its half of the weights, writes its half of the
-    new c and h, and the two meet at a barrier after every layer. A new h is written first
-    into the next layer's x half (or `top` for the last layer), which nobody reads during
-    this layer, and copied into the layer's own recurrent half after the barrier, when the
-    other thread's matmul no longer reads it.
-    """
-
-    def __init__(self, state: StreamState):
-        engine = state.engine
-        self.state, self.engine = state, engine
-        self.top = np.zeros((state.capacity, engine.units), engine.dtype)
-        self.z = [np.empty((state.capacity, 4 * (high - low)), engine.dtype) for low, high, _ in engine.halves()]
-        self.barrier = threading.Barrier(2)
-        self.ids = None
-        self.thread = None
-        self.closed = False
-
-    def _start(self) -> None:
-        self.thread = threading.Thread(target=self._serve, name="textgen-engine-worker", daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        try:
-            while True:
-                self.barrier.wait()  # a step begins (or close() aborts the barrier)
-                if self.closed:
-                    return
-                with np.errstate(over="ignore"):
-                    self._half(1)
-                self.barrier.wait()  # the step ends
-        except threading.BrokenBarrierError:
-            return
-
-    def _half(self, j: int) -> None:
-        state, engine = self.state, self.engine
-        n, last = state.rows, len(engine.layers) - 1
-        low, high, weights = engine.halves()[j]
-        width = high - low
-        z = self.z[j][:n]
-        try:
-            for i, (matrix, extra) in enumerate(weights):
-                source = state.h[0][:n] if i == 0 else state.inputs[i][:n]
-                np.matmul(source, matrix, out=z)
-                z += extra[self.ids] if i == 0 else extra
-                c = state.c[i][:n, low:high]
-                staged = (self.top if i == last else state.inputs[i + 1])[:n, low:high]
-                _cell(z, c, staged, width)
-                self.barrier.wait()
-                np.copyto(state.h[i][:n, low:high], staged)
-        except threading.BrokenBarrierError:
-            raise
-        except BaseException:
-            self.barrier.abort()  # never leave the other thread waiting
-            raise
-
-    def step(self, ids: np.ndarray) -> np.ndarray:
-        if self.thread is None or not self.thread.is_alive() or self.barrier.broken:
-            if self.thread is not None:  # a step interrupted by an exception (e.g. Ctrl-C) broke the barrier
-                self.barrier.abort()
-                self.thread.join(timeout=5)
-            self.barrier.reset()
-            self._start()
-        self.ids = ids
-        self.barrier.wait()  # start the worker
-        self._half(0)
-        self.barrier.wait()  # both halves of the last h are copied
-        n, engine = self.state.rows, self.engine
-        logits = self.state.logits[:n]
-        np.matmul(self.state.h[-1][:n], engine.out_kernel, out=logits)
-        logits += engine.out_bias
-        return logits
-
-    def close(self) -> None:
-        self.closed = True
-        if self.thread is not None:
-            self.barrier.abort()
-            self.thread.join(timeout=5)
+        """Stop the compiled step's worker thread (the state can still be stepped, by one thread)."""
+        if self.runner is not None:
+            self.runner.close()

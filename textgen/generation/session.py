@@ -24,12 +24,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from textgen.corpus import Vocabulary
-from textgen.errors import CheckpointError, ConfigError, positive_int
+from textgen.errors import ConfigError, positive_int
+from textgen.generation import kernel
 from textgen.generation.draw import (
     StopFilter,
     check_stops,
@@ -39,7 +39,7 @@ from textgen.generation.draw import (
     log_softmax,
     sample,
 )
-from textgen.generation.engine import LSTMEngine, address, load_kernel
+from textgen.generation.engine import LSTMEngine
 
 UNIFORM_BLOCK = 256
 RUN_STEPS = 16  # steps per call of the compiled engine when nobody can join mid-way (`sample`, `generate`)
@@ -65,6 +65,7 @@ class StreamSpec:
     logprobs: int | None = None  # None: none; k: each character's logprob and its k likeliest alternatives
     prime_logprobs: bool = False  # also score the prime's characters
     keep_text: bool = True  # keep what the stream showed in `Stream.text` (off: constant memory)
+    prime_ids: Sequence[int] | None = None  # the prime as ids (a session without characters takes only these)
 
     def validate(self) -> StreamSpec:
         self.temperature = check_temperature(self.temperature)
@@ -90,12 +91,14 @@ class CharLogprob:
 
 @dataclass
 class Piece:
-    """New text of one stream after a step (possibly empty on its finishing piece)."""
+    """New text of one stream after a step (possibly empty on its finishing piece); in a session
+    without characters, the ids drawn instead."""
 
     stream: Stream
     text: str
     logprobs: list | None
     finished: bool
+    ids: list | None = None
 
 
 class Stream:
@@ -160,10 +163,13 @@ class SamplingSession:
     """Live streams over one engine; see the module docstring. Not thread-safe: one thread
     calls add, cancel and step."""
 
-    def __init__(self, engine: LSTMEngine, chars: Sequence[str], start_id: int = 0, capacity: int = 8):
+    def __init__(self, engine: LSTMEngine, chars: Sequence[str] | None, start_id: int = 0, capacity: int = 8):
         self.engine = engine
-        self.vocab = Vocabulary(chars)
-        self.chars = self.vocab.chars
+        # Without characters (`chars=None`) the session works in ids: primes are `spec.prime_ids`
+        # and each piece carries the ids drawn (no stop strings, no logprobs, no text).
+        self.ids_only = chars is None
+        self.vocab = None if self.ids_only else Vocabulary(chars)
+        self.chars = ("",) * engine.vocab_size if self.ids_only else self.vocab.chars
         self.start_id = start_id
         self.streams: list = []  # row r of the state belongs to streams[r]
         self.state = None
@@ -171,7 +177,8 @@ class SamplingSession:
         self.steps_done = 0  # steps the last `step` call ran
         # Set to nonzero from any thread to end a `step(max_steps)` call after its current step.
         self.interrupt = np.zeros(1, dtype=np.int32)
-        self._lib = load_kernel() if getattr(engine, "compiled", None) is not None else None
+        self._compiled = getattr(engine, "compiled", None) is not None
+        self._draw = None  # the compiled draw bound to this batch's buffers (when compiled)
         self._grow(max(1, capacity))
         self._primed: dict = {}  # prime ids -> (state of one row, logits): shared by streams with one prime
 
@@ -200,7 +207,9 @@ class SamplingSession:
         self.logits, self.uniforms, self.used, self.temps = buffers
         self.drawn, self.ids = np.zeros(capacity), np.zeros(capacity, dtype=np.int64)  # this step's uniforms and ids
         self._chunk = np.zeros(0, dtype=np.int64)  # ids of `_run_steps`
-        self._pointers = [address(a) for a in (self.logits, self.temps, self.uniforms, self.used, self.drawn, self.ids)]
+        if self._compiled:
+            self._draw = kernel.Draw(self.engine.compiled.lib, self.logits, self.temps, self.uniforms, self.used,
+                                     self.drawn, self.ids)
 
     def _prime(self, prime_ids: list):
         key = tuple(prime_ids)
@@ -215,7 +224,7 @@ class SamplingSession:
     def add(self, spec: StreamSpec) -> Stream:
         """Validate `spec`, feed its prime and give it a row: it joins at the next step."""
         spec.validate()
-        stream = Stream(spec, self.vocab.encode(spec.prime).tolist())
+        stream = Stream(spec, self._prime_ids(spec))
         fed = stream.prime_ids or [self.start_id]
         if spec.prime_logprobs:
             stream.prime_logprobs = self._score(stream.prime_ids, spec.logprobs or 0)
@@ -233,6 +242,19 @@ class SamplingSession:
         self.streams.append(stream)
         self._filtered += not stream._plain
         return stream
+
+    def _prime_ids(self, spec: StreamSpec) -> list:
+        if spec.prime_ids is None:
+            if self.ids_only and spec.prime:
+                raise ConfigError("A session without characters takes its primes as prime_ids.")
+            return [] if self.ids_only else self.vocab.encode(spec.prime).tolist()
+        if spec.prime or (self.ids_only and (spec.stops or spec.logprobs is not None)):
+            raise ConfigError("prime_ids go without prime text, and a session without characters without "
+                              "stop strings or logprobs.")
+        ids = [int(i) for i in spec.prime_ids]
+        if any(not 0 <= i < self.engine.vocab_size for i in ids):
+            raise ConfigError(f"prime_ids must be in [0, {self.engine.vocab_size}). Received: {ids!r}")
+        return ids
 
     def _score(self, prime_ids: list, k: int) -> list:
         """Logprob entries of the prime's characters (the first has no context: None)."""
@@ -281,22 +303,18 @@ class SamplingSession:
     def _sample(self, n: int) -> np.ndarray:
         """This step's id of every live stream (each from the stream's next uniform)."""
         logits, ids = self.logits[:n], self.ids[:n]
-        if self._lib is not None:  # the compiled draw: temperature-only streams (all, unless some filter)
-            p_logits, p_temps, p_uniforms, p_used, p_drawn, p_ids = self._pointers
-            empty = self._lib.tg_sample(p_logits, n, self.engine.vocab_size, p_temps, p_uniforms, UNIFORM_BLOCK,
-                                        p_used, p_drawn, p_ids)
-            if empty < 0:
-                raise MemoryError("The compiled draw could not allocate its buffer.")
+        if self._draw is not None:  # the compiled draw: temperature-only streams (all, unless some filter)
+            empty = self._draw(n)
             u = self.drawn[:n]
         else:
             u = self.drawn[:n]
             u[:] = self.uniforms[np.arange(n), self.used[:n]]
             self.used[:n] += 1
             empty = True
-        if self._lib is None or self._filtered:
+        if self._draw is None or self._filtered:
             groups: dict = {}
             for r, s in enumerate(self.streams):
-                if self._lib is None or not s._plain:
+                if self._draw is None or not s._plain:
                     groups.setdefault((s.spec.temperature, s.spec.top_k, s.spec.top_p), []).append(r)
             for (temperature, top_k, top_p), rows in groups.items():
                 if len(rows) == n:
@@ -320,7 +338,7 @@ class SamplingSession:
         self.steps_done = 0
         if n == 0:
             return []
-        if max_steps > 1 and self._lib is not None and self._runs_alone():
+        if max_steps > 1 and self._draw is not None and self._runs_alone():
             return self._run_steps(n, max_steps)
         logits, ids = self.logits[:n], self._sample(n)
         self.steps_done = 1
@@ -331,7 +349,9 @@ class SamplingSession:
             if s.spec.logprobs is not None:
                 entry = self._entry(log_softmax(logits[r]), i, s.spec.logprobs)
             text, entries = s._push(chars[i], entry)
-            if text or s.finish_reason is not None:
+            if self.ids_only:
+                pieces.append(Piece(s, "", None, s.finish_reason is not None, [i]))
+            elif text or s.finish_reason is not None:
                 pieces.append(Piece(s, text, entries, s.finish_reason is not None))
             if s.finish_reason is None:
                 keep.append(r)
@@ -357,17 +377,22 @@ class SamplingSession:
         steps = max(1, min(max_steps, left))
         if len(self._chunk) < steps * n:
             self._chunk = np.zeros(steps * n, dtype=np.int64)
-        _, p_temps, p_uniforms, p_used, p_drawn, _ = self._pointers
-        done = self._lib.tg_run(self.state.runner, n, steps, p_temps, p_uniforms, UNIFORM_BLOCK, p_used, p_drawn,
-                                address(self._chunk), address(self.interrupt))
-        if done < 1:
-            raise MemoryError("The compiled sampling step failed (out of memory).")
+        done = self.state.runner.run(n, steps, self._draw, self._chunk, self.interrupt)
         self.steps_done = done
         columns = self._chunk[: done * n].reshape(done, n).T.tolist()
         self._refill(n)
         pieces, keep = [], []
         chars = self.chars
         for r, (s, ids) in enumerate(zip(self.streams, columns)):
+            if self.ids_only:
+                ids = ids[: s.spec.length - s.generated]
+                s.generated += len(ids)
+                if s.generated >= s.spec.length:
+                    s.finish_reason = "length"
+                pieces.append(Piece(s, "", None, s.finish_reason is not None, ids))
+                if s.finish_reason is None:
+                    keep.append(r)
+                continue
             if s._fast:
                 text = "".join([chars[i] for i in ids[: s.spec.length - s.generated]])
                 s.generated += len(text)
@@ -407,94 +432,3 @@ def _close(state) -> None:
     close = getattr(state, "close", None)
     if close is not None:
         close()
-
-
-@dataclass
-class Sample:
-    """One finished sample of `write_samples`: the JSON record `textgen sample --json` prints."""
-
-    index: int
-    temperature: float
-    text: str | None
-    stop: str | None
-
-    def record(self) -> dict:
-        return {"index": self.index, "temperature": self.temperature, "text": self.text, "stop": self.stop}
-
-
-def write_samples(session: SamplingSession, prime: str, temperatures: Sequence[float], num_samples: int,
-                  length: int, seed: int, top_k: int | None = None, top_p: float | None = None,
-                  stops: Sequence[str] = (), keep_text: bool = True) -> Iterator:
-    """`num_samples` samples per temperature, each temperature's samples generated as one batch.
-
-    Yields every non-empty `Piece` as it is written, and after each temperature its `Sample`s
-    in index order. Sample i of every temperature is stream (seed, i).
-    """
-    positive_int("num_samples", num_samples)
-    for temperature in temperatures:
-        specs = [StreamSpec(prime=prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                            stops=stops, seed=seed, index=i, keep_text=keep_text) for i in range(num_samples)]
-        streams = [session.add(spec) for spec in specs]
-        while session.active:
-            for piece in session.step(RUN_STEPS):
-                if piece.text:
-                    yield piece
-        for i, stream in enumerate(streams):
-            yield Sample(i, temperature, stream.text if keep_text else None, stream.stop)
-
-
-def generate(engine, prime_ids: Sequence[int], length: int, temperature: float, num_samples: int = 1,
-             seed: int | None = None, top_k: int | None = None, top_p: float | None = None,
-             start_id: int = 0) -> Iterator[np.ndarray]:
-    """Yield, `length` times, an array of `num_samples` new character ids (streams 0..N-1 of `seed`)."""
-    positive_int("num_samples", num_samples)
-    seed = random_seed() if seed is None else seed
-    chars = [chr(0xE000 + i) for i in range(engine.vocab_size)]  # ids in, ids out
-    session = SamplingSession(engine, chars, start_id, capacity=num_samples)
-    prime = "".join(chars[i] for i in prime_ids)
-    specs = [StreamSpec(prime=prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                        seed=seed, index=i) for i in range(num_samples)]
-    try:
-        for pieces in session.run(specs, RUN_STEPS):
-            # the streams start and end together, so every piece holds the same characters' count
-            ids = np.array([[ord(c) - 0xE000 for c in p.text] for p in pieces], dtype=np.intp).reshape(len(pieces), -1)
-            yield from ids.T
-    finally:
-        session.close()
-
-
-def load_run(directory, which: str = "latest", use_previous: bool = False, threads: int = 2):
-    """(run info, checkpoint, engine) for sampling from a run directory, without Keras.
-
-    `which` is "latest", "best", or the name of a checkpoint directory inside the run.
-    """
-    from textgen import checkpoints
-
-    directory = Path(directory)
-    info = checkpoints.read_run_file(directory)
-    if which == "latest":
-        ckpt = checkpoints.latest(directory, use_previous=use_previous)
-    elif which == "best":
-        ckpt = checkpoints.best(directory)
-        if ckpt is None:
-            raise CheckpointError(f"Run {directory.name!r} has no best checkpoint yet (no evaluation ran).")
-    else:
-        path = directory / which
-        if checkpoints.check_run_name(which) and not path.is_dir():
-            raise CheckpointError(f"Run {directory.name!r} has no checkpoint {which!r}.")
-        checkpoints.verify(path)
-        ckpt = checkpoints.Checkpoint(path, checkpoints.load_state(path))
-    engine = LSTMEngine(checkpoints.load_arrays(ckpt.path), int(info["model"]["num_layers"]), threads=threads)
-    if engine.vocab_size != len(info["vocab"]):
-        raise CheckpointError(
-            f"Checkpoint {str(ckpt.path)!r} has {engine.vocab_size} outputs but the run's vocabulary "
-            f"has {len(info['vocab'])} characters."
-        )
-    return info, ckpt, engine
-
-
-def start_id(chars: Sequence[str]) -> int:
-    """The id fed when there is no prime: the corpus' newline if it has one, else 0."""
-    return list(chars).index("\n") if "\n" in chars else 0
-
-

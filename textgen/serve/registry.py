@@ -162,7 +162,8 @@ class Registry:
             served.scheduler.swap(version)
 
     def _load(self, served: Served, checkpoint: str):
-        from textgen.generation.session import SamplingSession, load_run, start_id
+        from textgen.generation.loading import load_run, start_id
+        from textgen.generation.session import SamplingSession
 
         info, ckpt, engine = load_run(served.directory, which=checkpoint)
         session = SamplingSession(engine, info["vocab"], start_id(info["vocab"]),

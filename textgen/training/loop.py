@@ -29,7 +29,7 @@ from textgen.corpus import PreparedCorpus, split_point
 from textgen.errors import CheckpointError, ConfigError, CorpusError, DivergedError
 from textgen.evaluate import LN2, build_scorer, score_ids
 from textgen.generation.engine import LSTMEngine
-from textgen.generation.session import generate
+from textgen.generation.writers import generate
 from textgen.training import distribute, schedule, stopping
 from textgen.training.batches import StreamBatches
 from textgen.training.model import build_training_model, lstm_layers, reset_states

@@ -1,0 +1,286 @@
+"""The one door to the compiled step (textgen/generation/_kernel.c): nothing else in textgen
+calls into C.
+
+Every array is checked (dtype, shape, C-contiguity, writeability) before its address
+crosses, so a mistake is a Python exception and never a write into memory nobody owns. The
+checks are made once, when buffers are bound (`CompiledModel`, `Runner`, `Draw`); a call
+per step then passes only counts, which both sides check against the bound capacity.
+
+`load()` gives the library or None (not built, stale, switched off with TEXTGEN_KERNEL=0);
+`status()` says which and why, for `textgen info`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.machinery
+import os
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+BLOCK, PANEL = 8, 32  # units per block, columns per output panel (the layout of _kernel.c)
+MAX_LAYERS = 16
+VERSION = 1
+
+
+def switched_off() -> bool:
+    """TEXTGEN_KERNEL=0 (or false/no/off): use the numpy step even where the compiled one was built."""
+    return os.environ.get("TEXTGEN_KERNEL", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Status:
+    """Which step `sample` and `serve` run, and why."""
+
+    kind: str  # "compiled" | "numpy"
+    variant: str | None
+    reason: str
+
+    def record(self) -> dict:
+        return {"kind": self.kind, "variant": self.variant, "note": self.reason}
+
+
+def _library_path() -> Path | None:
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = HERE / f"_kernel{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _declare(lib) -> None:
+    p, i = ctypes.c_void_p, ctypes.c_int
+    lib.tg_model_create.restype = p
+    lib.tg_model_create.argtypes = [i, i, i, i, i, p, p, p, p, p]
+    lib.tg_model_destroy.argtypes = [p]
+    lib.tg_runner_create.restype = p
+    lib.tg_runner_create.argtypes = [p, i, i]
+    lib.tg_runner_set.restype = i
+    lib.tg_runner_set.argtypes = [p, i, p, p, p]
+    lib.tg_runner_outputs.argtypes = [p, p, p]
+    lib.tg_step.restype = i
+    lib.tg_step.argtypes = [p, i]
+    lib.tg_runner_destroy.argtypes = [p]
+    lib.tg_sample.restype = i
+    lib.tg_sample.argtypes = [p, i, i, p, p, i, p, p, p]
+    lib.tg_run.restype = i
+    lib.tg_run.argtypes = [p, i, i, p, p, i, p, p, p, p]
+
+
+@functools.cache
+def _loaded() -> tuple:
+    """(library or None, Status)."""
+    if switched_off():
+        return None, Status("numpy", None, "TEXTGEN_KERNEL=0 selects the numpy step")
+    path = _library_path()
+    if path is None:
+        return None, Status("numpy", None, "the compiled step was not built (no C compiler at install)")
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as error:
+        return None, Status("numpy", None, f"the compiled step could not be loaded: {error}")
+    lib.tg_version.restype = ctypes.c_int
+    if lib.tg_version() != VERSION:
+        return None, Status("numpy", None, f"the compiled step at {path.name} is stale (rebuild: pip install .)")
+    _declare(lib)
+    return lib, Status("compiled", None, "compiled (textgen/generation/_kernel.c); TEXTGEN_KERNEL=0 selects numpy's")
+
+
+def load():
+    """The compiled step's library, or None where it cannot be used (see `status`)."""
+    return _loaded()[0]
+
+
+def status() -> Status:
+    return _loaded()[1]
+
+
+def address(array: np.ndarray) -> int:
+    """Where an array's data starts."""
+    return array.__array_interface__["data"][0]
+
+
+def check(name: str, array, dtype, shape: tuple, writeable: bool = False) -> np.ndarray:
+    """`array` exactly as C will read it: an ndarray of `dtype` and `shape`, C-contiguous
+    (and writeable when C writes it); anything else is a ValueError naming the argument."""
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array. Received: {type(array).__name__}")
+    if array.dtype != np.dtype(dtype):
+        raise ValueError(f"{name} must have dtype {np.dtype(dtype)}. Received: {array.dtype}")
+    if array.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}. Received: {array.shape}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if writeable and not array.flags.writeable:
+        raise ValueError(f"{name} must be writeable")
+    return array
+
+
+def _count(name: str, value: int, low: int, high: int) -> int:
+    if not (isinstance(value, (int, np.integer)) and low <= value <= high):
+        raise ValueError(f"{name} must be an integer in [{low}, {high}]. Received: {name}={value!r}")
+    return int(value)
+
+
+class CompiledModel:
+    """A model's weights packed for _kernel.c (see its layout comment); owns the C-side model,
+    which points into these arrays.
+
+    `table` is the first layer's (vocab, 4*units) input table (embedding @ kernel + bias),
+    `recurrent` its recurrent kernel; `stacked[i]` and `bias[i]` the later layers' [kernel;
+    recurrent] and bias; all in gate order (input, forget, output, candidate).
+    """
+
+    def __init__(self, lib, table, recurrent, stacked, biases, out_kernel, out_bias):
+        vocab, width = table.shape
+        units = width // 4
+        layers = 1 + len(stacked)
+        _count("layers", layers, 1, MAX_LAYERS)
+        if width != 4 * units or units < 1:
+            raise ValueError(f"table must have 4*units columns. Received: shape {table.shape}")
+        check("recurrent", recurrent, np.float32, (units, 4 * units))
+        for i, (kernel, bias) in enumerate(zip(stacked, biases)):
+            check(f"stacked[{i}]", kernel, np.float32, (2 * units, 4 * units))
+            check(f"bias[{i}]", bias, np.float32, (4 * units,))
+        check("out_kernel", out_kernel, np.float32, (units, vocab))
+        check("out_bias", out_bias, np.float32, (vocab,))
+        padded = -(-units // BLOCK) * BLOCK
+        blocks = padded // BLOCK
+
+        def gates(m: np.ndarray) -> np.ndarray:  # (K, 4u) -> (K, blocks, 32), units padded with zeros
+            out = np.zeros((m.shape[0], 4, padded), np.float32)
+            out[:, :, :units] = m.reshape(m.shape[0], 4, units)
+            return out.reshape(m.shape[0], 4, blocks, BLOCK).transpose(0, 2, 1, 3).reshape(m.shape[0], blocks, 32)
+
+        def rows(m: np.ndarray) -> np.ndarray:  # pad the input dimension (rows) from u to `padded`
+            out = np.zeros((padded, m.shape[1]), np.float32)
+            out[:units] = m
+            return out
+
+        def panels(m: np.ndarray) -> np.ndarray:  # (K, 4u) -> (blocks, K, 32): one contiguous panel per block
+            return np.ascontiguousarray(gates(m).transpose(1, 0, 2))
+
+        self.units, self.padded, self.blocks, self.vocab, self.layers = units, padded, blocks, vocab, layers
+        self.table = np.ascontiguousarray(gates(np.asarray(table, np.float32)))
+        self.weights = [panels(rows(recurrent))]
+        self.bias = [np.zeros((blocks, 32), np.float32)]
+        for kernel, bias in zip(stacked, biases):
+            self.weights.append(panels(np.concatenate([rows(kernel[:units]), rows(kernel[units:])])))
+            self.bias.append(np.ascontiguousarray(gates(bias[None, :])[0]))
+        self.out_panels = -(-vocab // PANEL)
+        out = np.zeros((padded, self.out_panels * PANEL), np.float32)
+        out[:units, :vocab] = out_kernel
+        self.out = np.ascontiguousarray(out.reshape(padded, self.out_panels, PANEL).transpose(1, 0, 2))
+        self.out_bias = np.zeros(self.out_panels * PANEL, np.float32)
+        self.out_bias[:vocab] = out_bias
+        self._weight_ptrs = (ctypes.c_void_p * layers)(*[address(w) for w in self.weights])
+        self._bias_ptrs = (ctypes.c_void_p * layers)(*[address(b) for b in self.bias])
+        self.lib = lib
+        self.handle = lib.tg_model_create(layers, units, padded, vocab, self.out_panels, address(self.table),
+                                          ctypes.addressof(self._weight_ptrs), ctypes.addressof(self._bias_ptrs),
+                                          address(self.out), address(self.out_bias))
+        if not self.handle:
+            raise MemoryError("textgen's compiled step could not be set up")
+        weakref.finalize(self, lib.tg_model_destroy, self.handle)
+
+
+def _destroy_runner(model: CompiledModel, handle: int) -> None:
+    model.lib.tg_runner_destroy(handle)
+
+
+class Runner:
+    """A batch of up to `capacity` streams stepped by the compiled model: h, c and the new h of
+    every layer (`padded` wide; the padding stays 0), the ids a step reads and the logits it
+    writes. `threaded` adds the step's worker thread."""
+
+    def __init__(self, model: CompiledModel, capacity: int, threaded: bool):
+        _count("capacity", capacity, 1, 2**31 - 1)
+        self.model, self.capacity = model, capacity
+        shape = (capacity, model.padded)
+        self.h = [np.zeros(shape, np.float32) for _ in range(model.layers)]
+        self.c = [np.zeros(shape, np.float32) for _ in range(model.layers)]
+        self.fresh = [np.zeros(shape, np.float32) for _ in range(model.layers)]
+        self.logits = np.zeros((capacity, model.vocab), np.float32)
+        self.ids = np.zeros(capacity, np.int64)
+        self.handle = None
+        self.start(threaded)
+
+    def start(self, threaded: bool) -> None:
+        """(Re)create the C runner over this object's buffers, with or without its worker thread."""
+        if self.handle is not None:
+            self._finalizer()
+        lib = self.model.lib
+        handle = lib.tg_runner_create(self.model.handle, self.capacity, int(threaded))
+        if not handle:
+            raise MemoryError("textgen's compiled step could not be set up")
+        for layer, (h, c, fresh) in enumerate(zip(self.h, self.c, self.fresh)):
+            if lib.tg_runner_set(handle, layer, address(h), address(c), address(fresh)):
+                lib.tg_runner_destroy(handle)
+                raise ValueError(f"layer must be in [0, {self.model.layers}). Received: layer={layer}")
+        lib.tg_runner_outputs(handle, address(self.logits), address(self.ids))
+        self.handle, self.threaded = handle, threaded
+        # The finalizer holds the model, so the C model outlives every runner that points at it.
+        self._finalizer = weakref.finalize(self, _destroy_runner, self.model, handle)
+
+    def close(self) -> None:
+        """Stop the worker thread (the runner can still step, on the caller's thread)."""
+        if self.threaded:
+            self.start(threaded=False)
+
+    def step(self, rows: int) -> None:
+        """Advance rows [0, rows) by `self.ids[:rows]`; the new logits are in `self.logits`."""
+        _count("rows", rows, 0, self.capacity)
+        if self.model.lib.tg_step(self.handle, rows):
+            raise ValueError(f"ids must be in [0, {self.model.vocab}) for {rows} <= {self.capacity} rows")
+
+    def run(self, rows: int, steps: int, draw: Draw, ids_out: np.ndarray, interrupt: np.ndarray) -> int:
+        """Up to `steps` draw-then-step rounds for rows [0, rows), drawing from `draw`'s buffers
+        (which must be bound to this runner's logits); returns the steps done (see tg_run)."""
+        if draw.logits is not self.logits:
+            raise ValueError("draw must be bound to the runner's logits")
+        _count("rows", rows, 1, min(self.capacity, draw.capacity))
+        _count("steps", steps, 1, 2**31 - 1)
+        if not (ids_out.dtype == np.int64 and ids_out.flags.c_contiguous and ids_out.flags.writeable
+                and ids_out.size >= rows * steps):
+            raise ValueError(f"ids_out must be a writeable contiguous int64 array of at least {rows * steps} ids")
+        check("interrupt", interrupt, np.int32, (1,))
+        done = self.model.lib.tg_run(self.handle, rows, steps, draw.pointers[1], draw.pointers[2], draw.block,
+                                     draw.pointers[3], draw.pointers[4], address(ids_out), address(interrupt))
+        if done < 1:
+            raise MemoryError("The compiled sampling step failed (out of memory).")
+        return done
+
+
+class Draw:
+    """The compiled draw (tg_sample) bound to a batch's buffers: per row its logits, temperature,
+    a block of `block` uniforms and how many of them were used; it writes the uniform it used
+    and the id it drew."""
+
+    def __init__(self, lib, logits, temps, uniforms, used, drawn, ids):
+        capacity, vocab = logits.shape
+        block = uniforms.shape[1] if uniforms.ndim == 2 else 0
+        check("logits", logits, np.float32, (capacity, vocab))
+        check("temps", temps, np.float64, (capacity,))
+        check("uniforms", uniforms, np.float64, (capacity, block))
+        check("used", used, np.int64, (capacity,), writeable=True)
+        check("drawn", drawn, np.float64, (capacity,), writeable=True)
+        check("ids", ids, np.int64, (capacity,), writeable=True)
+        _count("block", block, 1, 2**31 - 1)
+        self.lib, self.capacity, self.vocab, self.block = lib, capacity, vocab, block
+        self.logits = logits
+        self._arrays = (logits, temps, uniforms, used, drawn, ids)  # kept alive while bound
+        self.pointers = [address(a) for a in self._arrays]
+
+    def __call__(self, rows: int) -> int:
+        """Draw an id for rows [0, rows); returns how many rows used their last uniform."""
+        _count("rows", rows, 0, self.capacity)
+        p_logits, p_temps, p_uniforms, p_used, p_drawn, p_ids = self.pointers
+        empty = self.lib.tg_sample(p_logits, rows, self.vocab, p_temps, p_uniforms, self.block, p_used, p_drawn, p_ids)
+        if empty < 0:
+            raise MemoryError("The compiled draw could not allocate its buffer.")
+        return empty
