@@ -8,7 +8,19 @@ from pathlib import Path
 
 from textgen import checkpoints
 from textgen.config import parameter_count
-from textgen.errors import CheckpointError
+from textgen.errors import CheckpointError, TextgenError
+
+
+def describe(info: dict, state: dict) -> dict:
+    """What a run is and how it scores, from its run file and a checkpoint's state: the figures
+    `textgen runs` and the server's model card share (never raises; a missing figure is None)."""
+    model = info.get("model") or {}
+    evaluated = [r for r in state.get("history", []) if isinstance(r, dict) and "val_loss" in r]
+    best = min((r["val_loss"] for r in evaluated), default=None)
+    last = evaluated[-1].get("val_bpc", evaluated[-1]["val_loss"] / math.log(2)) if evaluated else None
+    return {"parameters": _parameters(model), "layers": model.get("num_layers"), "units": model.get("units"),
+            "vocab_size": len(info.get("vocab") or []), "best_val_loss": best,
+            "best_val_bpc": best / math.log(2) if best is not None else None, "val_bpc": last}
 
 
 def summarize(directory: Path) -> dict:
@@ -32,13 +44,12 @@ def summarize(directory: Path) -> dict:
             state = checkpoints.load_state(ckpts[-1])
         except (OSError, ValueError):
             row["error"] = f"checkpoint {ckpts[-1].name} is unreadable"
-    history = [r for r in state.get("history", []) if "val_loss" in r]
-    best = min((r["val_loss"] for r in history), default=None)
+    figures = describe(info, state)
     row.update({
         "step": state.get("step", 0),
         "chars_seen": state.get("chars_seen", 0),
-        "best_val_loss": best,
-        "best_val_bpc": best / math.log(2) if best is not None else None,
+        "best_val_loss": figures["best_val_loss"],
+        "best_val_bpc": figures["best_val_bpc"],
         "train_seconds": state.get("train_seconds", 0.0),
         "updated": checkpoints.last_update(directory),
     })
@@ -49,7 +60,7 @@ def _parameters(model: dict) -> int | None:
     """The parameter count of a recorded model config, None if the record lacks a field."""
     try:
         return parameter_count(model)
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, ValueError, TextgenError):
         return None
 
 

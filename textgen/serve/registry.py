@@ -12,15 +12,13 @@ damaged checkpoint is never served: the previous one stays, and the log says so 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from textgen import checkpoints
-from textgen.config import parameter_count
-from textgen.errors import CheckpointError, TextgenError
+from textgen import checkpoints, summary
+from textgen.errors import CheckpointError
 from textgen.serve import errors
 from textgen.serve.scheduler import Scheduler, Version
 
@@ -45,17 +43,11 @@ class Served:
     def card(self) -> dict:
         """The /v1/models entry: the run and the checkpoint now served."""
         version = self.scheduler.version
-        model = self.info.get("model", {})
-        evaluated = [r for r in version.state.get("history", []) if "val_loss" in r]
-        bpc = evaluated[-1].get("val_bpc", evaluated[-1]["val_loss"] / math.log(2)) if evaluated else None
-        try:
-            parameters = parameter_count(model)
-        except (KeyError, TypeError, ValueError, TextgenError):
-            parameters = None
+        figures = summary.describe(self.info, version.state)
         return {"id": self.name, "object": "model", "created": int(self.info.get("created") or 0),
-                "owned_by": "textgen", "vocab_size": len(self.info.get("vocab", [])), "parameters": parameters,
-                "checkpoint_step": version.step, "validation_bpc": bpc,
-                "layers": int(model.get("num_layers", 0)), "units": int(model.get("units", 0))}
+                "owned_by": "textgen", "vocab_size": figures["vocab_size"], "parameters": figures["parameters"],
+                "checkpoint_step": version.step, "validation_bpc": figures["val_bpc"],
+                "layers": int(figures["layers"] or 0), "units": int(figures["units"] or 0)}
 
     def details(self) -> dict:
         """The playground's runs view: configuration and the metrics history of the served checkpoint."""
