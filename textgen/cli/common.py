@@ -7,6 +7,7 @@ Errors: every `TextgenError` (and every usage error) is printed as one line on s
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -23,13 +24,32 @@ try:  # Typer >= 0.24 vendors Click; older releases use the click package.
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+
+
+def reader_gone():
+    """Exit quietly (status 0) after stdout's reader closed the pipe: what is still buffered
+    goes to /dev/null, so the flush at exit cannot raise again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:  # Rich exits with status 1; a reader that left is no error
+        self.quiet = True
+        reader_gone()
+
+
+out = _Console(highlight=False)
+err = _Console(stderr=True, highlight=False)
 
 
 def fail(message: str, code: int = 1):
     """Print one line to stderr and exit with `code`."""
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        reader_gone()
     text = " ".join(str(message).split())
     print(f"Error: {text}", file=sys.stderr, flush=True)
     sys.exit(code)
@@ -64,6 +84,12 @@ class OneLineErrors(TyperGroup):
         plain_help(self, ctx)
         return super().format_help(ctx, formatter)
 
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:  # here, before Typer's own handler turns it into exit status 1
+            reader_gone()
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if hasattr(signal, "SIGXFSZ"):  # a file-size limit must surface as an error message, not a crash
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -84,12 +110,11 @@ class OneLineErrors(TyperGroup):
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             fail("Interrupted.", 130)
+        except BrokenPipeError:  # before OSError, its base: the reader went away (`| head`), not an error
+            reader_gone()
         except OSError as e:  # disk full, permission denied, file-size limit...
             where = f": {e.filename}" if getattr(e, "filename", None) else ""
             fail(f"{e.strerror or e}{where}", 1)
-        except BrokenPipeError:
-            sys.stderr.close()  # the reader went away (e.g. `| head`): not an error
-            sys.exit(0)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
