@@ -77,14 +77,14 @@ def measure(size: str, args, precision: str, rng) -> dict:
     keras.utils.set_random_seed(0)
     model = build_training_model(config, batch_size=args.batch_size, seq_len=args.seq_len, learning_rate=2e-3,
                                  precision=precision, jit=args.jit)
-    report = devices.cudnn_report(model)
+    report = devices.cudnn.cudnn_report(model)
     train, first = train_rate(model, args.batch_size, args.seq_len, args.steps, args.warmup, rng)
     engine = LSTMEngine(trainable_arrays(model), config.num_layers)
     return {
         "size": size, "layers": config.num_layers, "units": config.units, "parameters": config.num_parameters(),
         "batch": args.batch_size, "seq_len": args.seq_len, "precision": precision,
         "jit": bool(model.jit_compile),
-        "cudnn": all(r["eligible"] for r in report) and devices.cudnn_available(),
+        "cudnn": all(r["eligible"] for r in report) and devices.cudnn.cudnn_available(),
         "train_chars_per_s": round(train), "first_step_s": round(first, 2),
         "sample_chars_per_s_1": round(sample_rate(engine, 1, args.sample_chars)),
         "sample_chars_per_s_64": round(sample_rate(engine, 64, args.sample_chars)),
@@ -110,7 +110,7 @@ def main():
         ap.error(f"unknown sizes {unknown}; presets are {list(PRESETS)}")
     if args.mixed_precision:
         try:
-            devices.check_mixed_precision()
+            devices.precision.check_mixed_precision()
         except ConfigError as error:
             raise SystemExit(f"Error: {error}") from None
     precision = "mixed_float16" if args.mixed_precision else "float32"

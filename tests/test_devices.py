@@ -48,13 +48,13 @@ def cli_combinations():
 @pytest.mark.slow
 @pytest.mark.parametrize("options,precision", list(cli_combinations()))
 def test_every_cli_model_is_cudnn_eligible(options, precision):
-    with devices.precision_scope(precision):
+    with devices.precision.precision_scope(precision):
         model = build_model(ModelConfig(vocab_size=VOCAB, **options), batch_size=64, seq_len=100)
-    report = devices.cudnn_report(model)
+    report = devices.cudnn.cudnn_report(model)
     assert [r["layer"] for r in report] == [f"lstm_{i}/lstm" for i in range(options["num_layers"])]
     assert all(r["eligible"] and r["reasons"] == [] for r in report), report
     assert all(keras_accepts(layer) for layer in lstms(model))
-    assert devices.cudnn_warnings(report) == []
+    assert devices.cudnn.cudnn_warnings(report) == []
     # Dropout is a layer of its own between LSTMs, never an LSTM argument.
     dropouts = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
     assert len(dropouts) == (options["num_layers"] if options["dropout"] else 0)
@@ -86,17 +86,17 @@ def lstm_model(mask_zero=False, **lstm_options):
 ])
 def test_checker_catches_each_breaker(options, expected):
     model = lstm_model(**options)
-    [report] = devices.cudnn_report(model)
+    [report] = devices.cudnn.cudnn_report(model)
     assert not report["eligible"]
     assert len(report["reasons"]) == 1 and expected in report["reasons"][0], report["reasons"]
     if "mask_zero" not in options:
         assert not keras_accepts(lstms(model)[0]), "the checker must agree with Keras"
-    [warning] = devices.cudnn_warnings([report])
+    [warning] = devices.cudnn.cudnn_warnings([report])
     assert "lstm" in warning and expected in warning
 
 
 def test_checker_passes_a_plain_lstm_and_finds_nested_ones():
-    [report] = devices.cudnn_report(lstm_model())
+    [report] = devices.cudnn.cudnn_report(lstm_model())
     assert report == {"layer": "lstm", "units": 3, "eligible": True, "reasons": []}
 
 
@@ -109,19 +109,19 @@ def fake_devices(monkeypatch, gpus: int):
 def test_mixed_precision_refused_without_gpu(monkeypatch):
     fake_devices(monkeypatch, 0)
     with pytest.raises(ConfigError) as caught:
-        devices.check_mixed_precision()
+        devices.precision.check_mixed_precision()
     message = str(caught.value)
     assert "\n" not in message and "needs a GPU" in message and "Received: mixed_precision=True" in message
     fake_devices(monkeypatch, 1)
-    devices.check_mixed_precision()  # a GPU: accepted
+    devices.precision.check_mixed_precision()  # a GPU: accepted
 
 
 def test_mixed_precision_on_this_machine_follows_its_devices():
     if devices.gpu_available():
-        devices.check_mixed_precision()
+        devices.precision.check_mixed_precision()
     else:
         with pytest.raises(ConfigError, match="needs a GPU"):
-            devices.check_mixed_precision()
+            devices.precision.check_mixed_precision()
 
 
 def test_native_bfloat16_is_read_from_the_cpu_flags():
@@ -138,33 +138,33 @@ def test_mixed_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
     fake_devices(monkeypatch, 0)
     monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "fma"})
     with pytest.raises(ConfigError) as caught:
-        devices.check_mixed_precision("mixed_bfloat16")
+        devices.precision.check_mixed_precision("mixed_bfloat16")
     message = str(caught.value)
     assert "\n" not in message and "would emulate it" in message and "Received: precision='mixed_bfloat16'" in message
     monkeypatch.setattr(devices, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
-    devices.check_mixed_precision("mixed_bfloat16")  # native, training on the CPU: accepted
+    devices.precision.check_mixed_precision("mixed_bfloat16")  # native, training on the CPU: accepted
     fake_devices(monkeypatch, 1)
     with pytest.raises(ConfigError, match="on a GPU use --mixed-precision"):
-        devices.check_mixed_precision("mixed_bfloat16")
+        devices.precision.check_mixed_precision("mixed_bfloat16")
 
 
 def test_precision_names_are_checked():
     with pytest.raises(ConfigError, match="Received: precision='float16'"):
-        devices.apply_precision("float16")
+        devices.precision.apply_precision("float16")
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
 def test_jit_settings():
     model = lstm_model()
-    assert devices.jit_compile_value(None, model) == "auto"
-    assert devices.jit_compile_value(False, model) is False
-    supported, note = devices.jit_supported(model)
+    assert devices.xla.jit_compile_value(None, model) == "auto"
+    assert devices.xla.jit_compile_value(False, model) is False
+    supported, note = devices.xla.jit_supported(model)
     assert supported and note  # CPU TensorFlow (or JAX): XLA can compile the LSTM
-    assert devices.jit_compile_value(True, model) is True
+    assert devices.xla.jit_compile_value(True, model) is True
     lstms(model)[0].supports_jit = False  # what Keras sets for a cuDNN LSTM on a TensorFlow GPU
-    assert devices.jit_supported(model)[0] is False
+    assert devices.xla.jit_supported(model)[0] is False
     with pytest.raises(ConfigError, match="--jit is not possible here: layers lstm cannot"):
-        devices.jit_compile_value(True, model)
+        devices.xla.jit_compile_value(True, model)
 
 
 def test_versions_and_devices_describe_this_machine():
@@ -209,7 +209,7 @@ def test_info_json_reports_defaults(app):
     layers = ModelConfig(vocab_size=2).num_layers
     assert [r["layer"] for r in report["cudnn"]["layers"]] == [f"lstm_{i}/lstm" for i in range(layers)]
     assert report["cudnn"]["eligible"] is True
-    assert report["cudnn"]["used"] is devices.cudnn_available()
+    assert report["cudnn"]["used"] is devices.cudnn.cudnn_available()
     assert report["mixed_precision"]["available"] is report["gpu"]
     # bfloat16 follows the CPU's own flags: used by default only where it is native and no GPU is seen.
     assert report["bfloat16"]["native"] == devices.native_bfloat16()

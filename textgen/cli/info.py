@@ -34,7 +34,7 @@ def _model_for(checkpoints_dir: Path, run: Optional[str]):
         batch_size = int(info["training"].get("batch_size", TrainConfig.batch_size))
         seq_len = int(info["training"].get("seq_len", TrainConfig.seq_len))
         precision, source = _run_precision(info["training"]), f"run {directory.name}"
-    with devices.precision_scope(precision):
+    with devices.precision.precision_scope(precision):
         model = build_model(config, batch_size, seq_len)
     return model, precision, source
 
@@ -101,8 +101,8 @@ def info(
     from textgen import devices
 
     model, precision, source = _model_for(checkpoints_dir, run)
-    report = devices.describe(model, precision=precision, source=source)
-    for warning in devices.cudnn_warnings(report["cudnn"]["layers"]):
+    report = devices.report.describe(model, precision=precision, source=source)
+    for warning in devices.cudnn.cudnn_warnings(report["cudnn"]["layers"]):
         err.print(f"[bold yellow]Warning:[/] {warning}")
     if as_json:
         emit_json(report)

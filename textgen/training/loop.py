@@ -90,7 +90,7 @@ class Trainer:
         warnings = []
         if self.config.precision != "float32":
             try:
-                devices.check_mixed_precision(self.config.precision)
+                devices.precision.check_mixed_precision(self.config.precision)
             except ConfigError as error:
                 # A bfloat16 run resumed on a CPU without it still resumes exactly, only slower.
                 if self.resume is None or self.config.precision != "mixed_bfloat16":
@@ -102,7 +102,7 @@ class Trainer:
         with self.distribution.scope():
             self.model = build_training_model(self.model_config, self.config,
                                               distributed=self.distribution.strategy is not None)
-            self.cudnn_warnings = warnings + devices.cudnn_warnings(devices.cudnn_report(self.model))
+            self.cudnn_warnings = warnings + devices.cudnn.cudnn_warnings(devices.cudnn.cudnn_report(self.model))
             self.optimizer = self.model.optimizer
         self.train_step = self.distribution.step_function(self.model)
         self.scorer = None

@@ -146,9 +146,9 @@ def build_training_model(model_config: ModelConfig, config: TrainConfig | None =
     if unknown:
         raise TypeError(f"build_training_model() got unexpected options {sorted(unknown)}")
     settings.update(overrides)
-    with devices.precision_scope(settings["precision"]):
+    with devices.precision.precision_scope(settings["precision"]):
         model = build_model(model_config, settings["batch_size"], settings["seq_len"])
-    jit = False if distributed else devices.jit_compile_value(settings["jit"], model)
+    jit = False if distributed else devices.xla.jit_compile_value(settings["jit"], model)
     compile_model(model, settings["learning_rate"], settings["clip_norm"], jit)
     return model
 
