@@ -227,11 +227,11 @@ def test_train_help_shows_the_config_defaults():
             shown = f"{value:g}" if isinstance(value, float) else str(value)
             assert f"(default: {shown})" in options[name], (name, options[name])
             checked.append(name)
-    from textgen.config import CORPUS_RULES
+    from textgen.defaults import CORPUS_RULES
 
     assert all(f"{dropout:g} up to {limit:,} characters" in options["dropout"] for limit, dropout, _ in CORPUS_RULES[:-1])
     assert f"{CORPUS_RULES[-1][1]:g} above" in options["dropout"]
-    from textgen.config import PASS_RULES
+    from textgen.defaults import PASS_RULES
 
     assert all(f"{dropout:g} up to {passes:g}" in options["dropout"] for passes, dropout in PASS_RULES[:-1])
     assert {"layers", "units", "embedding_dim", "seq_len", "batch_size", "epochs", "learning_rate",

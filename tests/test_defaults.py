@@ -11,17 +11,15 @@ import pytest
 from conftest import TINY_SIZE, invoke
 
 from textgen import checkpoints
-from textgen.config import (
+from textgen.config import PRESETS, TrainConfig, defaults
+from textgen.defaults import (
     MANY_PASSES,
     MANY_PASSES_MIN_DROPOUT,
     NO_BUDGET_PATIENCE,
     PASS_RULES,
-    PRESETS,
     TIME_LIMIT_EPOCHS,
-    TrainConfig,
     choose_defaults,
     corpus_rule,
-    defaults,
     passes_rule,
 )
 

@@ -10,19 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from textgen.cli.common import CheckpointsOption, JsonOption, emit_json, err, out
-from textgen.config import (
-    CORPUS_RULES,
-    DEFAULT_PRESET,
-    MANY_PASSES,
-    MANY_PASSES_MIN_DROPOUT,
-    NO_BUDGET_PATIENCE,
-    PASS_RULES,
-    PRESETS,
-    ModelConfig,
-    TrainConfig,
-    defaults,
-    preset,
-)
+from textgen.config import DEFAULT_PRESET, PRESETS, ModelConfig, TrainConfig, defaults, preset
+from textgen.defaults import CORPUS_RULES, MANY_PASSES, MANY_PASSES_MIN_DROPOUT, NO_BUDGET_PATIENCE, PASS_RULES
 from textgen.errors import ConfigError
 
 MODEL = defaults(ModelConfig)

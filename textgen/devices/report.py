@@ -13,7 +13,7 @@ TENSORFLOW_ONLY = (
 
 def bfloat16_report(gpu: bool) -> dict:
     """Whether this CPU computes bfloat16 natively, and so whether new runs train in it."""
-    from textgen.config import BFLOAT16_MIN_UNITS
+    from textgen.defaults import BFLOAT16_MIN_UNITS
 
     native = devices.native_bfloat16()
     if gpu:

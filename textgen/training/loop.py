@@ -67,7 +67,7 @@ class Trainer:
     resume: checkpoints.Checkpoint | None = None
     stop_reason: str | None = None  # a code: finished, time_limit, early_stopping, SIGINT, SIGTERM, ...
     lock: checkpoints.RunLock | None = None
-    chosen: dict = field(default_factory=dict)  # the defaults textgen chose (config.choose_defaults)
+    chosen: dict = field(default_factory=dict)  # the defaults textgen chose (defaults.choose_defaults)
 
     def __post_init__(self):
         self.config.validate()

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from textgen import checkpoints, devices, files
 from textgen.backend import quiet_import_keras
-from textgen.config import ModelConfig, TrainConfig, choose_defaults, resumed_configs
+from textgen.config import ModelConfig, TrainConfig, resumed_configs
 from textgen.corpus import PreparedCorpus
+from textgen.defaults import choose_defaults
 from textgen.errors import CheckpointError, ConfigError
 from textgen.training import distribute
 from textgen.training.loop import Trainer, TrainingCallbacks
