@@ -38,6 +38,13 @@ class Settings:
     reload_seconds: float = 1.0           # how often a served run is checked for a new checkpoint
     flush_seconds: float = 0.05           # streamed text is sent at least this often
     keepalive_seconds: float = 15.0       # SSE comment line while a stream has nothing to say
+    # --- Origin and connections (issue 30, items 5-7; serve/security.py and serve/connections.py) ---
+    allowed_hosts: tuple[str, ...] = ()   # Host names accepted besides loopback and the bound address ("*": any)
+    forwarded_allow_ips: tuple[str, ...] = ()  # proxies whose X-Forwarded-For/-Proto are believed; empty: none
+    max_connections: int = 512            # open connections; beyond: 503 and closed at once
+    header_timeout: float = 10.0          # seconds a client has to send a request's headers; then 408, closed
+    body_timeout: float = 30.0            # seconds a client has to send a request's body; then closed
+    # --- end of the origin and connections block ---
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
@@ -47,6 +54,7 @@ class Settings:
             positive_int(name, getattr(self, name), option=True)
         for name in ("reload_seconds", "flush_seconds", "keepalive_seconds"):
             positive_number(name, getattr(self, name))
+        _check_connections(self)  # the origin and connections block
         if self.max_n > self.max_streams:
             raise ConfigError(
                 "--max-n cannot exceed --max-streams (all choices of a request run together). "
@@ -69,6 +77,26 @@ class Settings:
     def exposed(self) -> bool:
         """True when the server listens beyond this machine."""
         return self.host not in ("127.0.0.1", "localhost", "::1")
+
+
+def _check_connections(settings: Settings) -> None:
+    """The origin and connections block: counts and seconds positive, host names without ports or paths."""
+    positive_int("max_connections", settings.max_connections, option=True)
+    for name in ("header_timeout", "body_timeout"):
+        positive_number(name, getattr(settings, name), option=True)
+    for name in settings.allowed_hosts:
+        if not _host_name_ok(name):
+            raise ConfigError("--allowed-host takes a host name or address without scheme, port or path "
+                              f"(e.g. example.com). Received: allowed_host={name!r}")
+
+
+def _host_name_ok(name: str) -> bool:
+    import ipaddress
+
+    try:
+        return bool(ipaddress.ip_address(name))
+    except ValueError:
+        return bool(name) and not any(c.isspace() or c in "/@[]:" for c in name)
 
 
 def chat_template_from_option(value: str | None) -> str:
