@@ -13,7 +13,12 @@ checkpoints/<run>/
 
 Every checkpoint is written into a hidden temporary directory and renamed into place, so a
 crash never leaves a half-written checkpoint under a name that loads. Everything is numpy
-`.npz` (loaded with `allow_pickle=False`) and JSON: loading never executes code.
+`.npz` and JSON, and every read is checked first (textgen.run_checks): only regular files named
+in the manifest, of bounded sizes, arrays of numbers whose headers match their bytes; loading never
+executes code, follows a link out of the checkpoint or reads a FIFO or a device.
+
+Checkpoint names carry the step in at least eight digits (`ckpt-00001200`, `ckpt-123456789`) and
+are ordered by that number, not by the name.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from textgen import run_checks
 from textgen.errors import CheckpointError
 from textgen.files import (
     atomic_write_json,
@@ -48,8 +54,11 @@ MANIFEST = "manifest.json"
 BEST = "best"  # prefix: best-<step>
 TENSORBOARD = "tensorboard"
 KEEP_LATEST = 2
-_CKPT = re.compile(r"^ckpt-(\d{8})$")
-_BEST = re.compile(r"^best-(\d{8})$")
+# `{step:08d}` pads to eight digits and writes more past step 99,999,999: both are read back.
+_CKPT = re.compile(r"^ckpt-(\d{8,20})$")
+_BEST = re.compile(r"^best-(\d{8,20})$")
+CHECKPOINT_FILES = (WEIGHTS, STATE, OPTIMIZER)  # what a manifest may name; weights and state are required
+MAX_MANIFEST_BYTES = 1 << 20
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -105,13 +114,12 @@ def write_run_file(directory: Path, info: dict) -> None:
 
 
 def read_run_file(directory: Path) -> dict:
+    """run.json, checked for the fields and types that sampling and resuming rely on."""
     path = Path(directory) / RUN_FILE
-    if not path.exists():
-        raise CheckpointError(f"Not a textgen run (no {RUN_FILE}). Received: {str(directory)!r}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{str(path)!r} is damaged and cannot be read: {e}") from None
+        return run_checks.check_run_info(run_checks.read_json(path), path)
+    except FileNotFoundError:
+        raise CheckpointError(f"Not a textgen run (no {RUN_FILE}). Received: {str(directory)!r}") from None
 
 
 def _write_checkpoint_dir(directory: Path, final_name: str, files: dict) -> Path:
@@ -121,15 +129,15 @@ def _write_checkpoint_dir(directory: Path, final_name: str, files: dict) -> Path
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        manifest = {}
+        manifest, sizes = {}, {}
         for name, (kind, payload) in files.items():
             target = tmp / name
             if kind == "npz":
                 _save_npz(target, payload)
             else:
                 _write_json(target, payload)
-            manifest[name] = file_sha256(target)
-        _write_json(tmp / MANIFEST, {"files": manifest, "written": time.time()})
+            manifest[name], sizes[name] = file_sha256(target), target.stat().st_size
+        _write_json(tmp / MANIFEST, {"files": manifest, "bytes": sizes, "written": time.time()})
         fsync_directory(tmp)
         final = directory / final_name
         if final.exists():
@@ -156,12 +164,18 @@ class Checkpoint:
         return int(self.state["step"])
 
 
-def list_checkpoints(directory: Path) -> list[Path]:
-    """Complete checkpoint directories, oldest first."""
+def _by_step(directory: Path, pattern: re.Pattern) -> list[Path]:
+    """The directories in `directory` whose names match `pattern`, by step (oldest first)."""
     if not Path(directory).is_dir():
         return []
-    found = [p for p in Path(directory).iterdir() if _CKPT.match(p.name) and p.is_dir()]
-    return sorted(found, key=lambda p: p.name)
+    found = [(int(m.group(1)), p.name, p) for p in Path(directory).iterdir()
+             if (m := pattern.match(p.name)) and p.is_dir()]
+    return [p for _, _, p in sorted(found)]
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Complete checkpoint directories, oldest first."""
+    return _by_step(directory, _CKPT)
 
 
 def clean_temporaries(directory: Path) -> None:
@@ -191,33 +205,27 @@ def save(directory: Path, step: int, weights: dict, optimizer: dict | None, stat
 
 
 def verify(path: Path) -> None:
-    """Check every file of a checkpoint against its manifest; name the damaged one."""
-    manifest_path = Path(path) / MANIFEST
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise CheckpointError(f"Checkpoint {str(path)!r} is damaged: {MANIFEST} is missing or unreadable") from None
-    for name, digest in manifest.items():
-        file = Path(path) / name
-        if not file.exists():
-            raise CheckpointError(f"Checkpoint {str(path)!r} is damaged: {name} is missing")
-        if file_sha256(file) != digest:
-            raise CheckpointError(
-                f"Checkpoint {str(path)!r} is damaged: {name} does not match its SHA-256 "
-                "(truncated or modified)"
-            )
+    """Check a checkpoint against its manifest; name the damaged file.
+
+    The checkpoint must be a directory (not a link to one) holding exactly the files its manifest
+    names, each from `CHECKPOINT_FILES` (weights and state at least), a regular file (no links,
+    FIFOs or devices) of the size the manifest records (where it does) and of its SHA-256.
+    """
+    run_checks.check_sealed(Path(path), MANIFEST, MAX_MANIFEST_BYTES, CHECKPOINT_FILES, (WEIGHTS, STATE))
 
 
 def load_state(path: Path) -> dict:
-    return json.loads((Path(path) / STATE).read_text(encoding="utf-8"))
-
-
-def load_arrays(path: Path, name: str = WEIGHTS) -> dict:
+    """A checkpoint's state.json: its step, progress and metrics history (types checked)."""
+    file = Path(path) / STATE
     try:
-        with np.load(Path(path) / name, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise CheckpointError(f"Cannot read {name} in {str(path)!r}: {e}") from None
+        return run_checks.check_state(run_checks.read_json(file), file)
+    except FileNotFoundError:
+        raise run_checks.damaged(file, "it is missing") from None
+
+
+def load_arrays(path: Path, name: str = WEIGHTS, expect: dict | None = None) -> dict:
+    """The arrays of `name` in checkpoint `path` (see `run_checks.read_npz`; `expect`: {name: shape})."""
+    return run_checks.read_npz(Path(path) / name, expect=expect)
 
 
 def latest(directory: Path, use_previous: bool = False) -> Checkpoint:
@@ -255,9 +263,7 @@ def latest(directory: Path, use_previous: bool = False) -> Checkpoint:
 
 
 def _best_dirs(directory: Path) -> list[Path]:
-    if not Path(directory).is_dir():
-        return []
-    return sorted(p for p in Path(directory).iterdir() if _BEST.match(p.name) and p.is_dir())
+    return _by_step(directory, _BEST)
 
 
 def best(directory: Path) -> Checkpoint | None:

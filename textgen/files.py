@@ -10,11 +10,13 @@ process that died can be told from one a live process is still writing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import platform
 import shutil
+import stat
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -91,11 +93,58 @@ def atomic_write_json(path: Path, obj) -> None:
 
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file (hex), read in 1 MB blocks."""
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+        return stream_sha256(f)
+
+
+def stream_sha256(f) -> str:
+    """SHA-256 (hex) of what is left to read in the binary file object `f`, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
+
+
+def open_regular(path: Path, max_bytes: int):
+    """Open `path` for binary reading only if it is a regular file of at most `max_bytes` bytes.
+
+    For files that may have been crafted: a symbolic link (as the last component), FIFO, device,
+    socket or directory is refused before anything reads it (a FIFO or /dev/zero would hang the
+    reader), and the size is checked on the open file, so a swap after the check changes nothing.
+    Raises OSError whose `strerror` says what was found instead.
+    """
+    try:
+        found = os.lstat(path)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    if not stat.S_ISREG(found.st_mode):
+        raise OSError(errno.EINVAL, f"it is {_file_kind(found.st_mode)}, not a regular file", str(path))
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(e.errno, "it is a symbolic link, not a regular file", str(path)) from None
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise OSError(errno.EINVAL, f"it is {_file_kind(opened.st_mode)}, not a regular file", str(path))
+        if opened.st_size > max_bytes:
+            raise OSError(errno.EFBIG, f"it is {opened.st_size:,} bytes, more than the {max_bytes:,} allowed", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 # ----------------------------------------------------------------------------- processes
