@@ -167,7 +167,7 @@ def train(
                        "jit": jit, "strategy": strategy},
         resume=resume, callbacks=progress, use_previous=use_previous,
     )
-    for warning in trainer.cudnn_warnings:
+    for warning in trainer.warnings:
         err.print(f"[bold yellow]Warning:[/] {warning}")
     summary = trainer.run()
     if as_json:

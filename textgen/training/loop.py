@@ -13,7 +13,6 @@ continues the very same computation as an uninterrupted run.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import signal
 import time
@@ -22,17 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-from textgen import checkpoints, devices
+from textgen import checkpoints
 from textgen.backend import quiet_import_keras
 from textgen.config import ModelConfig, TrainConfig
-from textgen.corpus import PreparedCorpus, split_point
-from textgen.errors import CheckpointError, ConfigError, CorpusError, DivergedError
+from textgen.errors import CheckpointError, DivergedError
 from textgen.evaluate import LN2, build_scorer, score_ids
 from textgen.generation.engine import LSTMEngine
+from textgen.generation.loading import start_id
 from textgen.generation.writers import generate
 from textgen.training import distribute, schedule, stopping
 from textgen.training.batches import StreamBatches
-from textgen.training.model import build_training_model, lstm_layers, reset_states
+from textgen.training.model import reset_some_states, reset_states
 from textgen.training.variables import (
     assign_model_arrays,
     assign_optimizer_arrays,
@@ -59,63 +58,40 @@ class TrainingCallbacks:
 
 @dataclass
 class Trainer:
+    """A run's training, set up by `opening.open_run`: the model (built in its distribution's
+    scope), its batches and validation ids; `run()` trains until a stop."""
+
     run_dir: Path
     model_config: ModelConfig
     config: TrainConfig
-    corpus: PreparedCorpus
+    model: object  # keras.Model, compiled with its optimizer
+    distribution: distribute.Distribution
+    batches: StreamBatches
+    val_ids: np.ndarray
+    vocab: list
     callbacks: TrainingCallbacks = field(default_factory=TrainingCallbacks)
     resume: checkpoints.Checkpoint | None = None
-    stop_reason: str | None = None  # a code: finished, time_limit, early_stopping, SIGINT, SIGTERM, ...
-    lock: checkpoints.RunLock | None = None
     chosen: dict = field(default_factory=dict)  # the defaults textgen chose (defaults.choose_defaults)
+    warnings: list = field(default_factory=list)  # one line each, shown before training starts
+    lock: checkpoints.RunLock | None = None
+    stop_reason: str | None = None  # a code: finished, time_limit, early_stopping, SIGINT, SIGTERM, ...
 
     def __post_init__(self):
-        self.config.validate()
-        self.model_config.validate()
-        if self.config.tensorboard and importlib.util.find_spec("tensorboard") is None:
-            raise ConfigError(
-                "--tensorboard needs the tensorboard package: pip install \"textgen[tensorboard]\" "
-                "(or pip install tensorboard)."
-            )
-        ids = self.corpus.ids()
-        self.split = split_point(self.corpus.num_chars, self.config.val_fraction)
-        if self.split < 2:
-            raise CorpusError(
-                f"Corpus too short to split: {self.corpus.num_chars} characters with "
-                f"--val-fraction {self.config.val_fraction}"
-            )
-        self.batches = StreamBatches(ids, 0, self.split, self.config.batch_size,
-                                     self.config.seq_len, self.config.seed)
-        self.val_ids = ids[self.split: self.split + self.config.eval_chars + 1]
-        warnings = []
-        if self.config.precision != "float32":
-            try:
-                devices.precision.check_mixed_precision(self.config.precision)
-            except ConfigError as error:
-                # A bfloat16 run resumed on a CPU without it still resumes exactly, only slower.
-                if self.resume is None or self.config.precision != "mixed_bfloat16":
-                    raise
-                warnings.append(f"{error} (resuming anyway: this run was started in mixed_bfloat16)")
-        self.distribution = distribute.setup(self.config.strategy)
-        self.distribution.check_batch(self.config.batch_size)
-        keras.utils.set_random_seed(self.config.seed)
-        with self.distribution.scope():
-            self.model = build_training_model(self.model_config, self.config,
-                                              distributed=self.distribution.strategy is not None)
-            self.cudnn_warnings = warnings + devices.cudnn.cudnn_warnings(devices.cudnn.cudnn_report(self.model))
-            self.optimizer = self.model.optimizer
+        self.optimizer = self.model.optimizer
         self.train_step = self.distribution.step_function(self.model)
         self.scorer = None
         self.step = 0
         self.history: list = []
         self.train_seconds = 0.0
         self.best_val = math.inf
+        self.restored_best_from = None
         # Cosine decays over --decay-steps if given, else over the steps that fit in --time-limit
         # (measured while training, see _fit_decay), else over all epochs.
         self.decay_total = schedule.initial_decay_steps(self.config, self.batches.steps_per_epoch)
         self.fitting = schedule.fits_to_time_limit(self.config)
         self.fitted = False
         self._started, self._clock, self._rate_set = None, None, None  # run() sets the first two
+        self.tensorboard = None
         if self.resume is not None:
             self._restore(self.resume)
 
@@ -156,7 +132,7 @@ class Trainer:
     def stop_message(self) -> str | None:
         """Why the run stopped, in one line (None while it runs)."""
         return stopping.stop_message(self.stop_reason, self.history, self.config, capped="epochs" in self.chosen,
-                                     restored=getattr(self, "restored_best_from", None) is not None)
+                                     restored=self.restored_best_from is not None)
 
     def evals_since_best(self) -> int:
         """How many evaluations in a row have not improved the best validation loss."""
@@ -187,7 +163,7 @@ class Trainer:
             "train_seconds": round(self.train_seconds, 3),
             "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
             "history": self.history,
-            "restored_best_from_step": getattr(self, "restored_best_from", None),
+            "restored_best_from_step": self.restored_best_from,
             "fitted_decay_steps": self.decay_total if self.fitted else None,
             "stopped": self.stop_reason,
             "stop_reason": self.stop_message(),
@@ -227,11 +203,9 @@ class Trainer:
 
     def sample_text(self, length: int, temperature: float) -> str:
         engine = LSTMEngine(trainable_arrays(self.model), self.model_config.num_layers, threads=1)
-        vocab = self.corpus.vocab
-        start = vocab.index("\n") if "\n" in vocab else 0
         ids = [int(i[0]) for i in generate(engine, [], length, temperature, seed=self.step,
-                                           start_id=start)]
-        return "".join(vocab[i] for i in ids)
+                                           start_id=start_id(self.vocab))]
+        return "".join(self.vocab[i] for i in ids)
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -249,121 +223,123 @@ class Trainer:
         best = self.best_record()
         return best is not None and best["val_loss"] < self.history[-1]["val_loss"]
 
-    def _reset_some_streams(self, k: int) -> None:
-        """Zero the carried state of the streams whose turn it is (stream b at k ≡ -b mod R).
-
-        Staggered resets keep the model used to every state age from 0 to R segments, so
-        it scores and samples well from a cold start instead of only deep into a stream.
-        """
-        period = self.config.state_reset
-        rows = (k + np.arange(self.config.batch_size)) % period == 0
-        if not rows.any():
-            return
-        if period == 1:
-            reset_states(self.model)
-            return
-        for layer in lstm_layers(self.model):
-            for var in (layer.h, layer.c):
-                value = np.array(var.numpy())
-                value[rows] = 0.0
-                var.assign(value)
-
     def _on_signal(self, signum, frame):
         if self.stop_reason is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C aborts without saving
         self.stop_reason = signal.Signals(signum).name
 
     def run(self) -> dict:
-        cfg = self.config
-        spe = self.batches.steps_per_epoch
-        total_steps = cfg.epochs * spe
-        eval_every = cfg.eval_every or spe
+        """Train until the epochs are done, the time is up, validation stops improving or a
+        signal arrives; checkpoint, and return the run's summary."""
+        handlers = self._begin()
+        try:
+            total_steps = self.config.epochs * self.batches.steps_per_epoch
+            last_save, last_logs, needs_save = self._started, {}, False
+            while self.step < total_steps:
+                out_of_time = self.config.time_limit is not None and time.time() - self._started >= self.config.time_limit
+                if self.distribution.agree(out_of_time or self.stop_reason is not None):
+                    self.stop_reason = self.stop_reason or ("time_limit" if out_of_time else "another worker stopped")
+                    break
+                last_logs = self._one_step()
+                needs_save = True
+                if self.step % (self.config.eval_every or self.batches.steps_per_epoch) == 0 or self.step == total_steps:
+                    if self.step == total_steps and self.stop_reason is None:
+                        self.stop_reason = "finished"  # before the last save, which records it
+                    self._evaluate_and_save(last_logs["loss"])
+                    last_save, needs_save = time.time(), False
+                elif time.time() - last_save >= self.config.checkpoint_seconds:
+                    self.save()
+                    last_save, needs_save = time.time(), False
+            self._finish(needs_save, last_logs)
+        finally:
+            self._end(handlers)
+        summary = self._summary()
+        self.callbacks.on_train_end(summary)
+        return summary
+
+    def _begin(self) -> dict:
+        """Take the signals (returns the previous handlers), announce the run, start TensorBoard."""
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         if hasattr(signal, "SIGXFSZ"):  # a file-size limit must surface as an OSError, not kill us
             handlers[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        spe = self.batches.steps_per_epoch
         self.callbacks.on_train_begin({
-            "step": self.step, "total_steps": total_steps, "steps_per_epoch": spe,
-            "chars_per_step": self.batches.chars_per_step, "time_limit": cfg.time_limit,
-            "parameters": self.model_config.num_parameters(), "train_chars": self.split,
+            "step": self.step, "total_steps": self.config.epochs * spe, "steps_per_epoch": spe,
+            "chars_per_step": self.batches.chars_per_step, "time_limit": self.config.time_limit,
+            "parameters": self.model_config.num_parameters(), "train_chars": self.batches.end,
             "val_chars": len(self.val_ids) - 1, "chosen": self.chosen,
         })
-        started = time.time()
-        self._started, self._clock = started, None  # _clock: (time, step) after this process' first step
-        last_save = started
-        last_logs: dict = {}
-        needs_save = False
-        self.tensorboard = None
-        if cfg.tensorboard:
+        self._started, self._clock = time.time(), None  # _clock: (time, step) after this process' first step
+        if self.config.tensorboard:
             self.tensorboard = keras.callbacks.TensorBoard(
                 log_dir=str(checkpoints.tensorboard_dir(self.run_dir)), write_graph=False)
             self.tensorboard.set_model(self.model)
             self.tensorboard.on_train_begin()
-        try:
-            while self.step < total_steps:
-                out_of_time = cfg.time_limit is not None and time.time() - started >= cfg.time_limit
-                if self.distribution.agree(out_of_time or self.stop_reason is not None):
-                    self.stop_reason = self.stop_reason or ("time_limit" if out_of_time else "another worker stopped")
-                    break
-                epoch, k = divmod(self.step, spe)
-                if k == 0:
-                    reset_states(self.model)
-                else:
-                    self._reset_some_streams(k)
-                x, y = self.batches.batch(epoch, k)
-                self._set_learning_rate()
-                t0 = time.time()
-                loss = self.train_step(x, y)
-                now = time.time()
-                self.train_seconds += now - t0
-                self.step += 1
-                if self._clock is None:
-                    self._clock = (now, self.step)
-                elif self.fitting and self.step - self._clock[1] == schedule.FIT_AFTER_STEPS:
-                    self._fit_decay()
-                needs_save = True
-                if not math.isfinite(loss):
-                    raise DivergedError(
-                        f"Training diverged: loss became {loss} at step {self.step}. The last "
-                        "checkpoint is intact; try a lower --learning-rate or a --clip-norm."
-                    )
-                last_logs = {"loss": loss, "epoch": self.step / spe,
-                             "elapsed": now - started, "chars_per_step": self.batches.chars_per_step}
-                self.callbacks.on_step(self.step, last_logs)
-                if cfg.sample_every and self.step % cfg.sample_every == 0:
-                    self.callbacks.on_sample(self.sample_text(cfg.sample_chars or 200, cfg.sample_temperature))
-                if self.step % eval_every == 0 or self.step == total_steps:
-                    if self.step == total_steps and self.stop_reason is None:
-                        self.stop_reason = "finished"  # before the last save, which records it
-                    self._evaluate_and_save(loss)
-                    last_save, needs_save = time.time(), False
-                elif now - last_save >= cfg.checkpoint_seconds:
-                    self.save()
-                    last_save, needs_save = time.time(), False
-            self.fitting = False  # the schedule is final: the last evaluation does not refit it
-            if self.stop_reason is None:
-                self.stop_reason = "finished"
-            if needs_save:
-                # Stopped between evaluations (time limit, Ctrl-C, SIGTERM): evaluate and save.
-                self._evaluate_and_save(last_logs.get("loss"))
-            if self.stop_reason == "early_stopping" or (self.stop_reason == "time_limit" and self._best_beats_last()):
-                self._restore_best()
-            self._record_stop()
-        finally:
-            if self.tensorboard is not None:
-                self.tensorboard.on_train_end()
-            for s, h in handlers.items():
-                signal.signal(s, h)
-            if self.lock is not None:
-                self.lock.release()
-        # The run's result: the best evaluation when its weights were put back, else the last.
-        result = self.best_record() if getattr(self, "restored_best_from", None) is not None else \
+        return handlers
+
+    def _one_step(self) -> dict:
+        """One optimizer step on the batch of the current step; returns its logs."""
+        spe = self.batches.steps_per_epoch
+        epoch, k = divmod(self.step, spe)
+        if k == 0:
+            reset_states(self.model)
+        else:
+            reset_some_states(self.model, k, self.config.state_reset, self.config.batch_size)
+        x, y = self.batches.batch(epoch, k)
+        self._set_learning_rate()
+        t0 = time.time()
+        loss = self.train_step(x, y)
+        now = time.time()
+        self.train_seconds += now - t0
+        self.step += 1
+        if self._clock is None:
+            self._clock = (now, self.step)
+        elif self.fitting and self.step - self._clock[1] == schedule.FIT_AFTER_STEPS:
+            self._fit_decay()
+        if not math.isfinite(loss):
+            raise DivergedError(
+                f"Training diverged: loss became {loss} at step {self.step}. The last "
+                "checkpoint is intact; try a lower --learning-rate or a --clip-norm."
+            )
+        logs = {"loss": loss, "epoch": self.step / spe, "elapsed": now - self._started,
+                "chars_per_step": self.batches.chars_per_step}
+        self.callbacks.on_step(self.step, logs)
+        if self.config.sample_every and self.step % self.config.sample_every == 0:
+            self.callbacks.on_sample(self.sample_text(self.config.sample_chars or 200, self.config.sample_temperature))
+        return logs
+
+    def _finish(self, needs_save: bool, last_logs: dict) -> None:
+        """After the last step: evaluate and save what is unsaved, put the best weights back
+        where an earlier evaluation beat the last, and record why the run stopped."""
+        self.fitting = False  # the schedule is final: the last evaluation does not refit it
+        if self.stop_reason is None:
+            self.stop_reason = "finished"
+        if needs_save:
+            # Stopped between evaluations (time limit, Ctrl-C, SIGTERM): evaluate and save.
+            self._evaluate_and_save(last_logs.get("loss"))
+        if self.stop_reason == "early_stopping" or (self.stop_reason == "time_limit" and self._best_beats_last()):
+            self._restore_best()
+        self._record_stop()
+
+    def _end(self, handlers: dict) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.on_train_end()
+        for s, h in handlers.items():
+            signal.signal(s, h)
+        if self.lock is not None:
+            self.lock.release()
+
+    def _summary(self) -> dict:
+        """The run's result: the best evaluation when its weights were put back, else the last."""
+        spe = self.batches.steps_per_epoch
+        result = self.best_record() if self.restored_best_from is not None else \
             (self.history[-1] if self.history else None)
-        summary = {
+        return {
             "run": self.run_dir.name, "run_dir": str(self.run_dir), "stopped": self.stop_reason,
             "step": self.step, "epoch": round(self.step / spe, 3),
             "chars_seen": self.step * self.batches.chars_per_step,
             "train_seconds": round(self.train_seconds, 2),
-            "wall_seconds": round(time.time() - started, 2),
+            "wall_seconds": round(time.time() - self._started, 2),
             "chars_per_second": round(self.step * self.batches.chars_per_step / self.train_seconds, 1)
             if self.train_seconds > 0 else None,
             "val_loss": result["val_loss"] if result else None,
@@ -375,8 +351,6 @@ class Trainer:
             "parameters": self.model_config.num_parameters(),
             "strategy": self.distribution.describe(), "chief": self.distribution.is_chief,
         }
-        self.callbacks.on_train_end(summary)
-        return summary
 
     def _record_stop(self) -> None:
         """Write why the run stopped into run.json (the chief of a run opened by `open_run`)."""

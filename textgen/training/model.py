@@ -16,12 +16,14 @@ use it too. The config itself (`ModelConfig`) lives in `textgen.config`, without
 
 from __future__ import annotations
 
+import numpy as np
+
 from textgen import devices
 from textgen.backend import quiet_import_keras
 from textgen.config import ModelConfig, TrainConfig
 
 __all__ = ["ModelConfig", "CarriedLSTM", "build_model", "build_training_model", "compile_model", "training_speed",
-           "lstm_layers", "reset_states"]
+           "lstm_layers", "reset_states", "reset_some_states"]
 
 keras = quiet_import_keras()
 layers = keras.layers
@@ -190,3 +192,23 @@ def lstm_layers(model):
 def reset_states(model) -> None:
     for layer in lstm_layers(model):
         layer.reset_state()
+
+
+def reset_some_states(model, k: int, period: int, batch_size: int) -> None:
+    """Zero the carried state of the streams whose turn it is at segment `k` (stream b when
+    k ≡ -b mod `period`).
+
+    Staggered resets keep the model used to every state age from 0 to `period` segments, so
+    it scores and samples well from a cold start instead of only deep into a stream.
+    """
+    rows = (k + np.arange(batch_size)) % period == 0
+    if not rows.any():
+        return
+    if period == 1:
+        reset_states(model)
+        return
+    for layer in lstm_layers(model):
+        for var in (layer.h, layer.c):
+            value = np.array(var.numpy())
+            value[rows] = 0.0
+            var.assign(value)

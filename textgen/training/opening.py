@@ -7,6 +7,7 @@ the resume rules of `textgen.config`. The loop itself is `textgen.training.loop.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -14,14 +15,15 @@ from pathlib import Path
 from textgen import checkpoints, devices, files
 from textgen.backend import quiet_import_keras
 from textgen.config import ModelConfig, TrainConfig, resumed_configs
-from textgen.corpus import PreparedCorpus
+from textgen.corpus import PreparedCorpus, split_point
 from textgen.defaults import choose_defaults
-from textgen.errors import CheckpointError, ConfigError
+from textgen.errors import CheckpointError, ConfigError, CorpusError
 from textgen.training import distribute
+from textgen.training.batches import StreamBatches
 from textgen.training.loop import Trainer, TrainingCallbacks
-from textgen.training.model import training_speed
+from textgen.training.model import build_training_model, training_speed
 
-__all__ = ["Trainer", "TrainingCallbacks", "TrainConfig", "open_run"]
+__all__ = ["Trainer", "TrainingCallbacks", "TrainConfig", "build_trainer", "open_run"]
 
 keras = quiet_import_keras()
 
@@ -37,6 +39,45 @@ def _speed_probe(vocab_size: int, callbacks: TrainingCallbacks | None):
         return training_speed(ModelConfig(vocab_size=vocab_size, **model_options).validate(), config)
 
     return speed
+
+
+def build_trainer(directory: Path, model_config: ModelConfig, config: TrainConfig, corpus: PreparedCorpus,
+                  callbacks: TrainingCallbacks | None = None, resume: checkpoints.Checkpoint | None = None,
+                  chosen: dict | None = None) -> Trainer:
+    """Check the configs against this machine, set up the distribution, build the model in its
+    scope, and return the run's trainer (restored from `resume` if given)."""
+    config.validate()
+    model_config.validate()
+    if config.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(
+            "--tensorboard needs the tensorboard package: pip install \"textgen[tensorboard]\" "
+            "(or pip install tensorboard)."
+        )
+    ids = corpus.ids()
+    split = split_point(corpus.num_chars, config.val_fraction)
+    if split < 2:
+        raise CorpusError(
+            f"Corpus too short to split: {corpus.num_chars} characters with --val-fraction {config.val_fraction}"
+        )
+    batches = StreamBatches(ids, 0, split, config.batch_size, config.seq_len, config.seed)
+    warnings = []
+    if config.precision != "float32":
+        try:
+            devices.precision.check_mixed_precision(config.precision)
+        except ConfigError as error:
+            # A bfloat16 run resumed on a CPU without it still resumes exactly, only slower.
+            if resume is None or config.precision != "mixed_bfloat16":
+                raise
+            warnings.append(f"{error} (resuming anyway: this run was started in mixed_bfloat16)")
+    distribution = distribute.setup(config.strategy)
+    distribution.check_batch(config.batch_size)
+    keras.utils.set_random_seed(config.seed)
+    with distribution.scope():
+        model = build_training_model(model_config, config, distributed=distribution.strategy is not None)
+        warnings += devices.cudnn.cudnn_warnings(devices.cudnn.cudnn_report(model))
+    return Trainer(directory, model_config, config, model, distribution, batches,
+                   ids[split: split + config.eval_chars + 1], corpus.vocab,
+                   callbacks=callbacks or TrainingCallbacks(), resume=resume, chosen=chosen or {}, warnings=warnings)
 
 
 def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | None,
@@ -94,8 +135,7 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
             model_config, config = resumed_configs(directory.name, info, corpus.vocab, given_model, given_train)
             if checkpoints.list_checkpoints(directory):
                 ckpt = checkpoints.latest(directory, use_previous=use_previous)
-        return Trainer(directory, model_config, config, corpus,
-                       callbacks=callbacks or TrainingCallbacks(), resume=ckpt, chosen=chosen)
+        return build_trainer(directory, model_config, config, corpus, callbacks, ckpt, chosen)
     created = not directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     lock = checkpoints.RunLock(directory).acquire()
@@ -109,8 +149,7 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
                 ckpt = checkpoints.latest(directory, use_previous=use_previous)
             info["training"] = asdict(config)
             info["updated"] = time.time()
-        trainer = Trainer(directory, model_config, config, corpus,
-                          callbacks=callbacks or TrainingCallbacks(), resume=ckpt, chosen=chosen)
+        trainer = build_trainer(directory, model_config, config, corpus, callbacks, ckpt, chosen)
         checkpoints.write_run_file(directory, info)
     except BaseException:
         lock.release()
