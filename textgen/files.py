@@ -46,21 +46,32 @@ def fsync_directory(directory: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path to write (by any means); on success it replaces `path`.
+    """Yield a temporary path to write (by any means: a file, or a directory); on success it
+    replaces `path`.
 
-    For writers that want a path rather than a file object (`model.save`, `np.savez`).
-    On an exception the temporary is deleted and `path` is untouched.
+    For writers that want a path rather than a file object (`model.save`, `np.savez`, a
+    SavedModel directory). An existing directory at `path` is moved aside, replaced, then
+    deleted. On an exception the temporary is deleted and `path` is untouched.
     """
     path = Path(path)
     tmp = temporary_name(path)
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for written in ([p for p in tmp.rglob("*") if p.is_file()] if tmp.is_dir() else [tmp]):
+            with open(written, "rb+") as f:
+                os.fsync(f.fileno())
+        if path.is_dir() and not path.is_symlink():
+            aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, aside)
+            os.replace(tmp, path)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
         fsync_directory(path.parent)
     finally:
-        if tmp.exists():
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists() or tmp.is_symlink():
             tmp.unlink()
 
 
