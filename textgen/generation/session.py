@@ -6,6 +6,13 @@ advances the engine once for all of them, and returns what each stream may show;
 that finished (its length, a stop string) or was cancelled leaves at once. `textgen sample`,
 the server's scheduler and the exporters' checks all sample through it.
 
+For a caller that must keep a batch moving (the server): `prepare` returns the primes of some
+specs as `Priming`s (one per distinct prime, fed in slices by `Priming.feed` between steps,
+scored in the same pass when the prime's logprobs are asked), and `add(spec, primed)` then
+joins at no cost. `park` takes streams out of the batch while keeping their place (state row,
+logits, draws) and `unpark` puts them back: a parked stream writes the same text as one that
+never left.
+
 Determinism: stream (seed, index) draws its uniforms from its own generator, and its prime
 is fed through a state of one row, so its text does not depend on which other streams share
 the batch. With the compiled step that holds bit for bit (each output is summed in one fixed
@@ -21,142 +28,28 @@ every stream of a numpy engine, by `sampling.sample`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from textgen.corpus import Vocabulary
-from textgen.errors import ConfigError, positive_int
+from textgen.errors import ConfigError
 from textgen.generation import kernel
-from textgen.generation.draw import (
-    StopFilter,
-    check_stops,
-    check_temperature,
-    check_top_k,
-    check_top_p,
-    log_softmax,
-    sample,
-)
+from textgen.generation.draw import log_softmax, sample
 from textgen.generation.engine import LSTMEngine
+from textgen.generation.priming import Priming, Scores
+from textgen.generation.streams import (  # noqa: F401  (the session's public names live in streams.py)
+    MAX_LOGPROBS,
+    CharLogprob,
+    Piece,
+    Stream,
+    StreamSpec,
+    random_seed,
+)
 
 UNIFORM_BLOCK = 256
 RUN_STEPS = 16  # steps per call of the compiled engine when nobody can join mid-way (`sample`, `generate`)
-MAX_LOGPROBS = 20
-
-
-def random_seed() -> int:
-    return int.from_bytes(os.urandom(4), "little")
-
-
-@dataclass
-class StreamSpec:
-    """What one stream writes: its prime, length, sampling options, stops and randomness."""
-
-    prime: str = ""
-    length: int = 500
-    temperature: float = 0.8
-    top_k: int | None = None
-    top_p: float | None = None
-    stops: Sequence[str] = ()
-    seed: int = 0
-    index: int = 0
-    logprobs: int | None = None  # None: none; k: each character's logprob and its k likeliest alternatives
-    prime_logprobs: bool = False  # also score the prime's characters
-    keep_text: bool = True  # keep what the stream showed in `Stream.text` (off: constant memory)
-    prime_ids: Sequence[int] | None = None  # the prime as ids (a session without characters takes only these)
-
-    def validate(self) -> StreamSpec:
-        self.temperature = check_temperature(self.temperature)
-        check_top_k(self.top_k)
-        check_top_p(self.top_p)
-        positive_int("length", self.length)
-        self.stops = check_stops(self.stops)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError(f"seed must be an integer. Received: seed={self.seed!r}")
-        if self.logprobs is not None and not (isinstance(self.logprobs, int) and 0 <= self.logprobs <= MAX_LOGPROBS):
-            raise ConfigError(f"logprobs must be an integer in [0, {MAX_LOGPROBS}]. Received: logprobs={self.logprobs!r}")
-        return self
-
-
-@dataclass
-class CharLogprob:
-    """A character, its log-probability under the model (temperature 1) and the likeliest alternatives."""
-
-    char: str
-    logprob: float
-    top: list = field(default_factory=list)  # [(char, logprob)], most likely first
-
-
-@dataclass
-class Piece:
-    """New text of one stream after a step (possibly empty on its finishing piece); in a session
-    without characters, the ids drawn instead."""
-
-    stream: Stream
-    text: str
-    logprobs: list | None
-    finished: bool
-    ids: list | None = None
-
-
-class Stream:
-    """A stream in a session: its spec, what it has shown, and how it ended."""
-
-    def __init__(self, spec: StreamSpec, prime_ids: list):
-        self.spec = spec
-        self.prime_ids = prime_ids
-        self.generated = 0
-        self.parts: list = []
-        self.finish_reason: str | None = None  # "length" | "stop" | "cancelled"
-        self.prime_logprobs: list | None = None
-        self.user = None
-        self._filter = StopFilter(spec.stops)
-        self._pending: list = []  # logprobs of characters held back by the stop filter
-        self._rng = np.random.default_rng([spec.seed, spec.index])
-        self._plain = spec.top_k is None and (spec.top_p is None or spec.top_p >= 1.0)  # temperature only
-        self._fast = not spec.stops and spec.logprobs is None
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-    @property
-    def stop(self) -> str | None:
-        return self._filter.stopped
-
-    @property
-    def finished(self) -> bool:
-        return self.finish_reason is not None
-
-    def _push(self, char: str, entry) -> tuple:
-        """Feed one generated character; returns (shown text, its logprob entries or None)."""
-        if self._fast:  # no stop strings, no logprobs: the character is shown at once
-            self.generated += 1
-            if self.spec.keep_text:
-                self.parts.append(char)
-            if self.generated >= self.spec.length:
-                self.finish_reason = "length"
-            return char, None
-        self.generated += 1
-        if entry is not None:
-            self._pending.append(entry)
-        shown = self._filter.push(char)
-        if self._filter.stopped is not None:
-            self.finish_reason = "stop"
-        elif self.generated >= self.spec.length:
-            self.finish_reason = "length"
-            shown += self._filter.finish()
-        return self._take(shown)
-
-    def _take(self, shown: str) -> tuple:
-        if self.spec.keep_text and shown:
-            self.parts.append(shown)
-        if self.spec.logprobs is None:
-            return shown, None
-        taken, self._pending = self._pending[: len(shown)], self._pending[len(shown):]
-        return shown, taken
+PRIMED_CACHE = 8  # finished primes kept for the next stream with the same prime
 
 
 class SamplingSession:
@@ -180,7 +73,8 @@ class SamplingSession:
         self._compiled = getattr(engine, "compiled", None) is not None
         self._draw = None  # the compiled draw bound to this batch's buffers (when compiled)
         self._grow(max(1, capacity))
-        self._primed: dict = {}  # prime ids -> (state of one row, logits): shared by streams with one prime
+        self._primed: dict = {}  # fed ids -> a finished Priming: shared by streams with one prime
+        self._parked: dict = {}  # stream -> its rows of every batch array, while out of the batch
 
     @property
     def active(self) -> int:
@@ -211,37 +105,64 @@ class SamplingSession:
             self._draw = kernel.Draw(self.engine.compiled.lib, self.logits, self.temps, self.uniforms, self.used,
                                      self.drawn, self.ids)
 
-    def _prime(self, prime_ids: list):
-        key = tuple(prime_ids)
-        if key not in self._primed:
-            if len(self._primed) >= 8:
-                self._primed.pop(next(iter(self._primed)))
-            one = self.engine.initial_state(1, threads=1)
-            logits = np.array(self.engine.feed(prime_ids, one), dtype=np.float32)
-            self._primed[key] = (one, logits)
-        return self._primed[key]
+    def prepare(self, specs: Sequence[StreamSpec]) -> list:
+        """Validate `specs` and return each one's `Priming`, not yet fed: specs with one prime
+        share one (scored with the most alternatives any of them asks for), and a prime this
+        session finished recently comes back done."""
+        wanted: dict = {}
+        keys = []
+        for spec in specs:
+            spec.validate()
+            ids = self._prime_ids(spec)
+            key = tuple(ids or [self.start_id])
+            score = (spec.logprobs or 0) if spec.prime_logprobs else None
+            before = wanted[key][1] if key in wanted else None
+            if before is not None:
+                score = before if score is None else max(score, before)
+            wanted[key] = (ids, score)
+            keys.append(key)
+        primed = {}
+        for key, (ids, score) in wanted.items():
+            cached = self._primed.get(key)
+            primed[key] = cached if cached is not None and cached.serves(score) else \
+                Priming(self.engine, ids, key, None if self.ids_only else self.chars, score)
+        return [primed[key] for key in keys]
 
-    def add(self, spec: StreamSpec) -> Stream:
-        """Validate `spec`, feed its prime and give it a row: it joins at the next step."""
+    def add(self, spec: StreamSpec, primed: Priming | None = None) -> Stream:
+        """Validate `spec`, feed its prime and give it a row: it joins at the next step.
+        `primed`: its prime from `prepare`, already fed (then adding costs no step)."""
+        if primed is None:
+            [primed] = self.prepare([spec])
+            primed.feed()
+        elif not primed.done:
+            raise ValueError("add(spec, primed) takes a Priming that has been fed to its end")
         spec.validate()
-        stream = Stream(spec, self._prime_ids(spec))
-        fed = stream.prime_ids or [self.start_id]
+        stream = Stream(spec, primed.ids)
         if spec.prime_logprobs:
-            stream.prime_logprobs = self._score(stream.prime_ids, spec.logprobs or 0)
-        one, logits = self._prime(fed)
+            stream.prime_logprobs = primed.scores if primed.scores is not None else Scores(self.chars, [], 0)
+        self._remember(primed)
+        self._append(stream, [source[0] for source in primed.state.arrays], primed.logits[0],
+                     stream._rng.random(UNIFORM_BLOCK), 0, spec.temperature)
+        self._filtered += not stream._plain
+        return stream
+
+    def _remember(self, primed: Priming) -> None:
+        key = tuple(primed.fed.tolist())
+        if self._primed.get(key) is primed:
+            return
+        if len(self._primed) >= PRIMED_CACHE:
+            self._primed.pop(next(iter(self._primed)))
+        self._primed[key] = primed
+
+    def _append(self, stream: Stream, state_rows: list, *rows) -> None:
+        """Give `stream` the next row: its state rows, then logits, uniforms, used and temperature."""
         n = self.state.rows
         if n == len(self.logits):
             self._grow(2 * n)
-        for target, source in zip(self.state.arrays, one.arrays):
-            target[n] = source[0]
-        self.logits[n] = logits[0]
-        self.uniforms[n] = stream._rng.random(UNIFORM_BLOCK)
-        self.used[n] = 0
-        self.temps[n] = spec.temperature
+        for target, source in zip((*self.state.arrays, *self._rows), (*state_rows, *rows)):
+            target[n] = source
         self.state.rows = n + 1
         self.streams.append(stream)
-        self._filtered += not stream._plain
-        return stream
 
     def _prime_ids(self, spec: StreamSpec) -> list:
         if spec.prime_ids is None:
@@ -256,17 +177,6 @@ class SamplingSession:
             raise ConfigError(f"prime_ids must be in [0, {self.engine.vocab_size}). Received: {ids!r}")
         return ids
 
-    def _score(self, prime_ids: list, k: int) -> list:
-        """Logprob entries of the prime's characters (the first has no context: None)."""
-        if not prime_ids:
-            return []
-        one = self.engine.initial_state(1, threads=1)
-        entries: list = [None]
-        for previous, current in zip(prime_ids, prime_ids[1:]):
-            row = log_softmax(self.engine.step(np.array([previous], dtype=np.intp), one))[0]
-            entries.append(self._entry(row, current, k))
-        return entries
-
     def _entry(self, row: np.ndarray, chosen: int, k: int) -> CharLogprob:
         top = []
         if k:
@@ -275,10 +185,32 @@ class SamplingSession:
             top = [(self.chars[i], float(row[i])) for i in best]
         return CharLogprob(self.chars[chosen], float(row[chosen]), top)
 
+    @property
+    def parked(self) -> int:
+        return len(self._parked)
+
+    def park(self, *streams: Stream) -> None:
+        """Take live `streams` out of the batch, keeping their rows aside until `unpark`."""
+        leaving = {id(s) for s in streams}
+        rows = [i for i, s in enumerate(self.streams) if id(s) in leaving]
+        for r in rows:
+            self._parked[self.streams[r]] = [array[r].copy() for array in (*self.state.arrays, *self._rows)]
+        self._keep([i for i, s in enumerate(self.streams) if id(s) not in leaving])
+
+    def unpark(self, *streams: Stream) -> None:
+        """Put parked `streams` back in the batch: they go on from where they left."""
+        for stream in streams:
+            saved = self._parked.pop(stream, None)
+            if saved is not None:
+                count = len(self.state.arrays)
+                self._append(stream, saved[:count], *saved[count:])
+                self._filtered += not stream._plain
+
     def cancel(self, stream: Stream) -> None:
-        """Take `stream` out of the batch now (if it is still in it)."""
+        """Take `stream` out of the batch now (if it is still in it, or parked)."""
         if stream.finish_reason is None:
             stream.finish_reason = "cancelled"
+        self._parked.pop(stream, None)
         if stream in self.streams:
             self._keep([i for i, s in enumerate(self.streams) if s is not stream])
 
@@ -422,8 +354,11 @@ class SamplingSession:
             yield self.step(max_steps)
 
     def close(self) -> None:
-        for stream in list(self.streams):
+        for stream in [*self.streams, *self._parked]:
             self.cancel(stream)
+        for primed in self._primed.values():
+            primed.close()
+        self._primed.clear()
         _close(self.state)
 
 
