@@ -15,6 +15,8 @@ from textgen.errors import ConfigError, positive_int, positive_number
 #: The default chat template: each message as "ROLE:\n<content>\n\n", then "ASSISTANT:\n".
 DEFAULT_CHAT_TEMPLATE = "{ROLE}:\n{content}\n\n"
 MAX_BODY_BYTES = 1_000_000
+MAX_STOPS = 4  # stop strings per choice
+MAX_STOP_LENGTH = 64  # characters per stop string (a stream holds back up to this many minus one)
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,13 @@ class Settings:
     header_timeout: float = 10.0          # seconds a client has to send a request's headers; then 408, closed
     body_timeout: float = 30.0            # seconds a client has to send a request's body; then closed
     # --- end of the origin and connections block ---
+    # --- Engine bounds (issue 30, items 1-5; serve/scheduler.py, serve/jobs.py, serve/requests.py) ---
+    max_prompt_total: int | None = None   # prompt characters x choices per request (default: max_prompt x max_n)
+    max_unsent: int = 262_144             # bytes (estimated) of output one request may hold unread; then it pauses
+    max_buffered: int = 67_108_864        # bytes (estimated) unread in the whole server; then every request
+    #                                       holding over a sixteenth of max_unsent pauses
+    send_timeout: float = 30.0            # seconds a stream may wait for its client to read; then it is cancelled
+    # --- end of the engine bounds block ---
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
@@ -55,6 +64,7 @@ class Settings:
         for name in ("reload_seconds", "flush_seconds", "keepalive_seconds"):
             positive_number(name, getattr(self, name))
         _check_connections(self)  # the origin and connections block
+        _check_engine_bounds(self)  # the engine bounds block
         if self.max_n > self.max_streams:
             raise ConfigError(
                 "--max-n cannot exceed --max-streams (all choices of a request run together). "
@@ -88,6 +98,15 @@ def _check_connections(settings: Settings) -> None:
         if not _host_name_ok(name):
             raise ConfigError("--allowed-host takes a host name or address without scheme, port or path "
                               f"(e.g. example.com). Received: allowed_host={name!r}")
+
+
+def _check_engine_bounds(settings: Settings) -> None:
+    """The engine bounds block: max_prompt_total defaults to max_prompt x max_n; sizes and seconds positive."""
+    if settings.max_prompt_total is None and isinstance(settings.max_prompt, int) and isinstance(settings.max_n, int):
+        object.__setattr__(settings, "max_prompt_total", settings.max_prompt * settings.max_n)
+    for name in ("max_prompt_total", "max_unsent", "max_buffered"):
+        positive_int(name, getattr(settings, name), option=True)
+    positive_number("send_timeout", settings.send_timeout, option=True)
 
 
 def _host_name_ok(name: str) -> bool:
