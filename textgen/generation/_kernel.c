@@ -1,9 +1,16 @@
 /* textgen's compiled LSTM step: one character for n streams in one call.
  *
- * Plain C with no Python API; textgen/generation/engine.py loads it with ctypes (which releases the GIL
- * for the call) and falls back to its numpy step when it was not built. Why it exists: the
- * numpy step is ~30 calls of 2-3 us each around three matrix products, which for one stream
- * cost more than the products themselves (benchmarks/README_sampling.md).
+ * Plain C with no Python API; textgen/generation/kernel.py loads it with ctypes (which releases the
+ * GIL for the call) and textgen falls back to its numpy step when it was not built. Why it
+ * exists: the numpy step is ~30 calls of 2-3 us each around three matrix products, which for
+ * one stream cost more than the products themselves (benchmarks/README_sampling.md).
+ *
+ * Build (setup.py): one plain shared library per variant, `_kernel.<variant>.so`, each this
+ * whole file compiled for one x86-64 level (-march=x86-64, x86-64-v3: AVX2 + FMA, x86-64-v4:
+ * AVX-512), or one "generic" build elsewhere. kernel.py asks the baseline build which level the
+ * CPU runs (tg_cpu_level) and loads the best variant it may; it refuses a library whose
+ * TG_SOURCE_HASH (setup.py: a hash of this file) is not the hash of the _kernel.c beside it.
+ * Only the tg_ functions are exported (-fvisibility=hidden).
  *
  * Layout (prepared by engine.py): units are padded to a multiple of 8 (padded weights are
  * zero, so padded h and c stay exactly 0). A *block* is 8 units; its 32 gate columns
@@ -12,9 +19,11 @@
  * while they are still in registers/L1. The output layer is packed as (K, 32) panels of
  * vocabulary columns, the last one padded with zeros.
  *
- * Determinism: every output element is one chain of fused multiply-adds over k in order,
- * whatever the number of rows, the tile a row falls in, or the thread that computes it, so a
- * stream's numbers do not depend on which other streams share the batch.
+ * Determinism: every output element is one chain of multiply-adds over k in order, whatever
+ * the number of rows, the tile a row falls in, or the thread that computes it, so a stream's
+ * numbers do not depend on which other streams share the batch. With FMA (x86-64-v3 and -v4,
+ * -ffp-contract=fast) each multiply-add is one fused, correctly rounded operation, so those two
+ * variants compute the same bits; the baseline rounds the product and the sum separately.
  *
  * Threads: with a worker, both threads claim blocks from an atomic counter per phase (layer
  * 0, layer 1, ..., output) and wait for the phase's blocks to be done before the next phase.
@@ -30,6 +39,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#ifndef TG_SOURCE_HASH
+#define TG_SOURCE_HASH "unstamped" /* setup.py passes a hash of this file; kernel.py refuses any other */
+#endif
+#ifndef TG_VARIANT
+#define TG_VARIANT "generic"
+#endif
+#define TG_API __attribute__((visibility("default")))
 
 #if defined(__x86_64__) || defined(__i386__)
 #define CPU_RELAX() __builtin_ia32_pause()
@@ -342,7 +359,8 @@ static void runner_free(Runner *run) {
     free(run);
 }
 
-void *tg_runner_create(const Model *model, int capacity, int threaded) {
+TG_API void *tg_runner_create(const Model *model, int capacity, int threaded) {
+    if (!model || capacity < 1) return NULL;
     Runner *run = calloc(1, sizeof *run);
     if (!run) return NULL;
     run->model = model;
@@ -374,7 +392,7 @@ void *tg_runner_create(const Model *model, int capacity, int threaded) {
 }
 
 /* Returns 0, or -1 (nothing set) when `layer` is not one of the model's. */
-int tg_runner_set(Runner *run, int layer, float *h, float *c, float *fresh) {
+TG_API int tg_runner_set(Runner *run, int layer, float *h, float *c, float *fresh) {
     if (layer < 0 || layer >= run->layers) return -1;
     run->h[layer] = h;
     run->c[layer] = c;
@@ -386,16 +404,19 @@ int tg_runner_set(Runner *run, int layer, float *h, float *c, float *fresh) {
     return 0;
 }
 
-void tg_runner_outputs(Runner *run, float *logits, int64_t *ids) {
+TG_API void tg_runner_outputs(Runner *run, float *logits, int64_t *ids) {
     run->logits = logits;
     run->ids = ids;
 }
 
 /* Advance `rows` streams by one character. Returns 0, or -1 (nothing done) when an id is
- * outside the vocabulary or rows exceed the capacity. */
-int tg_step(Runner *run, int rows) {
+ * outside the vocabulary (the table's rows), rows exceed the capacity, or a layer's buffers or
+ * the outputs were never bound. */
+static int step_rows(Runner *run, int rows) {
     const Model *m = run->model;
-    if (rows < 0 || rows > run->capacity) return -1;
+    if (rows < 0 || rows > run->capacity || !run->logits || !run->ids) return -1;
+    for (int l = 0; l < m->layers; l++)
+        if (!run->h[l] || !run->c[l] || !run->fresh[l]) return -1;
     for (int r = 0; r < rows; r++)
         if (run->ids[r] < 0 || run->ids[r] >= m->vocab) return -1;
     run->rows = rows;
@@ -429,7 +450,9 @@ int tg_step(Runner *run, int rows) {
     return 0;
 }
 
-void tg_runner_destroy(Runner *run) {
+TG_API int tg_step(Runner *run, int rows) { return step_rows(run, rows); }
+
+TG_API void tg_runner_destroy(Runner *run) {
     if (!run) return;
     if (run->threaded) {
         pthread_mutex_lock(&run->mutex);
@@ -444,10 +467,14 @@ void tg_runner_destroy(Runner *run) {
     runner_free(run);
 }
 
-void *tg_model_create(int layers, int units, int padded, int vocab, int out_panels, const float *table,
+TG_API void *tg_model_create(int layers, int units, int padded, int vocab, int out_panels, const float *table,
                       const float *const *weights, const float *const *bias, const float *out,
                       const float *out_bias) {
-    if (layers < 1 || layers > MAX_LAYERS || padded % BLOCK) return NULL;
+    if (layers < 1 || layers > MAX_LAYERS || units < 1 || padded < units || padded % BLOCK || vocab < 1 ||
+        out_panels < 1 || (int64_t)out_panels * PANEL < vocab || !table || !weights || !bias || !out || !out_bias)
+        return NULL;
+    for (int l = 0; l < layers; l++)
+        if (!weights[l] || (l && !bias[l])) return NULL;
     Model *m = calloc(1, sizeof *m);
     if (!m) return NULL;
     m->layers = layers;
@@ -465,16 +492,18 @@ void *tg_model_create(int layers, int units, int padded, int vocab, int out_pane
     return m;
 }
 
-void tg_model_destroy(void *m) { free(m); }
+TG_API void tg_model_destroy(void *m) { free(m); }
 
 /* Draw one id per row from p ∝ exp(logits / T), as textgen/generation/draw.py's `sample` does without
  * top-k or top-p (in float64: z = l / T - max, e = exp(z), cdf = cumsum(e); the id is the
  * number of cdf entries <= u * cdf[V-1]); T = 0 is argmax (first maximum). Row r's uniform is
  * uniforms[r * block + used[r]], and used[r] advances; the uniform is also written to u_out[r].
- * Returns how many rows used the last uniform of their block (the caller refills them). */
-int tg_sample(const float *logits, int n, int V, const double *temps, const double *uniforms, int block,
-              int64_t *used, double *u_out, int64_t *ids) {
+ * Returns how many rows used the last uniform of their block (the caller refills them), or -1
+ * when a row has no uniform left, the sizes are impossible, or the buffer cannot be had. */
+static int sample_rows(const float *logits, int n, int V, const double *temps, const double *uniforms, int block,
+                       int64_t *used, double *u_out, int64_t *ids) {
     int empty = 0;
+    if (n < 0 || V < 1 || block < 1) return -1;
     double *cdf = malloc((size_t)V * sizeof(double));
     if (!cdf) return -1;
     for (int r = 0; r < n; r++) {
@@ -514,27 +543,72 @@ int tg_sample(const float *logits, int n, int V, const double *temps, const doub
     return empty;
 }
 
+TG_API int tg_sample(const float *logits, int n, int V, const double *temps, const double *uniforms, int block,
+                     int64_t *used, double *u_out, int64_t *ids) {
+    return sample_rows(logits, n, V, temps, uniforms, block, used, u_out, ids);
+}
+
 /* Up to `steps` steps of draw-then-advance for rows [0, n), every row temperature-only: each
  * step draws an id per row from the state's logits (as tg_sample), writes them to
  * ids_out[s * n + r], and advances the state with them. Stops after the step in which a row
  * used the last uniform of its block (the caller refills it), or after any step once another
  * thread has set *interrupt (a request waits to join, a client left); returns the steps
  * done. A row whose stream finished during these steps has advanced further for nothing:
- * rows do not affect each other, so the caller just drops it. */
-int tg_run(Runner *run, int n, int steps, const double *temps, const double *uniforms, int block, int64_t *used,
+ * rows do not affect each other, so the caller just drops it. Returns -1 when n is not in
+ * [1, capacity] or a draw or step fails. */
+TG_API int tg_run(Runner *run, int n, int steps, const double *temps, const double *uniforms, int block, int64_t *used,
            double *u_out, int64_t *ids_out, const int32_t *interrupt) {
     const int V = run->model->vocab;
+    if (n < 1 || n > run->capacity || steps < 1 || !run->logits || !run->ids) return -1;
     for (int s = 0; s < steps; s++) {
-        int empty = tg_sample(run->logits, n, V, temps, uniforms, block, used, u_out, run->ids);
+        int empty = sample_rows(run->logits, n, V, temps, uniforms, block, used, u_out, run->ids);
         if (empty < 0) return -1;
         memcpy(ids_out + (size_t)s * n, run->ids, (size_t)n * sizeof(int64_t));
-        if (tg_step(run, n) < 0) return -1;
+        if (step_rows(run, n) < 0) return -1;
         if (empty || (interrupt && __atomic_load_n(interrupt, __ATOMIC_ACQUIRE))) return s + 1;
     }
     return steps;
 }
 
-int tg_version(void) { return 1; }
+/* What this library is: the hash of the _kernel.c it was built from, and the variant it was
+ * built as (kernel.py checks both before it calls anything else). */
+TG_API const char *tg_source_hash(void) { return TG_SOURCE_HASH; }
+TG_API const char *tg_variant(void) { return TG_VARIANT; }
 
-/* Lets setuptools link this as an extension module on every platform; never imported. */
-void *PyInit__kernel(void) { return NULL; }
+/* The highest x86-64 micro-architecture level (the psABI's: 1 = x86-64, 2 = -v2, 3 = -v3,
+ * 4 = -v4) whose instructions this CPU has and whose registers the operating system saves
+ * (XCR0), from CPUID; 0 on other architectures. kernel.py calls the baseline build's, which
+ * runs on every x86-64 CPU, before it loads a variant that needs more. */
+#if defined(__x86_64__)
+#include <cpuid.h>
+static int all(unsigned bits, unsigned mask) { return (bits & mask) == mask; }
+TG_API int tg_cpu_level(void) {
+    unsigned a, b, c, d, leaf1 = 0, leaf7 = 0, ext1 = 0;
+    unsigned top = __get_cpuid_max(0, NULL);
+    if (top >= 1 && __get_cpuid(1, &a, &b, &c, &d)) leaf1 = c;
+    if (top >= 7) {
+        __cpuid_count(7, 0, a, b, c, d);
+        leaf7 = b;
+    }
+    if (__get_cpuid_max(0x80000000u, NULL) >= 0x80000001u && __get_cpuid(0x80000001u, &a, &b, &c, &d)) ext1 = c;
+    uint64_t xcr0 = 0;
+    if (leaf1 & (1u << 27)) { /* OSXSAVE: xgetbv may be used */
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        xcr0 = ((uint64_t)hi << 32) | lo;
+    }
+    /* v2: SSE3 0, SSSE3 9, CMPXCHG16B 13, SSE4.1 19, SSE4.2 20, POPCNT 23 (leaf 1 ecx); LAHF 0 (0x80000001 ecx) */
+    if (!all(leaf1, 1u << 0 | 1u << 9 | 1u << 13 | 1u << 19 | 1u << 20 | 1u << 23) || !all(ext1, 1u << 0)) return 1;
+    /* v3: FMA 12, MOVBE 22, OSXSAVE 27, AVX 28, F16C 29 (leaf 1 ecx); BMI1 3, AVX2 5, BMI2 8 (leaf 7 ebx);
+     * LZCNT 5 (0x80000001 ecx); the OS saves SSE and AVX state (XCR0 bits 1, 2) */
+    if (!all(leaf1, 1u << 12 | 1u << 22 | 1u << 27 | 1u << 28 | 1u << 29) || !all(leaf7, 1u << 3 | 1u << 5 | 1u << 8) ||
+        !all(ext1, 1u << 5) || (xcr0 & 0x6) != 0x6)
+        return 2;
+    /* v4: AVX512F 16, AVX512DQ 17, AVX512CD 28, AVX512BW 30, AVX512VL 31 (leaf 7 ebx); the OS saves the
+     * opmask and ZMM state (XCR0 bits 5, 6, 7) */
+    if (!all(leaf7, 1u << 16 | 1u << 17 | 1u << 28 | 1u << 30 | 1u << 31) || (xcr0 & 0xe0) != 0xe0) return 3;
+    return 4;
+}
+#else
+TG_API int tg_cpu_level(void) { return 0; }
+#endif

@@ -6,16 +6,24 @@ crosses, so a mistake is a Python exception and never a write into memory nobody
 checks are made once, when buffers are bound (`CompiledModel`, `Runner`, `Draw`); a call
 per step then passes only counts, which both sides check against the bound capacity.
 
-`load()` gives the library or None (not built, stale, switched off with TEXTGEN_KERNEL=0);
-`status()` says which and why, for `textgen info`.
+Which library: setup.py builds the one source as several plain shared libraries,
+`_kernel.<variant>.so` (on x86-64 the psABI levels x86-64, x86-64-v3: AVX2 + FMA, and
+x86-64-v4: AVX-512; elsewhere one "generic" build). `load()` asks the baseline build which level
+the CPU runs (CPUID) and loads the best variant it may; TEXTGEN_KERNEL_VARIANT=<variant> asks
+for another (one the CPU lacks is refused). A build whose stamp (TG_SOURCE_HASH) is not the
+hash of the _kernel.c beside it is stale and refused. `load()` gives the library or None (not
+built, stale, refused, switched off with TEXTGEN_KERNEL=0); `status()` says which and why,
+for `textgen info`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import importlib.machinery
 import os
+import sys
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +33,12 @@ import numpy as np
 HERE = Path(__file__).parent
 BLOCK, PANEL = 8, 32  # units per block, columns per output panel (the layout of _kernel.c)
 MAX_LAYERS = 16
-VERSION = 1
+SUFFIX = ".dll" if sys.platform == "win32" else ".so"
+# The variants setup.py builds, best first: the x86-64 level (the psABI's) each needs, and what that level adds.
+VARIANTS = {"x86-64-v4": (4, "AVX-512"), "x86-64-v3": (3, "AVX2 and FMA"), "x86-64": (1, "SSE2"),
+            "generic": (0, "the compiler's default target")}
+BASELINE = "x86-64"  # runs on every x86-64 CPU: its tg_cpu_level says which others may run
+FORCE = "TEXTGEN_KERNEL_VARIANT"
 
 
 def switched_off() -> bool:
@@ -42,15 +55,7 @@ class Status:
     reason: str
 
     def record(self) -> dict:
-        return {"kind": self.kind, "variant": self.variant, "note": self.reason}
-
-
-def _library_path() -> Path | None:
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        path = HERE / f"_kernel{suffix}"
-        if path.is_file():
-            return path
-    return None
+        return {"kind": self.kind, "variant": self.variant, "note": f"{self.kind}: {self.reason}"}
 
 
 def _declare(lib) -> None:
@@ -72,23 +77,93 @@ def _declare(lib) -> None:
     lib.tg_run.argtypes = [p, i, i, p, p, i, p, p, p, p]
 
 
-@functools.cache
-def _loaded() -> tuple:
-    """(library or None, Status)."""
-    if switched_off():
-        return None, Status("numpy", None, "TEXTGEN_KERNEL=0 selects the numpy step")
-    path = _library_path()
-    if path is None:
-        return None, Status("numpy", None, "the compiled step was not built (no C compiler at install)")
+def source_hash(source: Path) -> str:
+    """The stamp setup.py builds into every variant (TG_SOURCE_HASH): the first 16 hex digits of
+    the SHA-256 of _kernel.c's bytes."""
+    return hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+
+
+def library_path(variant: str, directory: Path = HERE) -> Path:
+    return directory / f"_kernel.{variant}{SUFFIX}"
+
+
+def _open(path: Path, stamp: str):
+    """(library, None) or (None, why it cannot be used)."""
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as error:
-        return None, Status("numpy", None, f"the compiled step could not be loaded: {error}")
-    lib.tg_version.restype = ctypes.c_int
-    if lib.tg_version() != VERSION:
-        return None, Status("numpy", None, f"the compiled step at {path.name} is stale (rebuild: pip install .)")
+        return None, f"the compiled step at {path.name} could not be loaded: {error}"
+    try:
+        lib.tg_source_hash.restype = ctypes.c_char_p
+        built = lib.tg_source_hash().decode("ascii", "replace")
+    except AttributeError:
+        built = "none"
+    if built != stamp:
+        return None, (f"the compiled step at {path.name} is stale: built from a _kernel.c with hash {built}, the "
+                      f"source beside it has {stamp} (rebuild: pip install .)")
+    return lib, None
+
+
+def _numpy(reason: str) -> tuple:
+    return None, Status("numpy", None, reason)
+
+
+def open_library(directory: Path = HERE, variant: str | None = None) -> tuple:
+    """(library or None, Status) for the variants built in `directory` from the _kernel.c there:
+    the best one this CPU runs, or `variant`. Not cached: `load()` is this for the installed
+    package and TEXTGEN_KERNEL_VARIANT."""
+    built = [name for name in VARIANTS if library_path(name, directory).is_file()]
+    if not built:
+        older = [directory / f"_kernel{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+        older = [path.name for path in older if path.is_file()]
+        if older:
+            return _numpy(f"the compiled step at {older[0]} was built by an older textgen (rebuild: pip install .)")
+        return _numpy("the compiled step was not built (no C compiler at install)")
+    try:
+        stamp = source_hash(directory / "_kernel.c")
+    except OSError:
+        return _numpy(f"{directory / '_kernel.c'} is missing, so the compiled step's stamp cannot be checked "
+                      "(reinstall textgen)")
+    level = 0
+    if any(VARIANTS[name][0] for name in built):
+        if BASELINE not in built:
+            return _numpy(f"{library_path(BASELINE, directory).name} is missing, so the CPU cannot be checked "
+                          "(rebuild: pip install .)")
+        base, why = _open(library_path(BASELINE, directory), stamp)
+        if base is None:
+            return _numpy(why)
+        base.tg_cpu_level.restype = ctypes.c_int
+        level = base.tg_cpu_level()
+    runs = [name for name in built if VARIANTS[name][0] <= level]
+    if variant is None:
+        if not runs:
+            return _numpy(f"none of the compiled step's variants ({', '.join(built)}) runs on this CPU")
+        choice, why = runs[0], f"the best of {', '.join(reversed(built))} for this CPU"
+    elif variant not in built:
+        return _numpy(f"{FORCE}={variant} is not a variant built here ({', '.join(reversed(built))})")
+    elif variant not in runs:
+        best = f"; it runs {runs[0]}" if runs else ""
+        return _numpy(f"{FORCE}={variant} needs {VARIANTS[variant][1]}, which this CPU lacks{best}")
+    else:
+        choice, why = variant, f"chosen by {FORCE}"
+    lib, problem = _open(library_path(choice, directory), stamp)
+    if lib is None:
+        return _numpy(problem)
+    lib.tg_variant.restype = ctypes.c_char_p
+    if lib.tg_variant().decode("ascii", "replace") != choice:
+        return _numpy(f"{library_path(choice, directory).name} is not a build of {choice} (rebuild: pip install .)")
     _declare(lib)
-    return lib, Status("compiled", None, "compiled (textgen/generation/_kernel.c); TEXTGEN_KERNEL=0 selects numpy's")
+    return lib, Status("compiled", choice, f"variant {choice} ({VARIANTS[choice][1]}), {why} "
+                                           "(textgen/generation/_kernel.c); TEXTGEN_KERNEL=0 selects numpy's, "
+                                           f"{FORCE}=<variant> another")
+
+
+@functools.cache
+def _loaded() -> tuple:
+    """(library or None, Status) for this process."""
+    if switched_off():
+        return _numpy("TEXTGEN_KERNEL=0 selects it")
+    return open_library(HERE, os.environ.get(FORCE, "").strip() or None)
 
 
 def load():
