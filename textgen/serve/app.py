@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
@@ -20,7 +20,7 @@ from textgen.serve import api, errors
 from textgen.serve.jobs import Outbox
 from textgen.serve.metrics import Metrics
 from textgen.serve.registry import Registry
-from textgen.serve.security import AccessLog, BodyLimit, require_key
+from textgen.serve.security import AccessLog, BodyLimit, Gate
 
 STATIC = Path(__file__).parent / "static"
 DESCRIPTION = """An OpenAI-compatible API over textgen's character-level models: one token is one character.
@@ -47,11 +47,12 @@ def create_app(settings) -> FastAPI:
 
     from textgen import __version__
 
-    app = FastAPI(title="textgen serve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # No Swagger or ReDoc (they load from a CDN): /docs is a page of our own that reads /openapi.json.
+    app = FastAPI(title="textgen serve", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.settings, app.state.metrics, app.state.registry = settings, metrics, registry
     errors.install(app)
-    guarded = [Depends(require_key)]
-    app.include_router(api.router, dependencies=guarded)
+    app.include_router(api.router)  # the key is checked by Gate, before the body is read
 
     @app.get("/health", summary="200 when every model is loaded, 503 while loading", tags=["service"])
     async def health(request: Request):
@@ -60,7 +61,7 @@ def create_app(settings) -> FastAPI:
         waiting = {m.name: m.error or "loading" for m in registry.models.values() if not m.ready}
         return JSONResponse({"status": "loading", "waiting": waiting}, status_code=503)
 
-    @app.get("/metrics", dependencies=guarded, response_class=PlainTextResponse, tags=["service"],
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["service"],
              summary="Prometheus text format")
     async def prometheus():
         return PlainTextResponse(metrics.render(registry.models), media_type="text/plain; version=0.0.4")
@@ -69,10 +70,16 @@ def create_app(settings) -> FastAPI:
     async def page():
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return FileResponse(STATIC / "docs.html", headers={"Cache-Control": "no-cache"})
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    # Outermost last: the access log sees every answer, CORS headers go on errors too.
+    # Outermost last: the access log sees every answer, CORS headers go on errors too; the Host
+    # and the key are checked from the headers before BodyLimit reads any of the body.
     app.add_middleware(BodyLimit, limit=settings.max_body)
+    app.add_middleware(Gate, settings=settings)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_credentials=False,
                            allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["Authorization", "Content-Type"],

@@ -17,6 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from textgen.serve.app import create_app
+from textgen.serve.connections import guarded_protocol
 
 
 def _panel(settings, app) -> Panel:
@@ -24,12 +25,17 @@ def _panel(settings, app) -> Panel:
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("Playground", f"{settings.url}/")
-    grid.add_row("API", f"{settings.url}/v1   (docs: {settings.url}/docs)")
+    grid.add_row("API", f"{settings.url}/v1   (reference: {settings.url}/docs)")
     grid.add_row("Models", ", ".join(app.state.registry.models))
     grid.add_row("Limits", f"{settings.max_streams} streams, queue {settings.max_queue}, n <= {settings.max_n}, "
                  f"max_tokens <= {settings.max_length}, prompt <= {settings.max_prompt} chars")
     grid.add_row("API key", "required" if settings.api_key else "none (anyone who can reach the port may use it)")
     grid.add_row("CORS", ", ".join(settings.cors_origins) or "off")
+    grid.add_row("Hosts", "loopback, " + ", ".join((settings.host, *settings.allowed_hosts)))
+    grid.add_row("Connections", f"{settings.max_connections} at most; headers within {settings.header_timeout:g} s, "
+                 f"body within {settings.body_timeout:g} s")
+    if settings.forwarded_allow_ips:
+        grid.add_row("Proxies", "X-Forwarded-For trusted from " + ", ".join(settings.forwarded_allow_ips))
     return Panel(grid, title="textgen serve", expand=False)
 
 
@@ -40,13 +46,17 @@ def serve(settings) -> None:
     console = Console(stderr=True, highlight=False)
     app = create_app(settings)
     if settings.exposed and not settings.api_key:
-        console.print(f"[yellow]Warning:[/] listening on {settings.host} without --api-key: anyone who can reach "
-                      "this port can use the server. Set --api-key (or TEXTGEN_API_KEY).")
+        console.print(f"[yellow]Warning:[/] listening on {settings.host} without an API key: anyone who can reach "
+                      "this port can use the server. Set TEXTGEN_API_KEY (or --api-key-file).")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("textgen.serve").setLevel(logging.INFO)
     console.print(_panel(settings, app))
+    # X-Forwarded-For / -Proto are believed only from the proxies named by --forwarded-allow-ips
+    # (uvicorn would trust them from loopback by default).
+    proxies = list(settings.forwarded_allow_ips)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, access_log=False, log_level="warning",
-                            timeout_graceful_shutdown=10, lifespan="on", ws="none")
+                            timeout_graceful_shutdown=10, lifespan="on", ws="none", http=guarded_protocol(settings),
+                            proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
     server = _Server(config, app.state.registry, console)
     # uvicorn re-raises the signal it caught once it has shut down; with these handlers in
     # place that re-raise is a no-op, so the process exits 0.
