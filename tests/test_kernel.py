@@ -1,10 +1,16 @@
 """The compiled step (textgen/generation/_kernel.c) against the numpy step it replaces: the same logits
 within float rounding for every shape, a row's numbers independent of the rest of the batch,
-the compiled draw against `sampling.sample`, and the switch back to numpy."""
+the compiled draw against `sampling.sample`, and the switch back to numpy. Its build: the
+variant chosen for the CPU, the same bits from the FMA variants, stale builds refused, the C
+side's own checks (tests/test_kernel_build.py runs it on an emulated older CPU)."""
 
 from __future__ import annotations
 
+import ctypes
+import importlib
 import os
+import pkgutil
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +19,8 @@ import pytest
 from conftest import missing
 from test_sampling import random_weights
 
+import textgen.generation
+from textgen.devices import cpu_flags
 from textgen.generation import draw as sampling
 from textgen.generation import kernel
 from textgen.generation.engine import LSTMEngine
@@ -98,19 +106,24 @@ def test_compiled_and_numpy_sessions_write_the_same_text(lib):
     assert len(set(texts[0])) == 5
 
 
+@pytest.mark.slow
 def test_textgen_kernel_0_selects_the_numpy_step(lib, tmp_path):
+    """And TEXTGEN_KERNEL_VARIANT selects a variant the CPU runs; an unknown one is refused."""
     # run outside the checkout: from its root, `import textgen` would find the source tree,
     # which has no compiled file after a plain `pip install .`
     tests = os.path.dirname(os.path.abspath(__file__))
     code = (f"import sys; sys.path.insert(0, {tests!r}); from test_sampling import random_weights; "
-            "from textgen.generation.engine import LSTMEngine; print(LSTMEngine(random_weights(), 2).kind)")
-    kinds = []
-    for value in ("0", "1"):
-        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TEXTGEN_KERNEL": value},
-                             capture_output=True, text=True, timeout=120, cwd=tmp_path)
+            "from textgen.generation import kernel; from textgen.generation.engine import LSTMEngine; "
+            "print(LSTMEngine(random_weights(), 2).kind, kernel.status().variant)")
+    baseline = kernel.BASELINE if kernel.library_path(kernel.BASELINE).is_file() else "generic"
+    cases = {("TEXTGEN_KERNEL", "0"): "numpy None", ("TEXTGEN_KERNEL", "1"): f"compiled {kernel.status().variant}",
+             (kernel.FORCE, baseline): f"compiled {baseline}", (kernel.FORCE, "x86-64-v9"): "numpy None"}
+    for (name, value), expected in cases.items():
+        env = {**os.environ, "TEXTGEN_KERNEL": "1", kernel.FORCE: "", name: value}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                             cwd=tmp_path)
         assert out.returncode == 0, out.stderr
-        kinds.append(out.stdout.strip())
-    assert kinds == ["numpy", "compiled"]
+        assert out.stdout.strip() == expected, (name, value)
 
 
 def test_several_steps_per_call_write_the_same_text(lib):
@@ -184,3 +197,136 @@ def test_a_large_vocabulary_and_bad_ids(lib):
         with pytest.raises(ValueError, match="ids must be in"):
             engine.step(bad, state)
     state.close()
+
+
+def test_every_compiled_file_is_a_library_not_a_module(lib):
+    """The variants are `_kernel.<variant>.so`: no module name, so a package walk (pkgutil,
+    PyInstaller, --doctest-modules) finds only modules that import."""
+    built = sorted(path.name for path in kernel.HERE.glob("_kernel.*.so"))
+    assert kernel.status().variant in {name.split(".")[1] for name in built}
+    names = [m.name for m in pkgutil.walk_packages(textgen.generation.__path__, "textgen.generation.")]
+    assert "textgen.generation.kernel" in names and not any("_kernel" in name for name in names)
+    for name in names:
+        importlib.import_module(name)
+
+
+# What each x86-64 level adds, in Linux's /proc/cpuinfo names (pni is SSE3, abm is LZCNT).
+LEVEL_FLAGS = {2: {"pni", "ssse3", "cx16", "sse4_1", "sse4_2", "popcnt", "lahf_lm"},
+               3: {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"},
+               4: {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}}
+
+
+def test_the_variant_is_the_best_this_cpu_runs(lib):
+    """The C side's CPUID check agrees with the operating system's flags, and the loader takes
+    the best variant built for that level (`textgen info` names it)."""
+    if not kernel.library_path(kernel.BASELINE).is_file():
+        assert kernel.status().variant == "generic"  # not an x86-64 build: one variant
+        return
+    flags = cpu_flags()
+    if not flags:
+        missing("/proc/cpuinfo", "run on Linux")
+    level = 1
+    while level < 4 and LEVEL_FLAGS[level + 1] <= flags:
+        level += 1
+    baseline = kernel.open_library(variant=kernel.BASELINE)[0]
+    assert baseline.tg_cpu_level() == level
+    best = next(v for v, (need, _) in kernel.VARIANTS.items() if need <= level and kernel.library_path(v).is_file())
+    status = kernel.status()
+    assert (status.kind, status.variant) == ("compiled", best)
+    assert status.record()["note"].startswith(f"compiled: variant {best} ")
+
+
+def variant_logits(lib, weights: dict, layers: int, rows: int, steps: int = 30) -> np.ndarray:
+    """(steps, rows, vocab) logits of `lib`'s compiled step fed random ids (seeded; the same for
+    every library), or the numpy step's where `lib` is None."""
+    engine = LSTMEngine(weights, layers, compiled=False)
+    if lib is None:
+        state = engine.initial_state(rows)
+        step = lambda ids: engine.step(ids, state)  # noqa: E731
+    else:
+        (table, recurrent, _), rest = engine.layers[0], engine.layers[1:]
+        model = kernel.CompiledModel(lib, table, recurrent, [k for k, _, _ in rest], [b for _, _, b in rest],
+                                     engine.out_kernel, engine.out_bias)
+        runner = kernel.Runner(model, rows, threaded=False)
+
+        def step(ids):
+            runner.ids[:rows] = ids
+            runner.step(rows)
+            return runner.logits
+    rng = np.random.default_rng(1)
+    return np.stack([step(rng.integers(0, engine.vocab_size, rows)).copy() for _ in range(steps)])
+
+
+@pytest.mark.parametrize("layers,units,vocab,rows", [(1, 13, 7, 1), (2, 37, 40, 2), (3, 24, 90, 7), (2, 64, 74, 40)])
+def test_the_fma_variants_compute_the_same_bits(lib, layers, units, vocab, rows):
+    """What README.md states: x86-64-v3 and x86-64-v4 give the same numbers bit for bit (every
+    output is one chain of fused multiply-adds in the same order), so the same text for a seed;
+    the baseline x86-64 (no FMA) and numpy round apart from them, within 2e-5. Each variant
+    this CPU runs (v4 needs AVX-512), one and several rows (different tiles)."""
+    weights = random_weights(num_layers=layers, vocab=vocab, units=units, scale=0.3)  # 0.4: chaotic at 64 units
+    runs = {}
+    for variant in kernel.VARIANTS:
+        found = kernel.open_library(variant=variant)[0]
+        if found is not None:
+            runs[variant] = variant_logits(found, weights, layers, rows)
+    reference = variant_logits(None, weights, layers, rows)
+    fused = [runs[v] for v in ("x86-64-v3", "x86-64-v4") if v in runs]
+    for other in fused[1:]:
+        assert np.array_equal(other, fused[0])
+    for variant, values in runs.items():
+        assert np.abs(values - reference).max() < 2e-5, variant
+    if fused and "x86-64" in runs:  # the baseline does round otherwise: the comparison above can tell
+        assert not np.array_equal(runs["x86-64"], fused[0])
+
+
+def test_a_stale_build_is_refused(lib, tmp_path):
+    """A build whose stamp is not the hash of the _kernel.c beside it (the source edited after an
+    in-place build) is refused for the numpy step, and the reason says so."""
+    for path in kernel.HERE.glob("_kernel.*"):
+        shutil.copy(path, tmp_path / path.name)
+    assert kernel.open_library(tmp_path)[1].variant == kernel.status().variant  # the copy as built: used
+    with open(tmp_path / "_kernel.c", "a", encoding="utf-8") as f:
+        f.write("/* edited after the build */\n")
+    found, status = kernel.open_library(tmp_path)
+    assert found is None and (status.kind, status.variant) == ("numpy", None)
+    assert "is stale" in status.reason and kernel.source_hash(tmp_path / "_kernel.c") in status.reason
+    assert kernel.source_hash(kernel.HERE / "_kernel.c") in status.reason  # what the build was made from
+    (tmp_path / "_kernel.c").unlink()
+    assert "_kernel.c is missing" in kernel.open_library(tmp_path)[1].reason
+
+
+def test_a_variant_not_built_is_refused(lib):
+    for name in ("x86-64-v9", "generic" if kernel.library_path(kernel.BASELINE).is_file() else "x86-64"):
+        found, status = kernel.open_library(variant=name)
+        assert found is None and status.kind == "numpy"
+        assert status.reason.startswith(f"{kernel.FORCE}={name} is not a variant built here (")
+
+
+def test_the_c_side_checks_what_it_can(lib):
+    """Python checks first (the tests above); C refuses on its own too: a layer outside the
+    model, ids outside the table's rows, rows beyond the capacity, impossible sizes."""
+    engine = LSTMEngine(random_weights(num_layers=2, vocab=7, units=8), 2)
+    runner = kernel.Runner(engine.compiled, 3, threaded=False)
+    h = runner.h[0].ctypes.data
+    assert lib.tg_runner_set(runner.handle, 2, h, h, h) == -1 and lib.tg_runner_set(runner.handle, -1, h, h, h) == -1
+    runner.ids[:3] = [0, 6, 7]  # 7: one past the table's last row
+    assert lib.tg_step(runner.handle, 3) == -1
+    runner.ids[:3] = [0, 6, 1]
+    assert lib.tg_step(runner.handle, 4) == -1 and lib.tg_step(runner.handle, 3) == 0
+    assert lib.tg_run(runner.handle, 4, 1, None, None, 1, None, None, None, None) == -1  # 4 rows > capacity 3
+    assert lib.tg_runner_create(engine.compiled.handle, 0, 0) is None
+    model, weights = engine.compiled, (ctypes.c_void_p * 2)(*[w.ctypes.data for w in engine.compiled.weights])
+    tables = model.table.ctypes.data, ctypes.addressof(weights), ctypes.addressof(weights)
+    outputs = model.out.ctypes.data, model.out_bias.ctypes.data
+    accepted = lib.tg_model_create(2, 8, 8, 7, 1, *tables, *outputs)  # the sizes as built
+    assert accepted
+    lib.tg_model_destroy(accepted)
+    for layers, units, padded, vocab, panels in [(0, 8, 8, 7, 1), (17, 8, 8, 7, 1), (2, 8, 4, 7, 1), (2, 8, 12, 7, 1),
+                                                 (2, 8, 8, 0, 1), (2, 8, 8, 33, 1)]:
+        assert lib.tg_model_create(layers, units, padded, vocab, panels, *tables, *outputs) is None
+    used = np.array([4], np.int64)  # a block of 4 uniforms, all used: the caller must refill first
+    args = [runner.logits.ctypes.data, 1, 7, np.ones(1).ctypes.data, np.zeros(4).ctypes.data, 4, used.ctypes.data,
+            np.zeros(1).ctypes.data, np.zeros(1, np.int64).ctypes.data]
+    assert lib.tg_sample(*args) == -1
+    used[0] = 3
+    assert lib.tg_sample(*args) == 1 and used[0] == 4
