@@ -4,7 +4,8 @@ Type a prompt, Generate, watch the text grow, Stop (the server's active streams 
 hover a character for its alternatives, open the runs view and see the validation curve.
 Screenshots go to the test's directory; with TEXTGEN_UPDATE_SCREENSHOTS=1 also to docs/
 (TEXTGEN_SCREENSHOT_CHECKPOINTS may name a better-trained checkpoints directory for them).
-Under CI=true a missing Chromium or Playwright fails instead of skipping.
+Under CI=true a missing Chromium or Playwright fails instead of skipping. The page runs under
+its Content-Security-Policy, so waits poll `page.evaluate` (browser_helpers.wait_js), never eval.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from browser_helpers import wait_js
 from conftest import REPO
 from serve_helpers import Server, trained  # noqa: F401
 
@@ -47,13 +49,13 @@ def _text_length(page) -> int:
 def test_generate_grows_text_and_stop_frees_the_server(browser, server, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(server.url + "/")
-    page.wait_for_function("document.querySelector('#model').options.length > 0")
+    wait_js(page, "document.querySelector('#model').options.length > 0")
     page.fill("#prompt", "ROMEO:")
     page.fill("#length", str(LONG))
     page.fill("#n", "2")
     page.fill("#seed", "42")
     page.click("#generate")
-    page.wait_for_function("document.querySelectorAll('.sample .text span[data-p]').length > 40")
+    wait_js(page, "document.querySelectorAll('.sample .text span[data-p]').length > 40")
     first = _text_length(page)
     page.wait_for_timeout(400)
     assert _text_length(page) > first  # the text grows as it streams
@@ -69,14 +71,14 @@ def test_generate_grows_text_and_stop_frees_the_server(browser, server, tmp_path
 def test_probabilities_alternatives_copy_and_screenshots(browser, server, tmp_path):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(server.url + "/")
-    page.wait_for_function("document.querySelector('#model').options.length > 0")
+    wait_js(page, "document.querySelector('#model').options.length > 0")
     page.fill("#prompt", "ROMEO:\n")
     page.fill("#length", "600")
     page.fill("#n", "2")
     page.fill("#seed", "7")
     page.fill("#stops", "")
     page.click("#generate")
-    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')")
+    wait_js(page, "document.querySelector('#status').textContent.startsWith('Done')")
     assert page.locator(".sample").count() == 2
     assert page.locator(".sample .finish").first.inner_text() == "length"
     shaded = page.locator(".sample .text span[data-p]")
@@ -89,11 +91,11 @@ def test_probabilities_alternatives_copy_and_screenshots(browser, server, tmp_pa
     page.click("#copy-python")
     assert "from openai import OpenAI" in page.inner_text("#snippet")
     page.click("#continue")
-    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')")
+    wait_js(page, "document.querySelector('#status').textContent.startsWith('Done')")
     assert page.locator(".sample .text .prefix").first.inner_text().startswith("ROMEO:\n")
     page.fill("#length", "600")
     page.click("#generate")
-    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')")
+    wait_js(page, "document.querySelector('#status').textContent.startsWith('Done')")
     page.hover(".sample .text span[data-p] >> nth=200")
     _shot(page, tmp_path, "playground.png")
     page.click("#tab-runs")
@@ -107,12 +109,12 @@ def test_probabilities_alternatives_copy_and_screenshots(browser, server, tmp_pa
 def test_phone_width(browser, server, tmp_path):
     page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
     page.goto(server.url + "/")
-    page.wait_for_function("document.querySelector('#model').options.length > 0")
+    wait_js(page, "document.querySelector('#model').options.length > 0")
     page.fill("#prompt", "JULIET:\n")
     page.fill("#length", "300")
     page.fill("#n", "1")
     page.click("#generate")
-    page.wait_for_function("document.querySelector('#status').textContent.startsWith('Done')")
+    wait_js(page, "document.querySelector('#status').textContent.startsWith('Done')")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the phone
     _shot(page, tmp_path, "playground-phone.png")
     page.close()
