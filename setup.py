@@ -70,9 +70,11 @@ class BuildKernel(build_ext):
 
 
 def extension(variant: str, flags: list) -> Extension:
-    ext = Extension(f"textgen.generation._kernel_{variant.replace('-', '_')}", [SOURCE], extra_compile_args=flags,
-                    extra_link_args=["-pthread"] if flags else [], libraries=["m"] if flags else [],
-                    define_macros=[("TG_SOURCE_HASH", f'"{STAMP}"'), ("TG_VARIANT", f'"{variant}"')], optional=True)
+    ext = Extension(f"textgen.generation._kernel_{variant.replace('-', '_')}", [SOURCE],
+                    depends=["setup.py"],  # new flags rebuild it too
+                    define_macros=[("TG_SOURCE_HASH", f'"{STAMP}"'), ("TG_VARIANT", f'"{variant}"')],
+                    extra_compile_args=flags, extra_link_args=["-pthread"] if flags else [],
+                    libraries=["m"] if flags else [], optional=True)
     ext.variant = variant
     return ext
 

@@ -24,7 +24,7 @@ from test_sampling import random_weights
 
 from textgen.generation import kernel
 
-QEMU = "/usr/bin/qemu-x86_64"
+QEMU = shutil.which("qemu-x86_64") or "/usr/bin/qemu-x86_64"
 pytestmark = pytest.mark.slow
 
 # Samples three streams with the compiled step (where the loader gives one) and reports what it ran.
