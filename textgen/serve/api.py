@@ -11,7 +11,7 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from textgen.serve import chat, errors, sse
+from textgen.serve import chat, failures, sse
 from textgen.serve.jobs import Job
 from textgen.serve.requests import plan_completion, plan_native
 from textgen.serve.schemas import (
@@ -27,7 +27,7 @@ from textgen.serve.schemas import (
 )
 from textgen.serve.views import View
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 503)}
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 500, 503)}
 router = APIRouter(responses=ERRORS)
 
 
@@ -65,7 +65,10 @@ async def _answer(request: Request, served, plan, view: View, stream: bool):
     view.step = served.scheduler.version.step
     if stream:
         return sse.stream(job, view, served.scheduler, state.settings, state.metrics)
-    updates = await _until_done(request, job, served.scheduler, state.metrics)
+    try:
+        updates = await _until_done(request, job, served.scheduler, state.metrics)
+    finally:
+        job.release()
     if updates is None:  # nobody to answer; 499 is nginx's "client closed request", for the log
         return Response(status_code=499)
     if job.error is not None:
@@ -73,7 +76,7 @@ async def _answer(request: Request, served, plan, view: View, stream: bool):
     for update in updates:
         view.add(update)
     if any(u.finish_reason == "shutdown" for u in updates):
-        raise errors.shutting_down()
+        raise failures.ShuttingDown()
     view.step = job.checkpoint_step
     return JSONResponse(view.response(job.prime_logprobs))
 

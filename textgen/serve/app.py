@@ -54,12 +54,21 @@ def create_app(settings) -> FastAPI:
     errors.install(app)
     app.include_router(api.router)  # the key is checked by Gate, before the body is read
 
-    @app.get("/health", summary="200 when every model is loaded, 503 while loading", tags=["service"])
+    @app.get("/health", summary="200 when every model steps, else 503 naming those that do not", tags=["service"])
     async def health(request: Request):
-        if registry.ready:
+        """Model names and a few words on each one that does not step (loading, restarting...): never a
+        path. With the API key (when one is set), `detail` adds the log's words for each model."""
+        from textgen.serve.security import key_matches
+
+        waiting = {name: reason for name, reason in registry.health().items() if reason is not None}
+        if not waiting:
             return {"status": "ok", "models": list(registry.models)}
-        waiting = {m.name: m.error or "loading" for m in registry.models.values() if not m.ready}
-        return JSONResponse({"status": "loading", "waiting": waiting}, status_code=503)
+        loading = all(not registry.models[name].ready for name in waiting)
+        body = {"status": "loading" if loading else "unavailable", "waiting": waiting}
+        key = settings.api_key
+        if key is not None and key_matches(request.headers.get("authorization", ""), key) is None:
+            body["detail"] = {m.name: m.error for m in registry.models.values() if m.error}
+        return JSONResponse(body, status_code=503)
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["service"],
              summary="Prometheus text format")

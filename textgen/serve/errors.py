@@ -2,8 +2,10 @@
 
 `{"error": {"message", "type", "param", "code"}}` with the status of the table in the
 README: 400 invalid values (never FastAPI's 422), 401 key, 404 unknown model or route,
-413 body too large, 429 queue full (with Retry-After), 503 loading or shutting down.
-One handler per exception family, installed by `install(app)`; routes just raise.
+413 body too large, 429 queue full (with Retry-After), 500 an engine that failed mid-request,
+503 loading, restarting or shutting down. The scheduler and the registry raise their own
+failures (serve/failures.py); `to_api` is the one place that turns any exception into an
+`APIError`, used by the handlers `install(app)` adds and by a stream's final error event.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from textgen.errors import TextgenError
+from textgen.serve import failures
 
 log = logging.getLogger("textgen.serve")
 
@@ -34,24 +37,31 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-def not_found_model(model: str, served: list[str]) -> APIError:
-    shown = model if len(model) <= 100 else model[:100] + "..."
-    return APIError(404, f"The model {shown!r} does not exist. Served models: {', '.join(served) or 'none'}.",
-                    param="model", code="model_not_found")
+def _failure(error: failures.ServeFailure) -> APIError:
+    message = str(error)
+    if isinstance(error, failures.ModelNotFound):
+        return APIError(404, message, param="model", code="model_not_found")
+    if isinstance(error, failures.QueueFull):
+        return APIError(429, message, type="rate_limit_error", code="queue_full",
+                        headers={"Retry-After": str(error.retry_after)})
+    if isinstance(error, failures.EngineFailed):
+        return APIError(500, message, type="server_error", code="engine_failed")
+    code = {failures.ModelLoading: "loading", failures.EngineRestarting: "engine_restarting",
+            failures.ShuttingDown: "shutting_down"}.get(type(error), "unavailable")
+    headers = {"Retry-After": "1"} if code in ("loading", "engine_restarting") else None
+    return APIError(503, message, type="service_unavailable", code=code, headers=headers)
 
 
-def loading() -> APIError:
-    return APIError(503, "The server is still loading its models; retry in a moment.",
-                    type="service_unavailable", code="loading", headers={"Retry-After": "1"})
-
-
-def queue_full(retry_after: int) -> APIError:
-    return APIError(429, "Too many requests are waiting for this model (the queue is full); retry later.",
-                    type="rate_limit_error", code="queue_full", headers={"Retry-After": str(retry_after)})
-
-
-def shutting_down() -> APIError:
-    return APIError(503, "The server is shutting down.", type="service_unavailable", code="shutting_down")
+def to_api(error: BaseException) -> APIError:
+    """Any exception as the APIError a client sees: the one map from domain errors to HTTP."""
+    if isinstance(error, APIError):
+        return error
+    if isinstance(error, failures.ServeFailure):
+        return _failure(error)
+    if isinstance(error, TextgenError):
+        return from_textgen_error(error)
+    return APIError(500, "Internal server error (a bug; the server log has the traceback).", type="server_error",
+                    code="internal_error")
 
 
 _RECEIVED = re.compile(r"Received: ([A-Za-z_][A-Za-z0-9_.\[\]]*)=")
@@ -114,7 +124,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(TextgenError)
     async def _textgen(request: Request, error: TextgenError):
-        return respond(from_textgen_error(error))
+        return respond(to_api(error))
+
+    @app.exception_handler(failures.ServeFailure)
+    async def _failure_handler(request: Request, error: failures.ServeFailure):
+        return respond(to_api(error))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError):
@@ -133,5 +147,4 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _bug(request: Request, error: Exception):
         log.exception("Internal error on %s %s", request.method, request.url.path)
-        return respond(APIError(500, "Internal server error (a bug; the server log has the traceback).",
-                                type="server_error", code="internal_error"))
+        return respond(to_api(error))

@@ -3,6 +3,14 @@
 The engine thread never touches a Job's asyncio objects: it hands batches of `Update`s to
 `Outbox`, which moves them onto the event loop with one `call_soon_threadsafe` per batch
 (however many requests got text in that step), so 64 streams do not mean 64 wake-ups.
+
+Back-pressure: every Update carries `size`, an estimate of the bytes it holds until it is
+sent (its text, and ~800 bytes a character with 5 logprob alternatives). The engine thread
+adds what it makes to `produced`, the event loop what the client took to `taken` (taken from
+the buffer, which happens once the previous chunk was written); `unsent` is the difference
+and a `Ledger` keeps the server's total. The scheduler pauses a job whose unsent output
+passes `limit` and resumes it once the client has read it down; a job over its limit flushes
+at once instead of waiting for its next flush.
 """
 
 from __future__ import annotations
@@ -10,8 +18,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+
+UPDATE_BYTES = 128        # an Update object and its list slot
+CHAR_BYTES = 8            # a character of text
+ENTRY_BYTES = 200         # a CharLogprob without alternatives
+ALTERNATIVE_BYTES = 120   # one (character, logprob) alternative of an entry
 
 
 def _wake(future: asyncio.Future | None) -> None:
@@ -28,6 +41,30 @@ class Update:
     logprobs: list | None = None          # CharLogprob per character of `text`, when asked
     finished: bool = False
     finish_reason: str | None = None      # "length" | "stop" | "cancelled" | "shutdown"
+    size: int = 0                         # estimated bytes held until sent (see the module docstring)
+
+
+def char_bytes(spec) -> int:
+    """Estimated bytes one generated character of stream `spec` holds until it is sent."""
+    if spec.logprobs is None:
+        return CHAR_BYTES
+    return CHAR_BYTES + ENTRY_BYTES + ALTERNATIVE_BYTES * spec.logprobs
+
+
+class Ledger:
+    """The server's total of output made for clients and not yet taken by them (estimated bytes)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.total = limit, 0
+        self._lock = threading.Lock()
+
+    def add(self, size: int) -> None:
+        with self._lock:
+            self.total += size
+
+    @property
+    def over(self) -> bool:
+        return self.total > self.limit
 
 
 @dataclass(eq=False)
@@ -44,6 +81,9 @@ class Job:
     error: BaseException | None = None                # a failure after it was accepted
     first_text_at: float | None = None
     cancelled: bool = False
+    limit: int = 0                                    # unsent bytes before its streams pause (0: none)
+    ledger: Ledger | None = None                      # the server's total, when counted
+    on_drained: Callable | None = None                # called (event loop) when a paused job was read down
 
     def __post_init__(self):
         self._buffer: list[Update] = []
@@ -51,20 +91,52 @@ class Job:
         self._remaining = len(self.specs)
         self._napping: asyncio.Future | None = None   # the pause between two flushes
         self.started = asyncio.Event()                # set when the scheduler admits it
+        self.produced = 0                             # bytes made (engine thread)
+        self.taken = 0                                # bytes the client took (event loop)
+        self.paused = False                           # its streams are out of the batch (engine thread)
+        self._released = False
+        self.prompt_chars = sum(len(p) for p in dict.fromkeys(s.prime for s in self.specs))
 
     @property
     def done(self) -> bool:
         return self._remaining == 0 or self.error is not None
+
+    @property
+    def unsent(self) -> int:
+        return self.produced - self.taken
+
+    def count(self, size: int) -> None:
+        """Engine thread: `size` more bytes were made for this job."""
+        self.produced += size
+        if self.ledger is not None:
+            self.ledger.add(size)
+
+    def release(self) -> None:
+        """Event loop: the response has ended; whatever is still unsent is dropped, now and later."""
+        self._released = True
+        self._took(self._buffer)
+        self._buffer = []
 
     # ---- called on the event loop by Outbox
     def _deliver(self, updates: list[Update]) -> None:
         for update in updates:
             if update.finished:
                 self._remaining -= 1
+        if self._released:
+            self._took(updates)
+            return
         self._buffer.extend(updates)
         self._event.set()
-        if self.done:
+        if self.done or (self.limit and self.unsent > self.limit):
             _wake(self._napping)
+
+    def _took(self, items: list[Update]) -> None:
+        size = sum(u.size for u in items)
+        self.taken += size
+        if self.ledger is not None and size:
+            self.ledger.add(-size)
+        if self.paused and self.on_drained is not None and self.unsent <= self.limit // 16:
+            self.on_drained(self)
 
     def _fail(self, error: BaseException) -> None:
         self.error = error
@@ -89,11 +161,12 @@ class Job:
             # timer per flush: while text keeps coming, there is no event to wait for).
             self._event.clear()
             items, self._buffer = self._buffer, []
+            self._took(items)
             if items:
                 yield items
             if self.done and not self._buffer:
                 return
-            if interval > 0 and not self.done:
+            if interval > 0 and not self.done and not (self.limit and self.unsent > self.limit):
                 await self._nap(interval)
 
     async def _nap(self, seconds: float) -> None:

@@ -23,6 +23,10 @@ class Metrics:
         self.ttfc_counts = [0] * (len(TTFC_BUCKETS) + 1)
         self.ttfc_sum = 0.0
         self.disconnects = 0
+        self.send_timeouts = 0
+        self.restarts: dict = defaultdict(int)          # model -> engine loop restarts
+        self.prompt_characters: dict = defaultdict(int) # model -> prompt characters fed to the engine
+        self.ledger = None                              # the server's unread output (jobs.Ledger), when set
 
     def request(self, path: str, status: int) -> None:
         with self._lock:
@@ -31,6 +35,18 @@ class Metrics:
     def disconnected(self) -> None:
         with self._lock:
             self.disconnects += 1
+
+    def send_timed_out(self) -> None:
+        with self._lock:
+            self.send_timeouts += 1
+
+    def prompt_fed(self, model: str, characters: int) -> None:
+        with self._lock:
+            self.prompt_characters[model] += characters
+
+    def engine_restart(self, model: str) -> None:
+        with self._lock:
+            self.restarts[model] += 1
 
     def engine_step(self, model: str, streams: int, steps: int = 1) -> None:
         """`steps` steps of `model`'s engine that advanced `streams` streams by one character each
@@ -56,6 +72,29 @@ class Metrics:
                 self.ttfc_counts[-1] += 1
             self.ttfc_sum += seconds
 
+    def _engine_bounds(self, lines: list, family, models: dict) -> None:
+        """Back-pressure, prompts being fed and restarts (issue 30)."""
+        family("textgen_paused_streams", "gauge", "Streams out of the batch until their client reads.")
+        for name, served in models.items():
+            lines.append(f'textgen_paused_streams{{model="{name}"}} {served.scheduler.paused_streams if served.scheduler else 0}')
+        family("textgen_prompt_characters_waiting", "gauge", "Prompt characters of admitted requests still to feed.")
+        for name, served in models.items():
+            lines.append(f'textgen_prompt_characters_waiting{{model="{name}"}} {served.scheduler.prompt_left if served.scheduler else 0}')
+        family("textgen_prompt_characters_fed_total", "counter",
+               "Prompt characters fed to the engine (a prompt shared by n choices counts once).")
+        for name in models:
+            lines.append(f'textgen_prompt_characters_fed_total{{model="{name}"}} {self.prompt_characters[name]}')
+        family("textgen_unsent_output_bytes", "gauge",
+               "Output made for clients and not yet taken by them (estimated bytes, the whole server).")
+        lines.append(f"textgen_unsent_output_bytes {self.ledger.total if self.ledger is not None else 0}")
+        family("textgen_unsent_output_limit_bytes", "gauge", "The bound on textgen_unsent_output_bytes (--max-buffered).")
+        lines.append(f"textgen_unsent_output_limit_bytes {self.ledger.limit if self.ledger is not None else 0}")
+        family("textgen_send_timeouts_total", "counter", "Streams cancelled because their client stopped reading.")
+        lines.append(f"textgen_send_timeouts_total {self.send_timeouts}")
+        family("textgen_engine_restarts_total", "counter", "Engine loops restarted after a failure.")
+        for name in models:
+            lines.append(f'textgen_engine_restarts_total{{model="{name}"}} {self.restarts[name]}')
+
     def render(self, models: dict) -> str:
         """The exposition text; `models` maps a run name to its Served entry (for the gauges)."""
         now = time.monotonic()
@@ -79,6 +118,7 @@ class Metrics:
             for name, served in models.items():
                 queued = served.scheduler.queued if served.scheduler else 0
                 lines.append(f'textgen_queue_length{{model="{name}"}} {queued}')
+            self._engine_bounds(lines, family, models)
             family("textgen_characters_generated_total", "counter", "Characters drawn by the engine.")
             for name in models:
                 lines.append(f'textgen_characters_generated_total{{model="{name}"}} {self.characters[name]}')

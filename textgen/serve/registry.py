@@ -6,20 +6,27 @@ requests only look names up in `models`, so no request value ever reaches a file
 Hot reload: every `reload_seconds` each run's newest checkpoint directory is compared with
 the one served. A new one is verified (its manifest's SHA-256s) and loaded into a NEW
 session handed to the run's scheduler; requests in flight finish on their old session. A
-damaged checkpoint is never served: the previous one stays, and the log says so once.
+damaged checkpoint is never served: the previous one stays, and the log says so once (any
+TextgenError or OSError while loading is one log line per checkpoint).
+
+The registry also gives each scheduler its way back after a failed engine loop (`_last_good`:
+the checkpoint it served, else the newest one that loads) and says for /health which models
+do not step, in a few words and without paths (`health`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from textgen import checkpoints, summary
-from textgen.errors import CheckpointError
-from textgen.serve import errors
+from textgen.errors import CheckpointError, ConfigError, TextgenError
+from textgen.serve import failures
+from textgen.serve.jobs import Ledger
 from textgen.serve.scheduler import Scheduler, Version
 
 log = logging.getLogger("textgen.serve")
@@ -34,7 +41,8 @@ class Served:
     info: dict = field(default_factory=dict)       # run.json
     chars: frozenset = frozenset()
     scheduler: Scheduler | None = None
-    error: str | None = None                       # why it is not loaded yet
+    error: str | None = None                       # why it is not loaded yet (may name paths: the log's words)
+    waiting: str = "loading"                       # the same in a few words, for /health
 
     @property
     def ready(self) -> bool:
@@ -72,6 +80,10 @@ class Registry:
             directory = checkpoints.find_run(root, name)
             self.models[directory.name] = Served(directory.name, directory)
         self._told: set = set()       # (run, checkpoint) pairs already reported as damaged
+        self.ledger = Ledger(settings.max_buffered)  # the server's unread output, shown in /metrics
+        if metrics is not None:
+            metrics.ledger = self.ledger
+        self._fault_at_step = _fault_hook()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="reload", daemon=True)
 
@@ -82,10 +94,15 @@ class Registry:
     def get(self, name: str) -> Served:
         served = self.models.get(name)
         if served is None:
-            raise errors.not_found_model(name, list(self.models))
+            raise failures.ModelNotFound(name, list(self.models))
         if not served.ready:
-            raise errors.loading()
+            raise failures.ModelLoading()
         return served
+
+    def health(self) -> dict:
+        """Each model's state for /health: None while it steps, else why not, in a few words."""
+        return {name: (served.scheduler.health() if served.ready else served.waiting)
+                for name, served in self.models.items()}
 
     def start(self) -> None:
         self._thread.start()
@@ -121,6 +138,7 @@ class Registry:
         if not found:
             if served.error is None:
                 served.error = f"Run {served.name!r} has no checkpoint yet; waiting for one."
+                served.waiting = "no checkpoint yet"
                 log.warning("%s", served.error)
             return
         newest = found[-1]
@@ -131,27 +149,57 @@ class Registry:
         started = time.monotonic()
         try:
             version, info = self._load(served, newest.name)
-        except (CheckpointError, OSError, ValueError, KeyError) as e:
+        except (TextgenError, OSError) as e:
             if not newest.exists():  # pruned by the trainer while we read it: a newer one is there
                 return
+            self._refused(served, newest.name, str(e))
+            return
+        except Exception:  # a bug in loading: its traceback once per checkpoint, not every second
             self._told.add((served.name, newest.name))
-            keeping = f"; still serving {served.scheduler.version.checkpoint}" if served.ready else ""
-            log.warning("Not loading %s/%s: %s%s", served.name, newest.name, e, keeping)
-            served.error = str(e)
+            log.exception("Not loading %s/%s (a bug)", served.name, newest.name)
+            served.error, served.waiting = "loading failed (a bug; see the server log)", "its checkpoint failed to load"
             return
         served.error = None
         if served.scheduler is None:
             served.info, served.chars = info, frozenset(info["vocab"])
-            served.scheduler = Scheduler(served.name, version, self.settings.max_streams,
-                                         self.settings.max_queue, self.outbox, self.metrics)
+            served.scheduler = Scheduler(served.name, version, self.settings, self.outbox, self.metrics, self.ledger,
+                                         restart=lambda checkpoint: self._last_good(served, checkpoint),
+                                         fault_at_step=self._fault_at_step)
             served.scheduler.start()
             log.info("Loaded %s: %s (step %d) in %.2f s", served.name, newest.name, version.step,
                      time.monotonic() - started)
         elif info["vocab"] != served.info["vocab"]:
+            version.session.close()
             self._told.add((served.name, newest.name))
             log.warning("Not loading %s/%s: its vocabulary differs from the served one", served.name, newest.name)
         else:
             served.scheduler.swap(version)
+
+    def _refused(self, served: Served, checkpoint: str, reason: str) -> None:
+        self._told.add((served.name, checkpoint))
+        keeping = f"; still serving {served.scheduler.version.checkpoint}" if served.ready else ""
+        log.warning("Not loading %s/%s: %s%s", served.name, checkpoint, reason, keeping)
+        served.error = reason
+        if not served.ready:
+            served.waiting = "its newest checkpoint could not be loaded (see the server log)"
+
+    def _last_good(self, served: Served, checkpoint: str) -> Version:
+        """A fresh session on `checkpoint` (the one served when the engine failed), or else on the
+        newest checkpoint that loads with the served vocabulary. Called by the engine thread."""
+        names = [checkpoint] + [p.name for p in reversed(checkpoints.list_checkpoints(served.directory))
+                                if p.name != checkpoint]
+        reasons = []
+        for name in names:
+            try:
+                version, info = self._load(served, name)
+            except (TextgenError, OSError) as e:
+                reasons.append(f"{name}: {e}")
+                continue
+            if info["vocab"] == served.info["vocab"]:
+                return version
+            version.session.close()
+            reasons.append(f"{name}: its vocabulary differs from the served one")
+        raise CheckpointError(f"No checkpoint of {served.name!r} loads: {'; '.join(reasons) or 'none left'}")
 
     def _load(self, served: Served, checkpoint: str):
         from textgen.generation.loading import load_run, start_id
@@ -161,3 +209,15 @@ class Registry:
         session = SamplingSession(engine, info["vocab"], start_id(info["vocab"]),
                                   capacity=min(self.settings.max_streams, 64))
         return Version(session, ckpt.step, ckpt.path.name, ckpt.state), info
+
+
+def _fault_hook() -> int | None:
+    """TEXTGEN_SERVE_FAULT_AT_STEP=N (a test hook, read once at start): each model's engine loop
+    raises once after its N-th step, to exercise the recovery path (serve/scheduler.py)."""
+    value = os.environ.get("TEXTGEN_SERVE_FAULT_AT_STEP")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise ConfigError(f"TEXTGEN_SERVE_FAULT_AT_STEP must be a step number. Received: {value!r}")
+    log.warning("TEXTGEN_SERVE_FAULT_AT_STEP=%s: the engine loops will fail once on purpose (a test hook)", value)
+    return int(value)

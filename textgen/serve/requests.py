@@ -1,8 +1,9 @@
 """From a validated request body to stream specs: the server's limits, the vocabulary, the seed.
 
 Pydantic has checked types and ranges; here come the checks that need the server's settings
-or the model (`--max-length`, `--max-n`, `--max-prompt`, characters outside the vocabulary).
-Every failure is a 400 naming the parameter and the received value.
+or the model (`--max-length`, `--max-n`, `--max-prompt`, prompt characters x choices against
+`max_prompt_total`, characters outside the vocabulary). Every failure is a 400 naming the
+parameter and the received value.
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ def check_prompt(prompt: str, served, settings, param: str = "prompt") -> None:
         raise _bad(param, f"The prompt has characters outside the vocabulary of model {served.name!r}: {shown}.", prompt)
 
 
+def check_prompt_total(prompts: list[str], settings, param: str = "prompt") -> None:
+    """`prompts`: the prompt of every choice. Each choice counts its prompt's characters: an echoed
+    prompt is written once per choice, whatever sharing saves on the engine."""
+    total = sum(len(p) for p in prompts)
+    if total > settings.max_prompt_total:
+        raise _bad(param, f"A request's prompt characters times its choices may total at most "
+                   f"{settings.max_prompt_total} (max_prompt_total); this one has {total} over {len(prompts)} "
+                   "choices.", prompts[0] if len(set(prompts)) == 1 else prompts)
+
+
 def check_length(value: int, settings, param: str = "max_tokens") -> int:
     if value > settings.max_length:
         raise _bad(param, f"{param} may be at most {settings.max_length} characters (--max-length).", value)
@@ -68,6 +79,7 @@ def plan_completion(body, served, settings, prompts: list[str], max_tokens: int,
     check_length(max_tokens, settings)
     for prompt in dict.fromkeys(prompts):
         check_prompt(prompt, served, settings)
+    check_prompt_total([p for p in prompts for _ in range(body.n)], settings)
     seed = new_seed() if body.seed is None else body.seed
     top_p = None if body.top_p is None or body.top_p >= 1 else body.top_p
     temperature = 1.0 if body.temperature is None else body.temperature
@@ -89,6 +101,7 @@ def plan_native(body, served, settings) -> Plan:
 
     check_choices(len(body.samples), settings, param="samples")
     check_prompt(body.prompt, served, settings)
+    check_prompt_total([body.prompt] * len(body.samples), settings)
     seed = new_seed() if body.seed is None else body.seed
     specs = []
     for index, sample in enumerate(body.samples):

@@ -11,6 +11,8 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from textgen.serve.settings import MAX_STOP_LENGTH, MAX_STOPS
+
 MAX_SEED = 2**63 - 1
 
 
@@ -22,10 +24,13 @@ def _stops(value):
     if value is None:
         return []
     stops = [value] if isinstance(value, str) else list(value)
-    if len(stops) > 4:
-        raise ValueError("at most 4 stop strings are allowed")
+    if len(stops) > MAX_STOPS:
+        raise ValueError(f"at most {MAX_STOPS} stop strings are allowed; got {len(stops)}")
     if any(s == "" for s in stops):
         raise ValueError("a stop string must not be empty")
+    longest = max((len(s) for s in stops), default=0)
+    if longest > MAX_STOP_LENGTH:
+        raise ValueError(f"a stop string may have at most {MAX_STOP_LENGTH} characters; the longest has {longest}")
     return stops
 
 
@@ -47,7 +52,8 @@ class Sampling(_Body):
     top_p: Optional[float] = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep the most likely characters up to this mass.")
     top_k: Optional[int] = Field(None, ge=1, description="Extra field: keep only the k most likely characters.")
     n: int = Field(1, ge=1, description="Choices per prompt (capped by the server's --max-n).")
-    stop: Union[str, list[str], None] = Field(None, description="Up to 4 strings; generation ends before the first one.")
+    stop: Union[str, list[str], None] = Field(None, description=f"Up to {MAX_STOPS} strings of up to {MAX_STOP_LENGTH} "
+                                              "characters; generation ends before the first one.")
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, description="Choice i draws from (seed, i) only. Omitted: the server picks one and returns it.")
     stream: bool = Field(False, description="Server-sent events, ending in `data: [DONE]`.")
     stream_options: Optional[StreamOptions] = None

@@ -3,17 +3,22 @@
 Text is sent as soon as it exists and then at most once per `flush_seconds` (the first
 character never waits). A client that leaves cancels the job: Starlette cancels this
 generator, and its `finally` takes the job's streams out of the batch before the next step.
+A client that stays connected but stops reading is cancelled too: every write must finish
+within `send_timeout` seconds, else the job's streams are freed and the response ends there.
+(While it merely reads slowly, its streams pause in the scheduler, see serve/scheduler.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 from fastapi.responses import StreamingResponse
 
-from textgen.serve import errors
+from textgen.serve import errors, failures
 
+log = logging.getLogger("textgen.serve")
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
 
@@ -28,13 +33,14 @@ KEEPALIVE = b": keep-alive\n\n"
 async def _events(job, view, scheduler, settings, metrics):
     try:
         if view.kind == "chat" or view.echo:
-            while not job.started.is_set():  # queued: keep the connection alive meanwhile
+            while not job.started.is_set():  # queued or being admitted: keep the connection alive meanwhile
                 try:
                     await asyncio.wait_for(job.started.wait(), timeout=settings.keepalive_seconds)
                 except asyncio.TimeoutError:
                     yield KEEPALIVE
-            for body in view.opening(job.prime_logprobs):
-                yield event(body)
+            if job.error is None:
+                for body in view.opening(job.prime_logprobs):
+                    yield event(body)
         async for updates in job.updates(settings.flush_seconds, settings.keepalive_seconds):
             if not updates:
                 yield KEEPALIVE
@@ -42,23 +48,50 @@ async def _events(job, view, scheduler, settings, metrics):
             for body in view.chunks(updates):
                 yield event(body)
             if any(u.finish_reason == "shutdown" for u in updates):
-                job.error = errors.APIError(503, "The server is shutting down; this stream ended early.",
-                                            type="service_unavailable", code="shutting_down")
+                job.error = failures.ShuttingDown("The server is shutting down; this stream ended early.")
         if job.error is not None:
-            failure = job.error if isinstance(job.error, errors.APIError) else errors.APIError(
-                500, "Internal error.", type="server_error", code="internal_error")
-            yield event(failure.body())
+            yield event(errors.to_api(job.error).body())
         else:
             view.step = job.checkpoint_step if job.checkpoint_step is not None else view.step
             for body in view.closing():
                 yield event(body)
         yield DONE
     finally:
-        if not job.done:
+        if not job.done and not job.cancelled:
             scheduler.cancel(job)
             metrics.disconnected()
+        job.release()
+
+
+async def _within(seconds: float, awaitable) -> None:
+    if hasattr(asyncio, "timeout"):  # Python 3.11+: a timer, no extra task per write
+        async with asyncio.timeout(seconds):
+            await awaitable
+    else:
+        await asyncio.wait_for(awaitable, seconds)
+
+
+class EventStream(StreamingResponse):
+    """The SSE response: its writes time out after `settings.send_timeout` seconds."""
+
+    def __init__(self, job, view, scheduler, settings, metrics):
+        super().__init__(_events(job, view, scheduler, settings, metrics), media_type="text/event-stream",
+                         headers=HEADERS)
+        self.job, self.scheduler, self.metrics, self.send_timeout = job, scheduler, metrics, settings.send_timeout
+
+    async def stream_response(self, send) -> None:
+        async def timed(message) -> None:
+            await _within(self.send_timeout, send(message))
+
+        try:
+            await super().stream_response(timed)
+        except asyncio.TimeoutError:  # the client stopped reading: free its streams, end the response
+            self.scheduler.cancel(self.job)
+            self.metrics.send_timed_out()
+            log.warning("A client did not read its stream for %g s (--send-timeout): its request was cancelled",
+                        self.send_timeout)
+            await self.body_iterator.aclose()
 
 
 def stream(job, view, scheduler, settings, metrics) -> StreamingResponse:
-    return StreamingResponse(_events(job, view, scheduler, settings, metrics), media_type="text/event-stream",
-                             headers=HEADERS)
+    return EventStream(job, view, scheduler, settings, metrics)

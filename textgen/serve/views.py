@@ -2,7 +2,8 @@
 
 A `View` follows one request: it gathers each choice's text (and log-probabilities, with
 offsets that continue across chunks) and writes either the whole response at the end or
-one chunk per choice per flush while streaming.
+one chunk per choice per flush while streaming. An echoed prompt's log-probabilities are
+built once per prompt and shared by the choices that echo it (n choices, one prompt run).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class View:
         self.finish = [None] * count
         self.entries: list = [[] for _ in range(count)]
         self.step = checkpoint_step
+        self._echoed: dict = {}  # (prompt, id of its scores) -> its logprobs in the completions shape
 
     # ----------------------------------------------------------------------------- gathering
 
@@ -70,10 +72,15 @@ class View:
         return {"content": [{**one(e.char, e.logprob), "top_logprobs": [one(c, lp) for c, lp in e.top[: self.logprobs]]}
                             for _, e in entries]}
 
-    def _echo_entries(self, i: int, prime_logprobs) -> list:
+    def _echo_logprobs(self, i: int, prime_logprobs: list) -> dict:
+        """Choice i's echoed prompt in the completions logprobs shape (shared by equal prompts)."""
         prompt = self.plan.prompts[i]
-        scored = prime_logprobs if prime_logprobs else [None] * len(prompt)
-        return list(zip(prompt, scored))
+        scored = prime_logprobs[i] if prime_logprobs else None
+        key = (prompt, id(scored))
+        if key not in self._echoed:
+            entries = scored if scored else [None] * len(prompt)
+            self._echoed[key] = self._completion_logprobs(list(zip(prompt, entries)), 0)
+        return self._echoed[key]
 
     # ----------------------------------------------------------------------------- whole responses
 
@@ -87,13 +94,16 @@ class View:
                     "seed": self.plan.seed, "choices": choices, "usage": self.usage()}
         choices = []
         for i, text in enumerate(self.texts):
-            pairs = list(zip(text, self.entries[i]))
-            if self.echo:
-                pairs = self._echo_entries(i, prime_logprobs[i] if prime_logprobs else None) + pairs
-                text = self.plan.prompts[i] + text
-            choice = {"index": i, "text": text, "logprobs": None, "finish_reason": self.finish[i]}
+            start = len(self.plan.prompts[i]) if self.echo else 0
+            logprobs = None
             if self.logprobs is not None:
-                choice["logprobs"] = self._completion_logprobs(pairs, 0)
+                logprobs = self._completion_logprobs(list(zip(text, self.entries[i])), start)
+                if self.echo:
+                    echoed = self._echo_logprobs(i, prime_logprobs)
+                    logprobs = {key: echoed[key] + logprobs[key] for key in logprobs}
+            if self.echo:
+                text = self.plan.prompts[i] + text
+            choice = {"index": i, "text": text, "logprobs": logprobs, "finish_reason": self.finish[i]}
             if self.kind == "native":
                 choice = {**choice, "seed": self.plan.specs[i].seed}
             choices.append(choice)
@@ -125,8 +135,7 @@ class View:
         for i, prompt in enumerate(self.plan.prompts):
             choice = {"index": i, "text": prompt, "logprobs": None, "finish_reason": None}
             if self.logprobs is not None:
-                choice["logprobs"] = self._completion_logprobs(
-                    self._echo_entries(i, prime_logprobs[i] if prime_logprobs else None), 0)
+                choice["logprobs"] = self._echo_logprobs(i, prime_logprobs)
             self.offsets[i] = len(prompt)
             chunks.append(self._chunk([choice]))
         return chunks
