@@ -108,6 +108,20 @@ def _numpy(reason: str) -> tuple:
     return None, Status("numpy", None, reason)
 
 
+def _cpu_level(directory: Path, built: list, stamp: str) -> tuple:
+    """(the x86-64 level this CPU runs, as the baseline build's CPUID check says; 0 for a
+    "generic" build, which needs none), or (0, why the CPU cannot be checked)."""
+    if not any(VARIANTS[name][0] for name in built):
+        return 0, None
+    if BASELINE not in built:
+        return 0, f"{library_path(BASELINE, directory).name} is missing, so the CPU cannot be checked (rebuild: pip install .)"
+    base, why = _open(library_path(BASELINE, directory), stamp)
+    if base is None:
+        return 0, why
+    base.tg_cpu_level.restype = ctypes.c_int
+    return base.tg_cpu_level(), None
+
+
 def open_library(directory: Path = HERE, variant: str | None = None) -> tuple:
     """(library or None, Status) for the variants built in `directory` from the _kernel.c there:
     the best one this CPU runs, or `variant`. Not cached: `load()` is this for the installed
@@ -124,20 +138,13 @@ def open_library(directory: Path = HERE, variant: str | None = None) -> tuple:
     except OSError:
         return _numpy(f"{directory / '_kernel.c'} is missing, so the compiled step's stamp cannot be checked "
                       "(reinstall textgen)")
-    level = 0
-    if any(VARIANTS[name][0] for name in built):
-        if BASELINE not in built:
-            return _numpy(f"{library_path(BASELINE, directory).name} is missing, so the CPU cannot be checked "
-                          "(rebuild: pip install .)")
-        base, why = _open(library_path(BASELINE, directory), stamp)
-        if base is None:
-            return _numpy(why)
-        base.tg_cpu_level.restype = ctypes.c_int
-        level = base.tg_cpu_level()
+    level, refusal = _cpu_level(directory, built, stamp)
+    if refusal:
+        return _numpy(refusal)
     runs = [name for name in built if VARIANTS[name][0] <= level]
     if variant is None:
         if not runs:
-            return _numpy(f"none of the compiled step's variants ({', '.join(built)}) runs on this CPU")
+            return _numpy(f"none of the compiled step's variants ({', '.join(reversed(built))}) runs on this CPU")
         choice, why = runs[0], f"the best of {', '.join(reversed(built))} for this CPU"
     elif variant not in built:
         return _numpy(f"{FORCE}={variant} is not a variant built here ({', '.join(reversed(built))})")
