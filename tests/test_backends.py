@@ -18,7 +18,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import TINY_TEXT, run_cli
+from helpers import TINY_TEXT, engine_log_probs, ok, run_cli
 
 from textgen import checkpoints
 from textgen.corpus import prepare
@@ -66,15 +66,14 @@ def keras_log_probs(directory, ids):
     return log_softmax(np.asarray(model.predict_on_batch(ids[None]), np.float64))[0]
 
 
-def engine_log_probs(directory, ids):
-    _, _, engine = load_run(directory)
-    state = engine.initial_state(1)
-    return np.stack([log_softmax(engine.step(np.array([i]), state).astype(np.float64))[0] for i in ids])
+def numpy_log_probs(directory, ids):
+    """The run's numpy sampler teacher-forced with `ids`: (steps, vocab) log-probabilities."""
+    return engine_log_probs(load_run(directory)[2], np.asarray(ids)[None])[0]
 
 
-def ok(result):
-    assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr[-3000:]}"
-    return json.loads(result.stdout)
+def summary_of(result) -> dict:
+    """The JSON a successful `textgen ... --json` printed."""
+    return json.loads(ok(result).stdout)
 
 
 @pytest.fixture
@@ -100,14 +99,14 @@ def test_jax_trains_resumes_samples_and_checkpoints_cross_backends(small_corpus,
     open_run(corpus, "tiny", root, "ontf", model_options, train_options, False).run()
     assert checkpoints.read_run_file(root / "ontf")["versions"]["backend"] == "tensorflow"
     stdout, stderr = training.communicate(timeout=300)
-    first = ok(subprocess.CompletedProcess(training.args, training.returncode, stdout, stderr))
+    first = summary_of(subprocess.CompletedProcess(training.args, training.returncode, stdout, stderr))
     assert first["stopped"] == "finished" and first["step"] > 0 and np.isfinite(first["val_loss"])
     info = checkpoints.read_run_file(root / "onjax")
     assert info["versions"]["backend"] == "jax"
-    resumed = ok(run_cli("train", small_corpus, "--run", "onjax", "--resume", "--epochs", "2", "--json", env=jax_env))
+    resumed = summary_of(run_cli("train", small_corpus, "--run", "onjax", "--resume", "--epochs", "2", "--json", env=jax_env))
     assert resumed["step"] == 2 * first["step"], "resume continues the step count"
     assert resumed["val_loss"] < first["val_loss"]
-    sampled = ok(run_cli("sample", "--run", "onjax", "--length", "60", "--seed", "7", "--json", env=jax_env))
+    sampled = summary_of(run_cli("sample", "--run", "onjax", "--length", "60", "--seed", "7", "--json", env=jax_env))
     text = sampled["samples"][0]["text"]
     assert sampled["step"] == resumed["step"] and len(text) == 60 and set(text) <= set(TINY_TEXT)
 
@@ -124,7 +123,7 @@ def test_jax_trains_resumes_samples_and_checkpoints_cross_backends(small_corpus,
     on_jax = np.load(tmp_path / "jax.npz")
     assert str(on_jax["backend"]) == "jax"
     for i, run in enumerate(("onjax", "ontf")):
-        numpy_sampler = engine_log_probs(root / run, ids)
+        numpy_sampler = numpy_log_probs(root / run, ids)
         on_tensorflow = keras_log_probs(root / run, ids)
         assert numpy_sampler.shape == (STEPS, len(corpus.vocab))
         assert np.abs(np.exp(numpy_sampler).sum(axis=1) - 1).max() < 1e-6

@@ -10,17 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_TRAIN, assert_one_line_error, invoke, run_cli, wait_until
+from helpers import TINY_TRAIN, assert_one_line_error, invoke, run_cli, wait_until
 
 from textgen import checkpoints
 from textgen.cli import app
 
-TINY = [*TINY_TRAIN, "--epochs", "1", "--eval-every", "20"]
-
 
 @pytest.fixture
 def trained(copy_tiny_run):
-    """The session's tiny run (trained by `textgen train ... --json`) in ./checkpoints/tiny."""
+    """The session's tiny run in ./checkpoints/tiny; its `textgen train --json` summary."""
     return copy_tiny_run
 
 
@@ -92,7 +90,7 @@ def test_corpus_errors(tmp_path):
     assert_one_line_error(invoke("train", tmp_path / "bin.dat"), "--encoding")
     assert_one_line_error(invoke("train", tmp_path / "short.txt", "--seq-len", 16, "--val-fraction", "0.1"),
                           "--seq-len")
-    assert_one_line_error(invoke("train", tmp_path / "one.txt", *TINY), "one-character vocabulary")
+    assert_one_line_error(invoke("train", tmp_path / "one.txt", *TINY_TRAIN, "--epochs", "1"), "one-character vocabulary")
     assert_one_line_error(invoke("prepare", tmp_path / "nope.txt"), "not found")
 
 

@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import SMALLEST_MODEL
 from typer.testing import CliRunner
 
 from textgen import checkpoints
@@ -16,8 +17,6 @@ from textgen.config import DEFAULT_PRESET, PRESETS, ModelConfig, TrainConfig, pr
 from textgen.corpus import prepare
 from textgen.errors import ConfigError
 from textgen.training.opening import TrainingCallbacks, open_run
-
-TINY = {"num_layers": 1, "units": 8, "embedding_dim": 4, "dropout": 0.0}
 
 
 def options(**overrides):
@@ -39,7 +38,7 @@ class Recorder(TrainingCallbacks):
 
 def run(corpus, root, name, **train):
     rec = Recorder()
-    trainer = open_run(corpus, "tiny", root, name, TINY, options(**train), False, callbacks=rec)
+    trainer = open_run(corpus, "tiny", root, name, SMALLEST_MODEL, options(**train), False, callbacks=rec)
     rec.trainer = trainer
     return trainer, rec, trainer.run()
 
@@ -112,7 +111,7 @@ def test_cosine_fits_its_decay_to_the_time_limit(tiny_corpus, tmp_path):
 
 
 def test_fitted_decay_arithmetic(tiny_corpus, tmp_path):
-    trainer = open_run(prepare(tiny_corpus), "tiny", tmp_path, "arith", TINY,
+    trainer = open_run(prepare(tiny_corpus), "tiny", tmp_path, "arith", SMALLEST_MODEL,
                        options(lr_schedule="cosine", time_limit=30.0, epochs=1000), False)
     trainer.lock.release()
     assert trainer.fitting and not trainer.fitted
@@ -130,7 +129,7 @@ def test_fitted_decay_arithmetic(tiny_corpus, tmp_path):
 def test_resume_keeps_the_fitted_schedule(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     first = StopAt(200)
-    trainer = open_run(corpus, "tiny", tmp_path, "res", TINY,
+    trainer = open_run(corpus, "tiny", tmp_path, "res", SMALLEST_MODEL,
                        options(lr_schedule="cosine", time_limit=60.0, epochs=1000, eval_every=10_000,
                                learning_rate=0.01), False, callbacks=first)
     first.trainer = trainer

@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import TINY_SIZE, invoke
+from helpers import TINY_SIZE, invoke
 
 from textgen import checkpoints
 from textgen.config import PRESETS, TrainConfig, defaults
@@ -220,7 +220,7 @@ def test_bfloat16_is_chosen_only_where_the_cpu_computes_it():
 
 @pytest.mark.slow
 def test_the_precision_option_follows_this_cpu(tmp_path):
-    from conftest import TINY_TRAIN, assert_one_line_error
+    from helpers import TINY_TRAIN, assert_one_line_error
 
     from textgen import devices
 

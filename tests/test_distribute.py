@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
-from conftest import TINY_TEXT, run_cli
+from helpers import TINY_TEXT, free_port, ok, run_cli
 
 from textgen import checkpoints
 
@@ -34,9 +33,9 @@ def corpus(tmp_path):
     return path
 
 
-def ok(result):
-    assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr[-3000:]}"
-    return json.loads(result.stdout.strip().splitlines()[-1])
+def summary_of(result) -> dict:
+    """The JSON summary a successful `textgen train --json` ends its stdout with."""
+    return json.loads(ok(result).stdout.strip().splitlines()[-1])
 
 
 def curve(root, run):
@@ -48,12 +47,6 @@ def assert_same_curve(a, b, tol=1e-5):
     assert [s for s, _ in a] == [s for s, _ in b] and len(a) >= 3
     assert max(abs(x - y) for (_, x), (_, y) in zip(a, b)) <= tol, (a, b)
     assert a[-1][1] < a[0][1], "the model learns"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def train_two_workers(corpus, roots, *extra, timeout=240):
@@ -70,7 +63,7 @@ def train_two_workers(corpus, roots, *extra, timeout=240):
     try:
         for p in procs:
             out, err = p.communicate(timeout=timeout)
-            results.append(ok(subprocess.CompletedProcess(p.args, p.returncode, out, err)))
+            results.append(summary_of(subprocess.CompletedProcess(p.args, p.returncode, out, err)))
     finally:
         for p in procs:
             p.kill()
@@ -80,15 +73,15 @@ def train_two_workers(corpus, roots, *extra, timeout=240):
 @pytest.mark.slow
 def test_mirrored_on_two_devices_matches_one_device_and_resumes_across_strategies(corpus, tmp_path):
     root = tmp_path / "checkpoints"
-    one = ok(run_cli("train", corpus, "--run", "one", "--strategy", "one-device", *MODEL, *TRAIN, "--epochs", "2", "--json"))
+    one = summary_of(run_cli("train", corpus, "--run", "one", "--strategy", "one-device", *MODEL, *TRAIN, "--epochs", "2", "--json"))
     assert one["strategy"] == "one device"
-    mirrored = ok(run_cli("train", corpus, "--run", "mirrored", "--strategy", "mirrored", *MODEL, *TRAIN,
+    mirrored = summary_of(run_cli("train", corpus, "--run", "mirrored", "--strategy", "mirrored", *MODEL, *TRAIN,
                           "--epochs", "2", "--json", env=TWO_CPUS))
     assert mirrored["strategy"] == "mirrored, 2 replicas" and mirrored["step"] == one["step"]
     assert_same_curve(curve(root, "one"), curve(root, "mirrored"))
     # The checkpoint format does not depend on the strategy: continue the one-device run mirrored.
-    ok(run_cli("train", corpus, "--run", "one", "--resume", "--strategy", "mirrored", "--epochs", "3", "--json", env=TWO_CPUS))
-    straight = ok(run_cli("train", corpus, "--run", "straight", "--strategy", "one-device", *MODEL, *TRAIN,
+    summary_of(run_cli("train", corpus, "--run", "one", "--resume", "--strategy", "mirrored", "--epochs", "3", "--json", env=TWO_CPUS))
+    straight = summary_of(run_cli("train", corpus, "--run", "straight", "--strategy", "one-device", *MODEL, *TRAIN,
                           "--epochs", "3", "--json"))
     assert straight["step"] == 3 * one["step"] // 2
     assert_same_curve(curve(root, "straight"), curve(root, "one"))
@@ -103,12 +96,12 @@ def test_multi_worker_two_processes_match_one_process_only_chief_writes_and_resu
     assert not private.exists(), "only the chief writes"
     assert checkpoints.list_checkpoints(shared / "mw")
     single = tmp_path / "single"
-    ok(run_cli("train", corpus, "--run", "mw", "--strategy", "one-device", *MODEL, *TRAIN, "--epochs", "2",
+    summary_of(run_cli("train", corpus, "--run", "mw", "--strategy", "one-device", *MODEL, *TRAIN, "--epochs", "2",
                "--json", env={"TEXTGEN_CHECKPOINTS": str(single)}))
     assert_same_curve(curve(single, "mw"), curve(shared, "mw"))
     # Resume: both workers read the chief's checkpoint from the shared directory.
     chief, worker = train_two_workers(corpus, [shared, shared], "--resume", "--epochs", "3")
-    ok(run_cli("train", corpus, "--run", "mw", "--resume", "--epochs", "3", "--json",
+    summary_of(run_cli("train", corpus, "--run", "mw", "--resume", "--epochs", "3", "--json",
                env={"TEXTGEN_CHECKPOINTS": str(single)}))
     assert chief["step"] == worker["step"] == checkpoints.latest(single / "mw").state["step"]
     assert_same_curve(curve(single, "mw"), curve(shared, "mw"))

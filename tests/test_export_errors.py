@@ -12,28 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import test_export_support as support
-from conftest import run_cli
+from helpers import assert_one_line_error, ok, run_cli
 from typer.testing import CliRunner
 
 from textgen.cli import app
-
-
-@pytest.fixture(scope="session")
-def run_root(tmp_path_factory):
-    return support.trained_root(tmp_path_factory)
-
-
-def one_line_error(result, *fragments) -> str:
-    stderr = result.stderr
-    code = result.returncode if hasattr(result, "returncode") else result.exit_code
-    assert code != 0, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
-    assert "Traceback" not in stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def no_leftovers(directory: Path):
@@ -55,25 +37,25 @@ def test_help_has_an_example():
 
 
 @pytest.mark.slow
-def test_bad_format_and_precision_are_one_line(run_root, tmp_path):
-    one_line_error(run_cli("export", "--checkpoints", run_root, "--run", "tiny", "--format", "pdf"),
+def test_bad_format_and_precision_are_one_line(two_layer_run, tmp_path):
+    assert_one_line_error(run_cli("export", "--checkpoints", two_layer_run.checkpoints, "--run", "tiny", "--format", "pdf"),
                    "--format must be one of html, onnx, savedmodel, tflite", "Received: format='pdf'")
-    one_line_error(run_cli("export", "--checkpoints", run_root, "--run", "tiny", "--format", "onnx",
+    assert_one_line_error(run_cli("export", "--checkpoints", two_layer_run.checkpoints, "--run", "tiny", "--format", "onnx",
                            "--precision", "int8"), "--precision applies to --format html only")
-    one_line_error(run_cli("export", "--checkpoints", run_root, "--run", "tiny", "--format", "html",
+    assert_one_line_error(run_cli("export", "--checkpoints", two_layer_run.checkpoints, "--run", "tiny", "--format", "html",
                            "--precision", "int4"), "Received: precision='int4'")
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
-def test_damaged_checkpoint_gives_the_message_sample_gives(run_root, tmp_path):
+def test_damaged_checkpoint_gives_the_message_sample_gives(two_layer_run, tmp_path):
     root = tmp_path / "copy"
-    shutil.copytree(run_root, root)
+    two_layer_run.copy(root)
     ckpt = sorted((root / "tiny").glob("ckpt-*"))[-1]  # the newest
     weights = ckpt / "weights.npz"
     weights.write_bytes(weights.read_bytes()[:100])
-    sampled = one_line_error(run_cli("sample", "--checkpoints", root, "--run", "tiny", "--length", 5), "damaged")
-    exported = one_line_error(run_cli("export", "--checkpoints", root, "--run", "tiny", "--format", "onnx"),
+    sampled = assert_one_line_error(run_cli("sample", "--checkpoints", root, "--run", "tiny", "--length", 5), "damaged")
+    exported = assert_one_line_error(run_cli("export", "--checkpoints", root, "--run", "tiny", "--format", "onnx"),
                               "damaged")
     assert exported == sampled
     assert not (tmp_path / "tiny.onnx").exists()
@@ -81,22 +63,22 @@ def test_damaged_checkpoint_gives_the_message_sample_gives(run_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_existing_output_is_refused_without_force_and_replaced_with_it(run_root, tmp_path):
+def test_existing_output_is_refused_without_force_and_replaced_with_it(two_layer_run, tmp_path):
     target = tmp_path / "model.onnx"
     target.write_bytes(b"mine")
-    line = one_line_error(run_cli("export", "--checkpoints", run_root, "--run", "tiny", "--format", "onnx",
+    line = assert_one_line_error(run_cli("export", "--checkpoints", two_layer_run.checkpoints, "--run", "tiny", "--format", "onnx",
                                   "--output", target), "already exists", "--force")
     assert str(target) in line and target.read_bytes() == b"mine"
-    result = support.ok(run_cli("export", "--checkpoints", run_root, "--run", "tiny", "--format", "onnx",
+    result = ok(run_cli("export", "--checkpoints", two_layer_run.checkpoints, "--run", "tiny", "--format", "onnx",
                                 "--output", target, "--force", "--json"))
     assert json.loads(result.stdout)["bytes"] == target.stat().st_size > 1000
     directory = tmp_path / "tiny_savedmodel"
     directory.mkdir()
     (directory / "old").write_text("old")
-    one_line_error(run_cli("export", "--checkpoints", run_root, "--run", "tiny", "--format", "savedmodel"),
+    assert_one_line_error(run_cli("export", "--checkpoints", two_layer_run.checkpoints, "--run", "tiny", "--format", "savedmodel"),
                    "already exists")
     assert (directory / "old").exists()
-    support.ok(run_cli("export", "--checkpoints", run_root, "--run", "tiny", "--format", "savedmodel", "--force"))
+    ok(run_cli("export", "--checkpoints", two_layer_run.checkpoints, "--run", "tiny", "--format", "savedmodel", "--force"))
     assert sorted(p.name for p in directory.iterdir()) == ["1"]
     no_leftovers(tmp_path)
 
@@ -118,10 +100,10 @@ def _unwritable(directory: Path) -> tuple[Path, callable]:
 
 
 @pytest.mark.slow
-def test_unwritable_directory_is_one_line(run_root, tmp_path):
+def test_unwritable_directory_is_one_line(two_layer_run, tmp_path):
     directory, undo = _unwritable(tmp_path / "locked")
     try:
-        one_line_error(run_cli("export", "--checkpoints", run_root, "--run", "tiny", "--format", "html",
+        assert_one_line_error(run_cli("export", "--checkpoints", two_layer_run.checkpoints, "--run", "tiny", "--format", "html",
                                "--output", directory / "page.html"), "Cannot write in", "permission denied")
         assert not (directory / "page.html").exists()
     finally:
@@ -129,24 +111,24 @@ def test_unwritable_directory_is_one_line(run_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_missing_runtime_names_the_extra_to_install(run_root, tmp_path):
+def test_missing_runtime_names_the_extra_to_install(two_layer_run, tmp_path):
     code = ("import sys; sys.modules['onnx'] = None; sys.argv = ['textgen'] + sys.argv[1:]; "
             "from textgen.cli import main; main()")
-    result = subprocess.run([sys.executable, "-c", code, "export", "--checkpoints", str(run_root), "--run", "tiny",
+    result = subprocess.run([sys.executable, "-c", code, "export", "--checkpoints", str(two_layer_run.checkpoints), "--run", "tiny",
                              "--format", "onnx"], capture_output=True, text=True, timeout=120)
-    one_line_error(result, 'pip install "textgen[export]"', "onnx")
+    assert_one_line_error(result, 'pip install "textgen[export]"', "onnx")
     assert not (tmp_path / "tiny.onnx").exists()
     no_leftovers(tmp_path)
 
 
 @pytest.mark.slow
-def test_a_quantised_page_without_its_corpus_says_so_in_one_line(run_root, tmp_path):
+def test_a_quantised_page_without_its_corpus_says_so_in_one_line(two_layer_run, tmp_path):
     root = tmp_path / "copy"
-    shutil.copytree(run_root, root)
+    two_layer_run.copy(root)
     info = json.loads((root / "tiny" / "run.json").read_text(encoding="utf-8"))
     info["corpus"]["source"] = str(tmp_path / "gone.txt")
     (root / "tiny" / "run.json").write_text(json.dumps(info), encoding="utf-8")
-    result = support.ok(run_cli("export", "--checkpoints", root, "--run", "tiny", "--format", "html",
+    result = ok(run_cli("export", "--checkpoints", root, "--run", "tiny", "--format", "html",
                                 "--precision", "int8", env={"COLUMNS": "300"}))
     notes = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(notes) == 1 and "gone.txt" in notes[0] and "is gone" in notes[0], result.stderr

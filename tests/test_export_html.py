@@ -7,15 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import test_export_support as support
-from test_export_support import FORCED, PRIME, engine_log_probs, export, greedy_sample, run_engine, vocab_of
+from helpers import FORCED, GREEDY_LENGTH, PRIME, export, forced_log_probs, greedy_sample, run_engine
 
 pytestmark = pytest.mark.slow  # trains a run, starts subprocesses and a browser
-
-
-@pytest.fixture(scope="session")
-def run_root(tmp_path_factory):
-    return support.trained_root(tmp_path_factory)
 
 
 class Page:
@@ -48,22 +42,22 @@ class Page:
 
 
 @pytest.fixture(scope="module")
-def pages(run_root, tmp_path_factory):
+def pages(two_layer_run, tmp_path_factory):
     """The page in every precision, with the export's JSON."""
     directory = tmp_path_factory.mktemp("html")
-    return {p: (directory / f"tiny-{p}.html", export(run_root, "--format", "html", "--precision", p,
+    return {p: (directory / f"tiny-{p}.html", export(two_layer_run, "--format", "html", "--precision", p,
                                                       "--output", directory / f"tiny-{p}.html"))
             for p in ("float32", "float16", "int8")}
 
 
-def dequantised_engine(run_root, precision):
+def dequantised_engine(two_layer_run, precision):
     from textgen.export.model_arrays import load, quantise, reference_engine
 
-    _info, _ckpt, arrays = load(run_root / "tiny")
+    _info, _ckpt, arrays = load(two_layer_run.run)
     return reference_engine(quantise(arrays, precision)[1])
 
 
-def greedy(engine, vocab, prime=PRIME, length=support.GREEDY_LENGTH) -> str:
+def greedy(engine, vocab, prime=PRIME, length=GREEDY_LENGTH) -> str:
     state, text = engine.initial_state(1), ""
     for ch in prime:
         logits = engine.step(np.array([vocab.index(ch)]), state)
@@ -81,23 +75,23 @@ def test_the_page_is_one_file_with_nothing_to_fetch(pages):
     assert "default-src 'none'" in text  # its CSP forbids any fetch as well
 
 
-def test_float32_page_log_probs_match_the_engine(browser, pages, run_root):
+def test_float32_page_log_probs_match_the_engine(browser, pages, two_layer_run):
     page = Page(browser, pages["float32"][0])
     rows = np.array(page.page.evaluate("(text) => window.textgen.model.score(text)", FORCED))
-    diff = np.abs(rows - engine_log_probs(run_engine(run_root), vocab_of(run_root))).max()
+    diff = np.abs(rows - forced_log_probs(run_engine(two_layer_run), two_layer_run.vocab)).max()
     print(f"html float32: max |log p difference| over {len(FORCED)} characters: {diff:.3g}")
-    assert rows.shape == (500, len(vocab_of(run_root))) and diff <= 1e-4
+    assert rows.shape == (500, len(two_layer_run.vocab)) and diff <= 1e-4
     page.close()
 
 
 @pytest.mark.parametrize("precision", ["float16", "int8"])
-def test_quantised_pages_match_the_engine_on_their_dequantised_weights(browser, pages, run_root, precision):
+def test_quantised_pages_match_the_engine_on_their_dequantised_weights(browser, pages, two_layer_run, precision):
     path, result = pages[precision]
-    engine = dequantised_engine(run_root, precision)
-    vocab = vocab_of(run_root)
+    engine = dequantised_engine(two_layer_run, precision)
+    vocab = two_layer_run.vocab
     page = Page(browser, path)
     rows = np.array(page.page.evaluate("(text) => window.textgen.model.score(text)", FORCED))
-    diff = np.abs(rows - engine_log_probs(engine, vocab)).max()
+    diff = np.abs(rows - forced_log_probs(engine, vocab)).max()
     print(f"html {precision}: max |log p difference| over {len(FORCED)} characters: {diff:.3g}; "
           f"bpc {result['bpc']['float32']:.4f} -> {result['bpc'][precision]:.4f} ({result['bpc']['change']:+.4f}); "
           f"{result['bytes']:,} bytes")
@@ -117,10 +111,10 @@ def test_sizes_shrink_with_precision(pages):
     assert "bpc" not in pages["float32"][1]
 
 
-def test_greedy_link_writes_what_textgen_sample_writes(browser, pages, run_root):
+def test_greedy_link_writes_what_textgen_sample_writes(browser, pages, two_layer_run):
     page = Page(browser, pages["float32"][0], "#prime=ROMEO:&temperature=0&length=200&seed=1&autorun=1")
     text = page.wait_done()
-    assert text == PRIME + greedy_sample(run_root)
+    assert text == PRIME + greedy_sample(two_layer_run)
     assert page.page.input_value("#prime") == PRIME and page.page.input_value("#length") == "200"
     stats = page.page.evaluate("window.textgen.stats")
     assert stats["chars"] == 200 and stats["charsPerSecond"] > 0

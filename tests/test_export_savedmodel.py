@@ -8,30 +8,17 @@ import shutil
 
 import numpy as np
 import pytest
-import test_export_support as support
-from test_export_support import (
-    FORCED,
-    PRIME,
-    engine_log_probs,
-    export,
-    greedy_sample,
-    log_softmax,
-    run_engine,
-    vocab_of,
-)
+from helpers import FORCED, PRIME, export, forced_log_probs, greedy_sample, run_engine, run_snippet
+
+from textgen.generation.draw import log_softmax
 
 pytestmark = pytest.mark.slow  # trains a run, starts subprocesses, imports TensorFlow
 
 
-@pytest.fixture(scope="session")
-def run_root(tmp_path_factory):
-    return support.trained_root(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
-def exported(run_root, tmp_path_factory):
+def exported(two_layer_run, tmp_path_factory):
     path = tmp_path_factory.mktemp("savedmodel") / "shakespeare_savedmodel"
-    return path, export(run_root, "--format", "savedmodel", "--output", path)
+    return path, export(two_layer_run, "--format", "savedmodel", "--output", path)
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +28,12 @@ def loaded(exported):
     return tf, tf.saved_model.load(str(exported[0] / "1"))
 
 
-def test_layout_is_tf_servings_with_metadata_in_assets_and_attributes(exported, loaded, run_root):
+def test_layout_is_tf_servings_with_metadata_in_assets_and_attributes(exported, loaded, two_layer_run):
     path, result = exported
     assert sorted(p.name for p in path.iterdir()) == ["1"]
     assert (path / "1" / "saved_model.pb").is_file() and (path / "1" / "variables").is_dir()
     asset = json.loads((path / "1" / "assets" / "textgen.json").read_text(encoding="utf-8"))
-    vocab = vocab_of(run_root)
+    vocab = two_layer_run.vocab
     assert asset["vocab"] == vocab and asset["run"] == "tiny" and asset["start_id"] == vocab.index("\n")
     tf, model = loaded
     assert json.loads(model.metadata_json.numpy()) == asset
@@ -55,30 +42,30 @@ def test_layout_is_tf_servings_with_metadata_in_assets_and_attributes(exported, 
     assert result["serving_version"].endswith("/1") and result["check_max_abs_diff"] <= 1e-4
 
 
-def test_signatures_follow_the_step_contract(loaded, run_root):
+def test_signatures_follow_the_step_contract(loaded, two_layer_run):
     tf, model = loaded
     state = model.signatures["initial_state"](batch_size=tf.constant(3))["state"]
     assert state.shape == (2, 2, 3, 16) and float(tf.reduce_max(tf.abs(state))) == 0.0
     out = model.signatures["serving_default"](ids=tf.constant([0, 1, 2], tf.int64), state=state)
-    assert out["logits"].shape == (3, len(vocab_of(run_root))) and out["new_state"].shape == state.shape
+    assert out["logits"].shape == (3, len(two_layer_run.vocab)) and out["new_state"].shape == state.shape
     spec = model.signatures["step"].structured_input_signature[1]
     assert spec["ids"].dtype == tf.int64 and spec["state"].shape.as_list() == [2, 2, None, 16]
 
 
-def test_teacher_forced_log_probs_match_the_engine(loaded, run_root):
+def test_teacher_forced_log_probs_match_the_engine(loaded, two_layer_run):
     tf, model = loaded
-    vocab = vocab_of(run_root)
+    vocab = two_layer_run.vocab
     state = model.initial_state(tf.constant(1))["state"]
     rows = []
     for ch in FORCED:
         out = model.step(tf.constant([vocab.index(ch)], tf.int64), state)
-        rows.append(log_softmax(out["logits"].numpy()))
+        rows.append(log_softmax(out["logits"].numpy())[0])
         state = out["new_state"]
-    diff = np.abs(np.stack(rows) - engine_log_probs(run_engine(run_root), vocab)).max()
+    diff = np.abs(np.stack(rows) - forced_log_probs(run_engine(two_layer_run), vocab)).max()
     print(f"savedmodel: max |log p difference| over {len(FORCED)} characters: {diff:.3g}")
     assert diff <= 1e-4
 
 
-def test_the_readme_loop_greedy_equals_textgen_sample(exported, run_root, tmp_path):
+def test_the_readme_loop_greedy_equals_textgen_sample(exported, two_layer_run, tmp_path):
     shutil.copytree(exported[0], tmp_path / "shakespeare_savedmodel")  # the README's name, in the cwd
-    assert support.run_snippet("savedmodel", temperature=0.0) == PRIME + greedy_sample(run_root)
+    assert run_snippet("savedmodel", temperature=0.0) == PRIME + greedy_sample(two_layer_run)

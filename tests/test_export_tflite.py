@@ -8,42 +8,28 @@ import shutil
 
 import numpy as np
 import pytest
-import test_export_support as support
-from conftest import require
-from test_export_support import (
-    FORCED,
-    PRIME,
-    engine_log_probs,
-    export,
-    greedy_sample,
-    log_softmax,
-    run_engine,
-    vocab_of,
-)
+from helpers import FORCED, PRIME, export, forced_log_probs, greedy_sample, require, run_engine, run_snippet
+
+from textgen.generation.draw import log_softmax
 
 litert = require("ai_edge_litert.interpreter")
 pytestmark = pytest.mark.slow  # trains a run, starts subprocesses, converts with TensorFlow
 
 
-@pytest.fixture(scope="session")
-def run_root(tmp_path_factory):
-    return support.trained_root(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
-def exported(run_root, tmp_path_factory):
+def exported(two_layer_run, tmp_path_factory):
     path = tmp_path_factory.mktemp("tflite") / "shakespeare.tflite"
-    return path, export(run_root, "--format", "tflite", "--output", path)
+    return path, export(two_layer_run, "--format", "tflite", "--output", path)
 
 
 def runner(path):
     return litert.Interpreter(model_path=str(path)).get_signature_runner("serving_default")
 
 
-def test_metadata_lives_beside_the_model_and_only_builtin_ops_are_used(exported, run_root):
+def test_metadata_lives_beside_the_model_and_only_builtin_ops_are_used(exported, two_layer_run):
     path, result = exported
     meta = json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8"))
-    vocab = vocab_of(run_root)
+    vocab = two_layer_run.vocab
     assert result["metadata"] == str(path) + ".json"
     assert meta["vocab"] == vocab and meta["run"] == "tiny" and meta["start_id"] == vocab.index("\n")
     assert (meta["num_layers"], meta["units"]) == (2, 16) and meta["textgen_version"]
@@ -54,30 +40,30 @@ def test_metadata_lives_beside_the_model_and_only_builtin_ops_are_used(exported,
     assert ops and not any(name.startswith("Flex") or name == "CUSTOM" for name in ops), ops
 
 
-def test_signature_follows_the_step_contract(exported, run_root):
+def test_signature_follows_the_step_contract(exported, two_layer_run):
     interpreter = litert.Interpreter(model_path=str(exported[0]))
     assert interpreter.get_signature_list() == {
         "serving_default": {"inputs": ["ids", "state"], "outputs": ["logits", "new_state"]}}
     state = np.zeros((2, 2, 3, 16), np.float32)
     out = interpreter.get_signature_runner("serving_default")(ids=np.array([0, 1, 2], np.int64), state=state)
-    assert out["logits"].shape == (3, len(vocab_of(run_root))) and out["new_state"].shape == state.shape
+    assert out["logits"].shape == (3, len(two_layer_run.vocab)) and out["new_state"].shape == state.shape
 
 
-def test_teacher_forced_log_probs_match_the_engine(exported, run_root):
+def test_teacher_forced_log_probs_match_the_engine(exported, two_layer_run):
     step = runner(exported[0])
-    vocab = vocab_of(run_root)
+    vocab = two_layer_run.vocab
     state = np.zeros((2, 2, 1, 16), np.float32)
     rows = []
     for ch in FORCED:
         out = step(ids=np.array([vocab.index(ch)], np.int64), state=state)
-        rows.append(log_softmax(out["logits"]))
+        rows.append(log_softmax(out["logits"])[0])
         state = out["new_state"]
-    diff = np.abs(np.stack(rows) - engine_log_probs(run_engine(run_root), vocab)).max()
+    diff = np.abs(np.stack(rows) - forced_log_probs(run_engine(two_layer_run), vocab)).max()
     print(f"tflite: max |log p difference| over {len(FORCED)} characters: {diff:.3g}")
     assert diff <= 1e-4
 
 
-def test_the_readme_loop_greedy_equals_textgen_sample(exported, run_root, tmp_path):
+def test_the_readme_loop_greedy_equals_textgen_sample(exported, two_layer_run, tmp_path):
     for name in ("shakespeare.tflite", "shakespeare.tflite.json"):  # the README's names, in the cwd
         shutil.copy(exported[0].with_name(name), tmp_path / name)
-    assert support.run_snippet("tflite", temperature=0.0) == PRIME + greedy_sample(run_root)
+    assert run_snippet("tflite", temperature=0.0) == PRIME + greedy_sample(two_layer_run)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, invoke
+from helpers import assert_one_line_error, invoke
 
 from textgen.demos import mnist, mnist_data
 from textgen.errors import CheckpointError, ConfigError, DataError, TextgenError

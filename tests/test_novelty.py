@@ -6,15 +6,9 @@ import shutil
 
 import numpy as np
 import pytest
-from test_sampling import train_tiny_run
 
 from textgen.errors import CorpusError
 from textgen.novelty import Corpus, novelty, training_corpus
-
-
-@pytest.fixture
-def trained_run(tmp_path_factory):
-    return train_tiny_run(tmp_path_factory) / "tiny"
 
 
 def brute_force_novelty(sample: str, corpus: str, min_span: int = 20):
@@ -56,11 +50,11 @@ def test_novelty_with_uint16_ids_needs_aligned_matches():
 
 
 @pytest.mark.slow
-def test_training_corpus_uses_the_training_split_and_detects_a_missing_or_changed_corpus(trained_run, tmp_path):
+def test_training_corpus_uses_the_training_split_and_detects_a_missing_or_changed_corpus(tiny_run, tmp_path):
     from textgen import checkpoints
     from textgen.corpus import split_point
 
-    info = checkpoints.read_run_file(trained_run)
+    info = checkpoints.read_run_file(tiny_run.run)
     corpus = training_corpus(info)
     assert len(corpus.ids) == split_point(info["corpus"]["characters"], info["training"]["val_fraction"])
     assert np.array_equal(corpus.ids[:50], np.asarray(training_corpus(info).ids[:50]))

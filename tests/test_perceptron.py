@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import invoke
+from helpers import invoke
 
 from textgen.demos import perceptron
 from textgen.errors import ConfigError

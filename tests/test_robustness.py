@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_TEXT, run_cli
+from helpers import TINY_TRAIN, run_cli, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -21,41 +21,52 @@ from typer.testing import CliRunner
 from textgen import checkpoints
 from textgen.cli import app
 
-TINY = ["--layers", "1", "--units", "16", "--embedding-dim", "8", "--dropout", "0", "--seq-len", "16", "--batch-size", "4"]
 runner = CliRunner()
 
 
 def start_training(corpus, run, *extra, preexec=None):
-    args = [sys.executable, "-m", "textgen", "train", str(corpus), "--run", run, *TINY, *extra]
+    args = [sys.executable, "-m", "textgen", "train", str(corpus), "--run", run, *TINY_TRAIN, *extra]
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
 
 
-def wait_for(predicate, timeout=120.0, interval=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
+def kill_during_a_checkpoint_write(proc, run_dir: Path, tries: int = 50) -> Path:
+    """SIGKILL `proc` while it writes a checkpoint, provably: when its temporary directory appears,
+    stop the process (SIGSTOP); if the temporary is still there, the process is frozen inside the
+    write and dies there (else the write had finished: let it go on to its next checkpoint).
+    Returns the temporary the kill left behind."""
+    pattern = f".tmp-ckpt-*-{proc.pid}"
+    for _ in range(tries):
+        wait_until(lambda: list(run_dir.glob(pattern)), what=f"a checkpoint write to start ({pattern})",
+                   timeout=60, interval=0.001, process=proc)
+        proc.send_signal(signal.SIGSTOP)
+        left = list(run_dir.glob(pattern))
+        if left:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            assert left[0].is_dir(), "the temporary of the interrupted write is left behind"
+            return left[0]
+        proc.send_signal(signal.SIGCONT)
+    raise AssertionError(f"no kill landed inside a checkpoint write in {tries} tries")
 
 
 @pytest.mark.slow
 def test_kill_9_three_times_then_everything_still_works(tiny_corpus):
-    """SIGKILL a training process at random moments (one of them mid-checkpoint-write)."""
+    """SIGKILL a training process at random moments, one of them provably mid-checkpoint-write."""
     run_dir = Path("checkpoints") / "crash"
     rng = random.Random(1)
     reached = 0
     for attempt in range(3):
         extra = ["--epochs", "1000", "--eval-every", "5", "--eval-chars", "300"]
         proc = start_training(tiny_corpus, "crash", *(extra + (["--resume"] if attempt else [])))
-        assert wait_for(lambda reached=reached: len(checkpoints.list_checkpoints(run_dir)) > 0 and
-                        checkpoints.list_checkpoints(run_dir)[-1].name > f"ckpt-{reached:08d}")
-        if attempt == 1:  # kill while a checkpoint is being written
-            wait_for(lambda: any(run_dir.glob(".tmp-ckpt-*")), timeout=30, interval=0.001)
+        past = f"ckpt-{reached:08d}"
+        wait_until(lambda: checkpoints.list_checkpoints(run_dir), lambda found, past=past: found and found[-1].name > past,
+                   what=f"a checkpoint past {past}", timeout=120, process=proc)
+        if attempt == 1:
+            kill_during_a_checkpoint_write(proc, run_dir)
         else:
-            time.sleep(rng.uniform(0.2, 2.0))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+            time.sleep(rng.uniform(0.2, 2.0))  # the random moment of the kill (any moment must be safe)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
         ckpt = checkpoints.latest(run_dir)  # loads and verifies every file
         assert ckpt.step >= reached, "a kill never loses a completed checkpoint"
         reached = ckpt.step
@@ -75,11 +86,11 @@ def test_one_writer_per_run_and_stale_lock_takeover(tiny_corpus):
     run_dir = Path("checkpoints") / "busy"
     proc = start_training(tiny_corpus, "busy", "--epochs", "1000", "--eval-every", "50")
     try:
-        assert wait_for(lambda: (run_dir / "lock").exists() and (run_dir / "run.json").exists())
+        wait_until(lambda: (run_dir / "lock").exists() and (run_dir / "run.json").exists(), timeout=120, process=proc)
         second = runner.invoke(app, ["train", str(tiny_corpus), "--run", "busy", "--resume"])
         assert second.exit_code == 1
         assert f"being trained by process {proc.pid}" in second.stderr
-        assert wait_for(lambda: checkpoints.list_checkpoints(run_dir))
+        wait_until(lambda: checkpoints.list_checkpoints(run_dir), timeout=120, process=proc)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -92,7 +103,7 @@ def test_one_writer_per_run_and_stale_lock_takeover(tiny_corpus):
 
 @pytest.mark.slow
 def test_write_failure_keeps_the_previous_checkpoint(tiny_corpus):
-    first = run_cli("train", tiny_corpus, "--run", "full", *TINY, "--epochs", "1", "--eval-every", "10",
+    first = run_cli("train", tiny_corpus, "--run", "full", *TINY_TRAIN, "--epochs", "1", "--eval-every", "10",
                     "--json")
     assert first.returncode == 0, first.stderr
     run_dir = Path("checkpoints") / "full"
@@ -119,7 +130,7 @@ def test_write_failure_keeps_the_previous_checkpoint(tiny_corpus):
 
 @pytest.mark.slow
 def test_checkpoints_hold_no_pickles(tiny_corpus):
-    run_cli("train", tiny_corpus, "--run", "safe", *TINY, "--epochs", "1", "--eval-every", "10")
+    run_cli("train", tiny_corpus, "--run", "safe", *TINY_TRAIN, "--epochs", "1", "--eval-every", "10")
     run_dir = Path("checkpoints") / "safe"
     for npz in run_dir.rglob("*.npz"):
         with np.load(npz, allow_pickle=False) as data:  # raises if any entry needs pickle
@@ -134,7 +145,7 @@ def test_checkpoints_hold_no_pickles(tiny_corpus):
 
 @pytest.mark.slow
 def test_damaged_newest_checkpoint_offers_the_previous_one(tiny_corpus):
-    run_cli("train", tiny_corpus, "--run", "two", *TINY, "--epochs", "1", "--eval-every", "5")
+    run_cli("train", tiny_corpus, "--run", "two", *TINY_TRAIN, "--epochs", "1", "--eval-every", "5")
     run_dir = Path("checkpoints") / "two"
     older, newest = checkpoints.list_checkpoints(run_dir)[-2:]
     (newest / "optimizer.npz").write_bytes(b"garbage")
@@ -188,23 +199,11 @@ def test_fuzz_train_random_bytes(tmp_path, data):
     assert_clean(result)
 
 
-@pytest.fixture(scope="module")
-def fuzz_run(tmp_path_factory):
-    """One tiny trained run shared by the sampling fuzzers."""
-    root = tmp_path_factory.mktemp("fuzzrun")
-    corpus = root / "tiny.txt"
-    corpus.write_text(TINY_TEXT * 30, encoding="utf-8")
-    env = {"TEXTGEN_CACHE_DIR": str(root / "cache"), "TEXTGEN_CHECKPOINTS": str(root / "checkpoints")}
-    result = run_cli("train", corpus, "--run", "fz", *TINY, "--epochs", "1", env=env)
-    assert result.returncode == 0, result.stderr
-    return root / "checkpoints"
-
-
 @pytest.mark.slow
 @fuzz(200)
 @given(prime=st.text(max_size=40))
-def test_fuzz_prime_text(fuzz_run, prime):
-    result = runner.invoke(app, ["sample", "--checkpoints", str(fuzz_run), "--prime", prime, "--length", "3",
+def test_fuzz_prime_text(tiny_run, prime):
+    result = runner.invoke(app, ["sample", "--checkpoints", str(tiny_run.checkpoints), "--prime", prime, "--length", "3",
                                  "--seed", "1", "--json"])
     assert_clean(result)
     if result.exit_code == 0:
@@ -219,8 +218,8 @@ option_value = st.one_of(st.integers(-5, 50).map(str), st.floats(allow_nan=True,
 @fuzz(200)
 @given(temperature=option_value, top_k=option_value, top_p=option_value, length=option_value,
        num_samples=st.one_of(st.integers(-2, 4).map(str), st.text(max_size=3)))
-def test_fuzz_sample_options(fuzz_run, temperature, top_k, top_p, length, num_samples):
-    result = runner.invoke(app, ["sample", "--checkpoints", str(fuzz_run), "--temperature", temperature,
+def test_fuzz_sample_options(tiny_run, temperature, top_k, top_p, length, num_samples):
+    result = runner.invoke(app, ["sample", "--checkpoints", str(tiny_run.checkpoints), "--temperature", temperature,
                                  "--top-k", top_k, "--top-p", top_p, "--length", length,
                                  "--num-samples", num_samples, "--json"])
     assert_clean(result)
@@ -249,7 +248,7 @@ def test_run_killed_before_its_first_checkpoint_can_resume(tiny_corpus):
     proc = start_training(tiny_corpus, "early", "--epochs", "1000", "--eval-every", "100000",
                           "--checkpoint-seconds", "3600")
     run_dir = Path("checkpoints") / "early"
-    assert wait_for(lambda: (run_dir / "run.json").exists())
+    wait_until(lambda: (run_dir / "run.json").exists(), timeout=120, process=proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert not checkpoints.list_checkpoints(run_dir)

@@ -6,21 +6,13 @@ import json
 import os
 import pty
 import select
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import TINY_TEXT, run_cli
-from test_sampling import train_tiny_run
-
-
-@pytest.fixture
-def run_root(tmp_path_factory):
-    """A checkpoints directory with one trained 2-layer run named "tiny" (do not modify it)."""
-    return train_tiny_run(tmp_path_factory)
+from helpers import run_cli
 
 
 def sample(root, *args, **kw):
@@ -33,7 +25,7 @@ def sample_json(root, *args):
     return json.loads(result.stdout)
 
 
-def test_help_documents_every_option_with_an_example(run_root):
+def test_help_documents_every_option_with_an_example():
     result = run_cli("sample", "--help", env={"COLUMNS": "200"})
     assert result.returncode == 0
     assert "Example:" in result.stdout
@@ -43,10 +35,10 @@ def test_help_documents_every_option_with_an_example(run_root):
 
 
 @pytest.mark.slow
-def test_same_seed_is_byte_identical_and_output_file_matches(run_root, tmp_path):
-    first = sample(run_root, "--seed", 3, "--length", 300, "--prime", "ROMEO:", "--output", tmp_path / "a.txt")
-    second = sample(run_root, "--seed", 3, "--length", 300, "--prime", "ROMEO:")
-    other = sample(run_root, "--seed", 4, "--length", 300, "--prime", "ROMEO:")
+def test_same_seed_is_byte_identical_and_output_file_matches(tiny_run, tmp_path):
+    first = sample(tiny_run.checkpoints, "--seed", 3, "--length", 300, "--prime", "ROMEO:", "--output", tmp_path / "a.txt")
+    second = sample(tiny_run.checkpoints, "--seed", 3, "--length", 300, "--prime", "ROMEO:")
+    other = sample(tiny_run.checkpoints, "--seed", 4, "--length", 300, "--prime", "ROMEO:")
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout != other.stdout
     assert first.stdout.startswith("ROMEO:") and len(first.stdout) == len("ROMEO:") + 300 + 1
@@ -55,10 +47,10 @@ def test_same_seed_is_byte_identical_and_output_file_matches(run_root, tmp_path)
 
 
 @pytest.mark.slow
-def test_sample_i_does_not_depend_on_num_samples(run_root):
-    one = sample_json(run_root, "--seed", 9, "--length", 200)["samples"]
-    three = sample_json(run_root, "--seed", 9, "--length", 200, "--num-samples", 3)["samples"]
-    forty = sample_json(run_root, "--seed", 9, "--length", 200, "--num-samples", 40)["samples"]
+def test_sample_i_does_not_depend_on_num_samples(tiny_run):
+    one = sample_json(tiny_run.checkpoints, "--seed", 9, "--length", 200)["samples"]
+    three = sample_json(tiny_run.checkpoints, "--seed", 9, "--length", 200, "--num-samples", 3)["samples"]
+    forty = sample_json(tiny_run.checkpoints, "--seed", 9, "--length", 200, "--num-samples", 40)["samples"]
     assert [s["index"] for s in three] == [0, 1, 2]
     assert one[0]["text"] == three[0]["text"] == forty[0]["text"]
     assert [s["text"] for s in three] == [s["text"] for s in forty[:3]]
@@ -66,29 +58,29 @@ def test_sample_i_does_not_depend_on_num_samples(run_root):
 
 
 @pytest.mark.slow
-def test_temperatures_are_labelled_and_zero_is_greedy(run_root):
-    data = sample_json(run_root, "--temperature", "0,1.5", "--temperature", "0.5", "--num-samples", 2,
+def test_temperatures_are_labelled_and_zero_is_greedy(tiny_run):
+    data = sample_json(tiny_run.checkpoints, "--temperature", "0,1.5", "--temperature", "0.5", "--num-samples", 2,
                        "--length", 80, "--seed", 1)
     assert [(s["temperature"], s["index"]) for s in data["samples"]] == [(0.0, 0), (0.0, 1), (1.5, 0), (1.5, 1),
                                                                         (0.5, 0), (0.5, 1)]
     greedy = [s["text"] for s in data["samples"][:2]]
     assert greedy[0] == greedy[1]
-    top1 = sample_json(run_root, "--temperature", "2", "--top-k", 1, "--length", 80, "--seed", 5)["samples"]
+    top1 = sample_json(tiny_run.checkpoints, "--temperature", "2", "--top-k", 1, "--length", 80, "--seed", 5)["samples"]
     assert top1[0]["text"] == greedy[0]
-    human = sample(run_root, "--temperature", "0,1.5", "--length", 40, "--seed", 1, env={"COLUMNS": "100"})
+    human = sample(tiny_run.checkpoints, "--temperature", "0,1.5", "--length", 40, "--seed", 1, env={"COLUMNS": "100"})
     assert "temperature 0 " in human.stdout and "temperature 1.5" in human.stdout
 
 
-def test_top_p_and_top_k_run(run_root):
-    data = sample_json(run_root, "--top-p", "0.5", "--top-k", 3, "--length", 50, "--seed", 2, "--num-samples", 2)
+def test_top_p_and_top_k_run(tiny_run):
+    data = sample_json(tiny_run.checkpoints, "--top-p", "0.5", "--top-k", 3, "--length", 50, "--seed", 2, "--num-samples", 2)
     assert data["top_k"] == 3 and data["top_p"] == 0.5
     assert all(len(s["text"]) == 50 for s in data["samples"])
 
 
 @pytest.mark.slow
-def test_stop_strings_end_each_sample_and_are_left_out(run_root):
-    full = sample_json(run_root, "--length", 400, "--seed", 7, "--num-samples", 4)["samples"]
-    stopped = sample_json(run_root, "--length", 400, "--seed", 7, "--num-samples", 4,
+def test_stop_strings_end_each_sample_and_are_left_out(tiny_run):
+    full = sample_json(tiny_run.checkpoints, "--length", 400, "--seed", 7, "--num-samples", 4)["samples"]
+    stopped = sample_json(tiny_run.checkpoints, "--length", 400, "--seed", 7, "--num-samples", 4,
                           "--stop", "\\n", "--stop", "e ")["samples"]
     cut_somewhere = False
     for whole, cut in zip(full, stopped):
@@ -100,7 +92,7 @@ def test_stop_strings_end_each_sample_and_are_left_out(run_root):
         else:
             assert cut["text"] == whole["text"] and cut["stop"] is None
     assert cut_somewhere
-    streamed = sample(run_root, "--length", 400, "--seed", 7, "--stop", "\\n", "--stop", "e ")
+    streamed = sample(tiny_run.checkpoints, "--length", 400, "--seed", 7, "--stop", "\\n", "--stop", "e ")
     assert streamed.stdout == stopped[0]["text"] + "\n"
 
 
@@ -113,8 +105,8 @@ def test_stop_strings_end_each_sample_and_are_left_out(run_root):
     (["--interactive", "--json"], "interactive"),
 ])
 @pytest.mark.slow
-def test_invalid_values_are_one_line_errors(run_root, args, words):
-    result = sample(run_root, *args)
+def test_invalid_values_are_one_line_errors(tiny_run, args, words):
+    result = sample(tiny_run.checkpoints, *args)
     assert result.returncode != 0
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
@@ -122,9 +114,10 @@ def test_invalid_values_are_one_line_errors(run_root, args, words):
 
 
 @pytest.mark.slow
-def test_novelty_report(run_root):
-    data = sample_json(run_root, "--novelty", "--temperature", "0,1", "--length", 300, "--seed", 1)
-    corpus_text = (TINY_TEXT * 40)[: len(TINY_TEXT * 40) - round(len(TINY_TEXT * 40) * 0.1)]
+def test_novelty_report(tiny_run):
+    data = sample_json(tiny_run.checkpoints, "--novelty", "--temperature", "0,1", "--length", 300, "--seed", 1)
+    text = tiny_run.corpus.read_text(encoding="utf-8")
+    corpus_text = text[: len(text) - round(len(text) * 0.1)]  # the training split
     for s in data["samples"]:
         report = s["novelty"]
         assert 0.0 <= report["copied_share"] <= 1.0 and report["min_span"] == 20
@@ -134,13 +127,13 @@ def test_novelty_report(run_root):
         copied = sum(any(s["text"][j: j + 20] in corpus_text for j in range(max(0, i - 19), i + 1)
                          if j + 20 <= len(s["text"])) for i in range(len(s["text"])))
         assert report["copied_chars"] == copied
-    human = sample(run_root, "--novelty", "--length", 100, "--seed", 1)
+    human = sample(tiny_run.checkpoints, "--novelty", "--length", 100, "--seed", 1)
     assert "longest span copied" in human.stdout
 
 
-def test_novelty_without_the_corpus_is_a_clear_error(run_root, tmp_path):
+def test_novelty_without_the_corpus_is_a_clear_error(tiny_run, tmp_path):
     root = tmp_path / "checkpoints"
-    shutil.copytree(run_root, root)
+    tiny_run.copy(root)
     run_file = root / "tiny" / "run.json"
     info = json.loads(run_file.read_text(encoding="utf-8"))
     info["corpus"]["source"] = str(tmp_path / "gone.txt")
@@ -150,8 +143,8 @@ def test_novelty_without_the_corpus_is_a_clear_error(run_root, tmp_path):
     assert "corpus is gone" in result.stderr and "gone.txt" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_single_sample_streams_while_generating(run_root):
-    process = subprocess.Popen([sys.executable, "-m", "textgen", "sample", "--checkpoints", str(run_root),
+def test_single_sample_streams_while_generating(tiny_run):
+    process = subprocess.Popen([sys.executable, "-m", "textgen", "sample", "--checkpoints", str(tiny_run.checkpoints),
                                 "--length", "5000000", "--seed", "1"], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE)
     try:
@@ -169,8 +162,8 @@ def interactive(root, *args):
 
 
 @pytest.mark.slow
-def test_interactive_reads_primes_until_end_of_input(run_root):
-    process = interactive(run_root, "--length", 60, "--seed", 2)
+def test_interactive_reads_primes_until_end_of_input(tiny_run):
+    process = interactive(tiny_run.checkpoints, "--length", 60, "--seed", 2)
     stdout, stderr = process.communicate(b"ROMEO:\n\nJULIET:\n", timeout=120)
     assert process.returncode == 0, stderr
     lines = stdout.decode().split("\n")
@@ -178,19 +171,19 @@ def test_interactive_reads_primes_until_end_of_input(run_root):
     assert stderr.decode().count("prime> ") == 4 and "Traceback" not in stderr.decode()
     assert len(lines) >= 3
     # The same seed and primes give the same continuations.
-    again = interactive(run_root, "--length", 60, "--seed", 2).communicate(b"ROMEO:\n\nJULIET:\n", timeout=120)
+    again = interactive(tiny_run.checkpoints, "--length", 60, "--seed", 2).communicate(b"ROMEO:\n\nJULIET:\n", timeout=120)
     assert again[0] == stdout
 
 
-def test_interactive_unknown_characters_do_not_end_the_session(run_root):
-    process = interactive(run_root, "--length", 20)
+def test_interactive_unknown_characters_do_not_end_the_session(tiny_run):
+    process = interactive(tiny_run.checkpoints, "--length", 20)
     stdout, stderr = process.communicate(b"Zebra~\nROMEO:\n", timeout=120)
     assert process.returncode == 0
     assert "not in the model's vocabulary" in stderr.decode() and stdout.decode().startswith("ROMEO:")
 
 
-def test_interactive_ctrl_c_while_generating_leaves_cleanly(run_root):
-    process = interactive(run_root, "--length", 5000000)
+def test_interactive_ctrl_c_while_generating_leaves_cleanly(tiny_run):
+    process = interactive(tiny_run.checkpoints, "--length", 5000000)
     process.stdin.write(b"ROMEO:\n")
     process.stdin.flush()
     assert len(process.stdout.read(100)) == 100  # generating
@@ -200,10 +193,10 @@ def test_interactive_ctrl_c_while_generating_leaves_cleanly(run_root):
 
 
 @pytest.mark.slow
-def test_interactive_ctrl_c_and_ctrl_d_at_the_prompt_in_a_terminal(run_root):
+def test_interactive_ctrl_c_and_ctrl_d_at_the_prompt_in_a_terminal(tiny_run):
     for key in (b"\x04", b"\x03"):
         primary, secondary = pty.openpty()
-        process = subprocess.Popen([sys.executable, "-m", "textgen", "sample", "--checkpoints", str(run_root),
+        process = subprocess.Popen([sys.executable, "-m", "textgen", "sample", "--checkpoints", str(tiny_run.checkpoints),
                                     "--interactive", "--length", "30", "--seed", "1"],
                                    stdin=secondary, stdout=secondary, stderr=secondary,
                                    start_new_session=True,
@@ -243,10 +236,10 @@ def read_until(fd, marker, timeout=60):
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_a_batch_exits_cleanly_and_leaves_no_output_file(run_root, tmp_path):
+def test_ctrl_c_during_a_batch_exits_cleanly_and_leaves_no_output_file(tiny_run, tmp_path):
     (tmp_path / "o").mkdir()
     output = tmp_path / "o" / "out.txt"
-    process = subprocess.Popen([sys.executable, "-m", "textgen", "sample", "--checkpoints", str(run_root),
+    process = subprocess.Popen([sys.executable, "-m", "textgen", "sample", "--checkpoints", str(tiny_run.checkpoints),
                                 "--num-samples", "32", "--length", "5000000", "--output", str(output)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 60

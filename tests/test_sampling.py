@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import math
-import shutil
 import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import TINY_TEXT, missing
+from helpers import TINY_TEXT, engine_log_probs, missing, random_weights
 
 from textgen.errors import ConfigError
 from textgen.generation import draw as sampling
@@ -20,21 +19,6 @@ from textgen.generation.session import SamplingSession, StreamSpec
 from textgen.generation.writers import generate
 
 VOCAB = 7
-
-
-def random_weights(num_layers=2, vocab=VOCAB, embedding=5, units=8, scale=0.5, seed=0) -> dict:
-    rng = np.random.default_rng(seed)
-    weights = {"embedding/embeddings": rng.normal(0, scale, (vocab, embedding)).astype(np.float32)}
-    inputs = embedding
-    for i in range(num_layers):
-        prefix = f"lstm_{i}/lstm/lstm_cell/"
-        weights[prefix + "kernel"] = rng.normal(0, scale, (inputs, 4 * units)).astype(np.float32)
-        weights[prefix + "recurrent_kernel"] = rng.normal(0, scale, (units, 4 * units)).astype(np.float32)
-        weights[prefix + "bias"] = rng.normal(0, scale, 4 * units).astype(np.float32)
-        inputs = units
-    weights["logits/kernel"] = rng.normal(0, scale, (units, vocab)).astype(np.float32)
-    weights["logits/bias"] = rng.normal(0, scale, vocab).astype(np.float32)
-    return weights
 
 
 def one_hot_engine(next_id):
@@ -204,7 +188,7 @@ BLAS_PROBE = """
 import sys
 sys.path.insert(0, sys.argv[1])
 import threadpoolctl
-from test_sampling import random_weights
+from helpers import random_weights
 from textgen.generation.engine import LSTMEngine
 from textgen.generation.writers import generate
 
@@ -262,11 +246,6 @@ def keras_log_probs(model, ids: np.ndarray) -> np.ndarray:
     return sampling.log_softmax(np.asarray(model(ids.astype(np.int32))))
 
 
-def engine_log_probs(engine, ids: np.ndarray) -> np.ndarray:
-    state = engine.initial_state(ids.shape[0])
-    return np.stack([sampling.log_softmax(engine.step(ids[:, t], state)) for t in range(ids.shape[1])], axis=1)
-
-
 @pytest.mark.slow
 def test_engine_equals_keras_with_random_weights():
     from textgen.training.model import ModelConfig, build_model
@@ -288,12 +267,12 @@ def test_engine_equals_keras_with_random_weights():
 
 
 @pytest.mark.slow
-def test_engine_equals_keras_on_a_trained_checkpoint(trained_run):
+def test_engine_equals_keras_on_a_trained_checkpoint(two_layer_run):
     from textgen import checkpoints
     from textgen.corpus import Vocabulary
     from textgen.training.model import ModelConfig, build_model
 
-    info, ckpt, engine = load_run(trained_run)
+    info, ckpt, engine = load_run(two_layer_run.run)
     model = build_model(ModelConfig(**info["model"]), batch_size=1, seq_len=None)
     arrays = checkpoints.load_arrays(ckpt.path)
     for v in model.trainable_variables:
@@ -306,44 +285,11 @@ def test_engine_equals_keras_on_a_trained_checkpoint(trained_run):
     assert -picked.mean() < math.log(len(info["vocab"])) - 0.5
 
 
-def test_load_run_rejects_a_damaged_checkpoint(trained_run, tmp_path):
+def test_load_run_rejects_a_damaged_checkpoint(tiny_run, tmp_path):
     from textgen.errors import CheckpointError
 
-    trained_run = shutil.copytree(trained_run, tmp_path / "copy")
-    weights = next(trained_run.glob("ckpt-*")) / "weights.npz"
+    run = tiny_run.copy(tmp_path / "copy") / "tiny"
+    weights = next(run.glob("ckpt-*")) / "weights.npz"
     weights.write_bytes(weights.read_bytes()[:-10])
     with pytest.raises(CheckpointError, match="damaged"):
-        load_run(trained_run, next(trained_run.glob("ckpt-*")).name)
-
-
-# ----------------------------------------------------------------------------- a trained run
-
-_TRAINED: dict = {}
-
-
-def train_tiny_run(tmp_path_factory):
-    """The checkpoints directory of a 2-layer run trained for a few steps through
-    textgen.training.opening.open_run; trained once per session (test_sample_cli uses it too).
-    Tests must not modify it: copy it first."""
-    if "root" not in _TRAINED:
-        from textgen import corpus as corpus_lib
-        from textgen.training.opening import open_run
-
-        root = tmp_path_factory.mktemp("trained")
-        source = root / "tiny.txt"
-        source.write_text(TINY_TEXT * 40, encoding="utf-8")
-        prepared = corpus_lib.prepare(source, cache_dir=root / "cache")
-        trainer = open_run(prepared, "tiny", root / "checkpoints", "tiny",
-                           model_options={"num_layers": 2, "units": 32, "embedding_dim": 8, "dropout": 0.0},
-                           train_options={"seq_len": 32, "batch_size": 8, "epochs": 3, "learning_rate": 0.01,
-                                          "seed": 0},
-                           resume=False)
-        trainer.config.sample_chars = 0
-        trainer.run()
-        _TRAINED["root"] = root / "checkpoints"
-    return _TRAINED["root"]
-
-
-@pytest.fixture
-def trained_run(tmp_path_factory):
-    return train_tiny_run(tmp_path_factory) / "tiny"
+        load_run(run, next(run.glob("ckpt-*")).name)

@@ -6,15 +6,15 @@ import math
 
 import httpx
 import pytest
-from serve_helpers import Server, client, sse_events, trained  # noqa: F401
+from helpers import Server, client, sse_events
 
 pytestmark = pytest.mark.slow
 TEMPLATE = "{role}: {content}\n"
 
 
 @pytest.fixture(scope="module")
-def server(trained):  # noqa: F811
-    s = Server(trained, "--run", "tiny", "--chat-template", TEMPLATE)
+def server(tiny_run):
+    s = Server(tiny_run.checkpoints, "--run", "tiny", "--chat-template", TEMPLATE)
     yield s
     assert s.stop() == 0, s.log()
 

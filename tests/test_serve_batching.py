@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from serve_helpers import Server, client, sse_events, trained  # noqa: F401
+from helpers import Server, client, sse_events
 
 pytestmark = pytest.mark.slow
 STREAMED = 200_000  # characters: ~1-2 s on the tiny model, so several 50 ms flushes on any CPU
@@ -17,8 +17,8 @@ LONG = 10_000_000  # characters: never finished by a test (the compiled step wri
 
 
 @pytest.fixture(scope="module")
-def server(trained):  # noqa: F811
-    s = Server(trained, "--max-length", str(LONG), "--max-streams", "70")
+def server(tiny_run):
+    s = Server(tiny_run.checkpoints, "--max-length", str(LONG), "--max-streams", "70")
     yield s
     assert s.stop() == 0, s.log()
 
@@ -118,10 +118,10 @@ def test_metrics_in_prometheus_format(server):
         assert line.startswith("#") or len(line.rsplit(" ", 1)) == 2 and float(line.rsplit(" ", 1)[1]) >= 0
 
 
-def test_access_log_line_per_request(server, trained):  # noqa: F811
+def test_access_log_line_per_request(server, tiny_run):
     httpx.get(server.url + "/v1/models", timeout=10)
     server.wait_log('"GET /v1/models" 200')
-    quiet = Server(trained, "--quiet")
+    quiet = Server(tiny_run.checkpoints, "--quiet")
     try:
         httpx.get(quiet.url + "/v1/models", timeout=10)
         time.sleep(0.5)
@@ -130,8 +130,8 @@ def test_access_log_line_per_request(server, trained):  # noqa: F811
     assert "/v1/models" not in quiet.log() and "textgen serve" in quiet.log()  # the panel is still shown
 
 
-def test_full_queue_is_429_with_retry_after_and_fifo(trained):  # noqa: F811
-    s = Server(trained, "--max-streams", "1", "--max-queue", "1", "--max-length", str(LONG), "--keepalive", "0.2")
+def test_full_queue_is_429_with_retry_after_and_fifo(tiny_run):
+    s = Server(tiny_run.checkpoints, "--max-streams", "1", "--max-queue", "1", "--max-length", str(LONG), "--keepalive", "0.2")
     try:
         first_stop, first = threading.Event(), []
         _stream_in_thread(s.url, {"model": "tiny", "prompt": "O", "max_tokens": LONG}, first_stop, first)
@@ -153,8 +153,8 @@ def test_full_queue_is_429_with_retry_after_and_fifo(trained):  # noqa: F811
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_shutdown_ends_streams_with_a_final_event_and_exits_0(trained, sig):  # noqa: F811
-    s = Server(trained, "--max-length", str(LONG))
+def test_shutdown_ends_streams_with_a_final_event_and_exits_0(tiny_run, sig):
+    s = Server(tiny_run.checkpoints, "--max-length", str(LONG))
     stop, received = threading.Event(), []
     thread = _stream_in_thread(s.url, {"model": "tiny", "prompt": "O", "max_tokens": LONG}, stop, received)
     s.wait_metric("textgen_active_streams", 1)
@@ -167,12 +167,12 @@ def test_shutdown_ends_streams_with_a_final_event_and_exits_0(trained, sig):  # 
     assert events[-2]["error"]["code"] == "shutting_down"
 
 
-def test_the_server_never_imports_tensorflow(trained, tmp_path):  # noqa: F811
+def test_the_server_never_imports_tensorflow(tiny_run, tmp_path):
     blocker = tmp_path / "blocked"
     for name in ("tensorflow", "keras", "jax", "torch"):
         (blocker / name).mkdir(parents=True)
         (blocker / name / "__init__.py").write_text(f"raise ImportError('textgen serve imported {name}')\n")
-    s = Server(trained, env={"PYTHONPATH": str(blocker)})
+    s = Server(tiny_run.checkpoints, env={"PYTHONPATH": str(blocker)})
     try:
         answer = client(s).completions.create(model="tiny", prompt="O", max_tokens=5, stream=True)
         assert len("".join(c.choices[0].text for c in answer)) == 5

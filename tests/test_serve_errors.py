@@ -8,22 +8,22 @@ import shutil
 import httpx
 import openai
 import pytest
-from serve_helpers import Server, client, copy_run, trained  # noqa: F401
+from helpers import Server, client
 
 pytestmark = pytest.mark.slow
 KEY = "s3cret-key"
 
 
 @pytest.fixture(scope="module")
-def server(trained):  # noqa: F811
-    s = Server(trained, "--max-length", "100", "--max-n", "3", "--max-prompt", "50")
+def server(tiny_run):
+    s = Server(tiny_run.checkpoints, "--max-length", "100", "--max-n", "3", "--max-prompt", "50")
     yield s
     assert s.stop() == 0, s.log()
 
 
 @pytest.fixture(scope="module")
-def keyed(trained):  # noqa: F811
-    s = Server(trained, "--cors-origin", "http://good.example", env={"TEXTGEN_API_KEY": KEY})
+def keyed(tiny_run):
+    s = Server(tiny_run.checkpoints, "--cors-origin", "http://good.example", env={"TEXTGEN_API_KEY": KEY})
     yield s
     assert s.stop() == 0, s.log()
 
@@ -147,8 +147,8 @@ def test_cors_is_off_unless_an_origin_is_given(server, keyed):
     assert denied.status_code == 401 and denied.headers["access-control-allow-origin"] == "http://good.example"
 
 
-def test_503_while_a_run_has_no_checkpoint_then_it_loads(trained, tmp_path):  # noqa: F811
-    root = copy_run(trained, tmp_path / "ck")
+def test_503_while_a_run_has_no_checkpoint_then_it_loads(tiny_run, tmp_path):
+    root = tiny_run.copy(tmp_path / "ck")
     held = tmp_path / "held"
     held.mkdir()
     for path in (root / "tiny").iterdir():

@@ -5,7 +5,7 @@ hover a character for its alternatives, open the runs view and see the validatio
 Screenshots go to the test's directory; with TEXTGEN_UPDATE_SCREENSHOTS=1 also to docs/
 (TEXTGEN_SCREENSHOT_CHECKPOINTS may name a better-trained checkpoints directory for them).
 Under CI=true a missing Chromium or Playwright fails instead of skipping. The page runs under
-its Content-Security-Policy, so waits poll `page.evaluate` (browser_helpers.wait_js), never eval.
+its Content-Security-Policy, so waits poll `page.evaluate` (helpers.wait_js), never eval.
 """
 
 from __future__ import annotations
@@ -15,17 +15,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from browser_helpers import wait_js
-from conftest import REPO
-from serve_helpers import Server, trained  # noqa: F401
+from helpers import REPO, Server, wait_js
 
 pytestmark = pytest.mark.slow
 LONG = 1_000_000  # never reached: the test stops the generation
 
 
 @pytest.fixture(scope="module")
-def server(trained):  # noqa: F811
-    root = Path(os.environ.get("TEXTGEN_SCREENSHOT_CHECKPOINTS") or trained)
+def server(tiny_run):
+    root = Path(os.environ.get("TEXTGEN_SCREENSHOT_CHECKPOINTS") or tiny_run.checkpoints)
     s = Server(root, "--max-length", str(LONG), "--quiet")
     yield s
     assert s.stop() == 0, s.log()

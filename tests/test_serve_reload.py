@@ -13,8 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TINY_TEXT
-from serve_helpers import Server, copy_run, sse_events, trained  # noqa: F401
+from helpers import TINY_TEXT, Server, sse_events
 
 pytestmark = pytest.mark.slow
 LONG = 1_000_000  # long enough to be still streaming when the new checkpoint lands (200,000 took ~1 s)
@@ -38,10 +37,10 @@ def _install(source: Path, run: Path, name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def resumed(trained, tmp_path_factory):  # noqa: F811
+def resumed(tiny_run, tmp_path_factory):
     """A copy of the run trained one epoch further (its ckpt-00000500)."""
     base = tmp_path_factory.mktemp("resumed")
-    root = copy_run(trained, base / "checkpoints")
+    root = tiny_run.copy(base / "checkpoints")
     (base / "tiny.txt").write_text(TINY_TEXT * 60, encoding="utf-8")
     result = subprocess.run([sys.executable, "-m", "textgen", "train", "tiny.txt", "--resume", "--run", "tiny",
                              "--checkpoints", str(root), "--epochs", "2"], capture_output=True, text=True, cwd=base,
@@ -51,10 +50,10 @@ def resumed(trained, tmp_path_factory):  # noqa: F811
     return root / "tiny"
 
 
-def test_new_checkpoints_serve_new_requests_while_old_ones_finish(trained, resumed, tmp_path):  # noqa: F811
-    root = copy_run(trained, tmp_path / "ck")
+def test_new_checkpoints_serve_new_requests_while_old_ones_finish(tiny_run, resumed, tmp_path):
+    root = tiny_run.copy(tmp_path / "ck")
     run = root / "tiny"
-    old_text = _reference(trained / "tiny", "ckpt-00000250", "O", LONG, seed=5)
+    old_text = _reference(tiny_run.run, "ckpt-00000250", "O", LONG, seed=5)
     new_text = _reference(resumed, "ckpt-00000500", "O", 200, seed=5)
     assert old_text[:200] != new_text
     s = Server(root, "--reload-seconds", "0.2", "--max-length", str(LONG))
@@ -94,8 +93,8 @@ def test_new_checkpoints_serve_new_requests_while_old_ones_finish(trained, resum
         assert s.stop() == 0
 
 
-def test_a_damaged_checkpoint_is_never_loaded_and_said_once(trained, tmp_path):  # noqa: F811
-    root = copy_run(trained, tmp_path / "ck")
+def test_a_damaged_checkpoint_is_never_loaded_and_said_once(tiny_run, tmp_path):
+    root = tiny_run.copy(tmp_path / "ck")
     run = root / "tiny"
     s = Server(root, "--reload-seconds", "0.1")
     try:

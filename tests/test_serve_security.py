@@ -12,8 +12,7 @@ import time
 
 import httpx
 import pytest
-from conftest import assert_one_line_error, invoke, wait_until
-from serve_helpers import Server, trained  # noqa: F401
+from helpers import Server, assert_one_line_error, invoke, wait_until
 
 pytestmark = pytest.mark.slow
 KEY = "file-key-123"
@@ -21,17 +20,17 @@ SHORT = ("--header-timeout", "2", "--body-timeout", "2")
 
 
 @pytest.fixture(scope="module")
-def open_server(trained):  # noqa: F811
-    s = Server(trained, "--allowed-host", "my.example", "--max-length", "1000000", *SHORT)
+def open_server(tiny_run):
+    s = Server(tiny_run.checkpoints, "--allowed-host", "my.example", "--max-length", "1000000", *SHORT)
     yield s
     assert s.stop() == 0, s.log()
 
 
 @pytest.fixture(scope="module")
-def keyed(trained, tmp_path_factory):  # noqa: F811
+def keyed(tiny_run, tmp_path_factory):
     key_file = tmp_path_factory.mktemp("key") / "key.txt"
     key_file.write_text(KEY + "\n", encoding="utf-8")
-    s = Server(trained, "--api-key-file", key_file, "--forwarded-allow-ips", "127.0.0.1", *SHORT)
+    s = Server(tiny_run.checkpoints, "--api-key-file", key_file, "--forwarded-allow-ips", "127.0.0.1", *SHORT)
     yield s
     assert s.stop() == 0, s.log()
 
@@ -160,8 +159,8 @@ def test_a_long_response_outlives_the_request_timeouts(open_server):
     assert time.monotonic() - started > 3 and received > 1000
 
 
-def test_connections_beyond_the_cap_get_503_at_once(trained):  # noqa: F811
-    s = Server(trained, "--max-connections", "3", "--quiet")
+def test_connections_beyond_the_cap_get_503_at_once(tiny_run):
+    s = Server(tiny_run.checkpoints, "--max-connections", "3", "--quiet")
     held = []
     try:
         wait_until(lambda: httpx.get(s.url + "/health", timeout=5).status_code == 200, timeout=10)

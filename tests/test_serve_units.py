@@ -7,7 +7,7 @@ import asyncio
 import threading
 
 import pytest
-from conftest import require
+from helpers import require
 
 require("fastapi")
 

@@ -18,8 +18,7 @@ import shutil
 
 import httpx
 import pytest
-from browser_helpers import wait_js
-from serve_helpers import Server, copy_run, trained  # noqa: F401
+from helpers import Server, wait_js
 
 from textgen import run_checks
 from textgen.errors import CheckpointError
@@ -88,8 +87,8 @@ def poison_run(run) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server(trained, tmp_path_factory):  # noqa: F811
-    root = copy_run(trained, tmp_path_factory.mktemp("xss") / "checkpoints")
+def server(tiny_run, tmp_path_factory):
+    root = tiny_run.copy(tmp_path_factory.mktemp("xss") / "checkpoints")
     poisoned = poison_run(root / "tiny")
     assert len(poisoned["run.json"]) > 30 and all(len(paths) >= 3 for paths in poisoned.values())
     s = Server(root, "--quiet", "--reload-seconds", "0.2")

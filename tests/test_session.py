@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from test_sampling import random_weights
+from helpers import random_weights
 
 from textgen.errors import ConfigError, CorpusError
 from textgen.generation.draw import log_softmax

@@ -7,13 +7,12 @@ import math
 
 import numpy as np
 import pytest
+from helpers import TWO_LAYER_DROPOUT_MODEL
 
 from textgen import checkpoints
 from textgen.corpus import prepare
 from textgen.errors import CheckpointError, ConfigError
 from textgen.training.opening import TrainingCallbacks, open_run
-
-TINY_MODEL = {"num_layers": 2, "units": 16, "embedding_dim": 8, "dropout": 0.1}
 
 
 def train_options(**overrides):
@@ -45,7 +44,7 @@ def test_resume_continues_exactly(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     root = tmp_path / "checkpoints"
     # Uninterrupted: 12 steps.
-    trainer = open_run(corpus, "tiny", root, "straight", TINY_MODEL, train_options(epochs=1), False)
+    trainer = open_run(corpus, "tiny", root, "straight", TWO_LAYER_DROPOUT_MODEL, train_options(epochs=1), False)
     total = trainer.batches.steps_per_epoch
     assert total >= 12
     trainer.config.epochs = 1
@@ -56,7 +55,7 @@ def test_resume_continues_exactly(tiny_corpus, tmp_path):
     _, straight = weights_of(root / "straight")
 
     # Interrupted at step 7, resumed in a fresh trainer, stopped at step 12.
-    first = open_run(corpus, "tiny", root, "split", TINY_MODEL, train_options(epochs=1), False)
+    first = open_run(corpus, "tiny", root, "split", TWO_LAYER_DROPOUT_MODEL, train_options(epochs=1), False)
     stopper = StopAfter(7)
     first.callbacks, stopper.trainer = stopper, first
     summary = first.run()
@@ -81,7 +80,7 @@ def test_resume_continues_exactly(tiny_corpus, tmp_path):
 def test_run_directory_is_self_describing(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     root = tmp_path / "checkpoints"
-    trainer = open_run(corpus, "tiny", root, "desc", TINY_MODEL, train_options(epochs=1, eval_every=40, sample_chars=0),
+    trainer = open_run(corpus, "tiny", root, "desc", TWO_LAYER_DROPOUT_MODEL, train_options(epochs=1, eval_every=40, sample_chars=0),
                        False)
     trainer.run()
     info = json.loads((root / "desc" / "run.json").read_text())
@@ -105,14 +104,14 @@ def test_run_directory_is_self_describing(tiny_corpus, tmp_path):
 def test_existing_run_is_not_overwritten(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     root = tmp_path / "checkpoints"
-    trainer = open_run(corpus, "tiny", root, "keep", TINY_MODEL, train_options(epochs=1, eval_every=100, sample_chars=0),
+    trainer = open_run(corpus, "tiny", root, "keep", TWO_LAYER_DROPOUT_MODEL, train_options(epochs=1, eval_every=100, sample_chars=0),
                        False)
     trainer.callbacks = StopAfter(3)
     trainer.callbacks.trainer = trainer
     trainer.run()
     before = (root / "keep" / "run.json").read_bytes()
     with pytest.raises(CheckpointError, match="already exists"):
-        open_run(corpus, "tiny", root, "keep", TINY_MODEL, train_options(), False)
+        open_run(corpus, "tiny", root, "keep", TWO_LAYER_DROPOUT_MODEL, train_options(), False)
     assert (root / "keep" / "run.json").read_bytes() == before
 
 
@@ -120,7 +119,7 @@ def test_existing_run_is_not_overwritten(tiny_corpus, tmp_path):
 def test_resume_refuses_changed_shape_options(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     root = tmp_path / "checkpoints"
-    open_run(corpus, "tiny", root, "fixed", TINY_MODEL, train_options(epochs=1, eval_every=100), False).run()
+    open_run(corpus, "tiny", root, "fixed", TWO_LAYER_DROPOUT_MODEL, train_options(epochs=1, eval_every=100), False).run()
     with pytest.raises(ConfigError, match="units=16"):
         open_run(corpus, "tiny", root, "fixed", {"units": 32}, {}, True)
     with pytest.raises(ConfigError, match="batch_size=4"):
@@ -131,7 +130,7 @@ def test_resume_refuses_changed_shape_options(tiny_corpus, tmp_path):
 def test_time_limit_stops_and_still_checkpoints(tiny_corpus, tmp_path):
     corpus = prepare(tiny_corpus)
     root = tmp_path / "checkpoints"
-    trainer = open_run(corpus, "tiny", root, "timed", TINY_MODEL,
+    trainer = open_run(corpus, "tiny", root, "timed", TWO_LAYER_DROPOUT_MODEL,
                        train_options(epochs=1000, eval_every=10_000, time_limit=2.0), False)
     summary = trainer.run()
     assert summary["stopped"] == "time_limit"
@@ -148,7 +147,7 @@ def test_streamed_evaluation_matches_one_stream(tiny_corpus, tmp_path):
     from textgen.training.variables import trainable_arrays
 
     corpus = prepare(tiny_corpus)
-    trainer = open_run(corpus, "tiny", tmp_path / "checkpoints", "ev", TINY_MODEL,
+    trainer = open_run(corpus, "tiny", tmp_path / "checkpoints", "ev", TWO_LAYER_DROPOUT_MODEL,
                        train_options(epochs=1, eval_every=1000, sample_chars=0), False)
     trainer.callbacks = StopAfter(20)  # trained a little: any weights must agree across the two paths
     trainer.callbacks.trainer = trainer
@@ -168,7 +167,7 @@ def test_streamed_evaluation_matches_one_stream(tiny_corpus, tmp_path):
     from textgen.generation.draw import log_softmax
     from textgen.generation.engine import LSTMEngine
 
-    engine = LSTMEngine(trainable_arrays(trainer.model), TINY_MODEL["num_layers"])
+    engine = LSTMEngine(trainable_arrays(trainer.model), TWO_LAYER_DROPOUT_MODEL["num_layers"])
     state = engine.initial_state(1)
     nll = 0.0
     for a, b in zip(ids[:-1], ids[1:]):
