@@ -44,21 +44,30 @@ def damaged(path, reason: str) -> CheckpointError:
 
 
 def read_json(path, max_bytes: int = MAX_JSON_BYTES):
-    """The JSON value in `path` (a regular file of at most `max_bytes`), or a CheckpointError."""
+    """The JSON value in `path` (a regular file of at most `max_bytes`), or a CheckpointError
+    (FileNotFoundError where there is no such file)."""
+    try:
+        return _load_json(path, max_bytes)
+    except ValueError as e:
+        raise damaged(path, str(e)) from None
+
+
+def _load_json(path, max_bytes: int):
+    """The JSON value in `path`; FileNotFoundError, or a ValueError that says what is wrong with the file."""
     try:
         with open_regular(path, max_bytes) as f:
             data = f.read(max_bytes + 1)
         if len(data) > max_bytes:
-            raise OSError(f"it is more than the {max_bytes:,} bytes allowed")
+            raise ValueError(f"it is more than the {max_bytes:,} bytes allowed")
         return json.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise
     except OSError as e:
-        raise damaged(path, e.strerror or str(e)) from None
+        raise ValueError(e.strerror or str(e)) from None
     except RecursionError:
-        raise damaged(path, "its JSON is nested too deeply") from None
+        raise ValueError("its JSON is nested too deeply") from None
     except (ValueError, MemoryError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise damaged(path, str(e) or type(e).__name__) from None
+        raise ValueError(str(e) or type(e).__name__) from None
 
 
 def _is_int(value) -> bool:
@@ -150,9 +159,11 @@ def check_sealed(path, manifest_name: str, manifest_bytes: int, allowed: tuple, 
     except OSError as e:
         raise CheckpointError(f"{where}: {e.strerror}") from None
     try:
-        manifest = read_json(path / manifest_name, manifest_bytes)
-    except (OSError, CheckpointError):
-        raise CheckpointError(f"{where}: {manifest_name} is missing or unreadable") from None
+        manifest = _load_json(path / manifest_name, manifest_bytes)
+    except FileNotFoundError:
+        raise CheckpointError(f"{where}: {manifest_name} is missing") from None
+    except ValueError as e:
+        raise CheckpointError(f"{where}: {manifest_name} is unreadable: {e}") from None
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or not all(name in files for name in required):
         raise CheckpointError(f"{where}: {manifest_name} must name at least {' and '.join(required)}. "
@@ -207,7 +218,7 @@ def read_npz(path, max_bytes: int = MAX_NPZ_BYTES, expect: dict | None = None) -
             if expect is not None:
                 missing = [name for name in expect if name not in members]
                 if missing:
-                    raise ValueError(f"it has no array {missing[0]!r}; was it written by textgen?")
+                    raise ValueError(f"it has no array {missing[0]!r}, which run.json's model calls for")
             return {name: _read_member(archive, member, None if expect is None else expect[name])
                     for name, member in members.items() if expect is None or name in expect}
     except FileNotFoundError:
@@ -236,6 +247,9 @@ def _members(archive: zipfile.ZipFile, max_bytes: int) -> dict:
         if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise ValueError(f"member {name!r} uses compression method {member.compress_type}; "
                              "numpy writes only stored or deflated members")
+        if member.compress_type == zipfile.ZIP_STORED and member.file_size != member.compress_size:
+            raise ValueError(f"member {name!r} is stored but declares {member.file_size:,} bytes in "
+                             f"{member.compress_size:,}")
         if member.compress_type == zipfile.ZIP_DEFLATED and \
                 member.file_size > member.compress_size * INFLATE_RATIO + INFLATE_SLACK:
             raise ValueError(f"member {name!r} declares {member.file_size:,} bytes from {member.compress_size:,} "

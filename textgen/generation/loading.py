@@ -72,9 +72,9 @@ def checked_weights(path: Path, model: dict) -> dict:
     `model` (already checked by `read_run_file`) gives it, within ±MAX_WEIGHT; a CheckpointError otherwise."""
     weights = checkpoints.load_arrays(path, expect=weight_shapes(model))
     for name, array in weights.items():
-        if array.size and not np.abs(array).max() <= MAX_WEIGHT:  # NaN compares False
+        if array.size and not float(np.abs(array).max()) <= MAX_WEIGHT:  # NaN compares False
             raise CheckpointError(f"Checkpoint {str(path)!r} is damaged: weight {name!r} holds values beyond "
-                                  f"±{MAX_WEIGHT:g} (NaN, infinite or diverged). Received: {np.abs(array).max():.3g}")
+                                  f"±{MAX_WEIGHT:g} (NaN, infinite or diverged). Received: {float(np.abs(array).max()):.3g}")
     return weights
 
 
