@@ -4,10 +4,13 @@
 const $ = (id) => document.getElementById(id);
 const meta = JSON.parse($("model-meta").textContent);
 const model = new Model(meta, decodeBase64($("model-weights").textContent));
-const SLICE_MS = 25;  // compute this long, then let the page paint
+const SLICE_MS = 25;  // compute this long, then let the page paint and answer input
+const MAX_LENGTH = 2000000;  // characters per Generate: a link cannot ask for more
 const FIELDS = ["prime", "length", "temperature", "top_k", "top_p", "seed", "stop"];
+const VOCAB = new Map(meta.vocab.map((ch, id) => [ch, id]));
+// The prompt is fed in slices too (`feed`, `fed`), so a link with a huge prompt never freezes the tab.
 const run = { state: null, random: null, logits: null, id: 0, left: 0, shown: "", pending: "", running: false,
-              options: null, token: 0, generated: 0, seconds: 0 };
+              options: null, token: 0, generated: 0, seconds: 0, feed: [], fed: 0 };
 window.textgen = { model, meta, run, stats: { chars: 0, seconds: 0, charsPerSecond: 0 } };
 
 function unescapeText(text) {
@@ -27,13 +30,13 @@ function readOptions() {
   const o = { prime: $("prime").value, length: number("length"), temperature: number("temperature"),
               topK: number("top_k"), topP: number("top_p"), seed: number("seed"),
               stop: unescapeText($("stop").value) };
-  if (!Number.isInteger(o.length) || o.length < 1) throw new Error(`Length must be a positive integer. Received: ${$("length").value}`);
+  if (!Number.isInteger(o.length) || o.length < 1 || o.length > MAX_LENGTH) throw new Error(`Length must be an integer from 1 to ${MAX_LENGTH.toLocaleString("en")}. Received: ${$("length").value.slice(0, 40)}`);
   if (o.temperature === null || !(o.temperature >= 0) || !isFinite(o.temperature)) throw new Error(`Temperature must be a number >= 0 (0 = greedy). Received: ${$("temperature").value}`);
   if (o.topK !== null && (!Number.isInteger(o.topK) || o.topK < 1)) throw new Error(`Top-k must be an integer >= 1. Received: ${$("top_k").value}`);
   if (o.topP !== null && !(o.topP > 0 && o.topP <= 1)) throw new Error(`Top-p must be in (0, 1]. Received: ${$("top_p").value}`);
   if (!Number.isInteger(o.seed)) throw new Error(`Seed must be an integer. Received: ${$("seed").value}`);
-  const unknown = [...new Set([...o.prime].filter((ch) => !meta.vocab.includes(ch)))];
-  if (unknown.length) throw new Error("The prompt has characters that are not in the model's vocabulary: " + unknown.map((c) => JSON.stringify(c)).join(", "));
+  const unknown = [...new Set([...o.prime].filter((ch) => !VOCAB.has(ch)))];
+  if (unknown.length) throw new Error("The prompt has characters that are not in the model's vocabulary: " + unknown.slice(0, 20).map((c) => JSON.stringify(c)).join(", "));
   return o;
 }
 
@@ -66,8 +69,8 @@ function generate() {
   history.replaceState(null, "", linkFor(o));
   run.options = o; run.state = model.newState(); run.random = seededRandom(o.seed);
   run.pending = ""; run.stopped = false;
-  const ids = o.prime ? [...o.prime].map((ch) => meta.vocab.indexOf(ch)) : [meta.start_id];
-  for (const id of ids) run.logits = model.step(run.state, id);
+  run.feed = o.prime ? Array.from(o.prime, (ch) => VOCAB.get(ch)) : [meta.start_id];
+  run.fed = 0;
   const out = $("output");
   out.textContent = "";
   const primeSpan = document.createElement("span");
@@ -97,9 +100,26 @@ const channel = new MessageChannel();  // a zero-delay yield (setTimeout would w
 channel.port1.onmessage = (event) => slice(event.data);
 function scheduleSlice(token) { channel.port2.postMessage(token); }
 
+// Feed the prompt for one slice; false once it is all in.
+function feedSlice(began) {
+  if (run.fed >= run.feed.length) return false;
+  while (run.fed < run.feed.length && performance.now() - began < SLICE_MS) {
+    const end = Math.min(run.feed.length, run.fed + 8);
+    for (; run.fed < end; run.fed++) run.logits = model.step(run.state, run.feed[run.fed]);
+  }
+  if (run.fed < run.feed.length) {
+    $("status").textContent = `Reading the prompt: ${run.fed.toLocaleString("en")} of ` +
+      `${run.feed.length.toLocaleString("en")} characters…`;
+  } else {
+    $("status").textContent = "Generating…";
+  }
+  return true;
+}
+
 function slice(token) {
   if (token !== run.token || !run.running) return;
   const o = run.options, vocab = meta.vocab, began = performance.now();
+  if (feedSlice(began)) { scheduleSlice(token); return; }
   let text = "";
   while (run.left > 0 && performance.now() - began < SLICE_MS) {
     for (let i = 0; i < 8 && run.left > 0; i++) {
@@ -128,6 +148,7 @@ function finish(reason) {
 function stopRun() {
   if (!run.running) return;
   run.token += 1;
+  if (run.fed < run.feed.length) run.state = null;  // the prompt was not read whole: nothing to continue
   if (run.pending) { run.text.appendData(run.pending); run.pending = ""; }
   finish("Stop");
 }
