@@ -67,7 +67,7 @@ def create_app(settings) -> FastAPI:
         body = {"status": "loading" if loading else "unavailable", "waiting": waiting}
         key = settings.api_key
         if key is not None and key_matches(request.headers.get("authorization", ""), key) is None:
-            body["detail"] = {m.name: m.error for m in registry.models.values() if m.error}
+            body["detail"] = registry.detail()
         return JSONResponse(body, status_code=503)
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["service"],

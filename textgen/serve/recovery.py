@@ -69,8 +69,8 @@ class Recovery:
             version = self.restart(self.version.checkpoint)
         except Exception as e:  # TextgenError/OSError: no good checkpoint now; anything else: a bug
             reason = str(e) if isinstance(e, (TextgenError, OSError)) else f"{type(e).__name__}: {e}"
-            if reason != self._restart_told:  # one line per distinct reason, not one per retry
-                self._restart_told = reason
+            if reason != self.restart_failure:  # one line per distinct reason, not one per retry
+                self.restart_failure = reason
                 log.warning("%s: could not restart the engine: %s (retrying every %g s)", self.name, reason,
                             self.retry_seconds)
             self.failed = "its engine loop failed and could not restart yet"
@@ -83,7 +83,7 @@ class Recovery:
         self._recovered(version)
 
     def _recovered(self, version) -> None:
-        self._restart_told = None
+        self.restart_failure = None
         self._sessions = []
         self._use(version)
         self._step_seconds = None

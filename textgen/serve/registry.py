@@ -104,6 +104,12 @@ class Registry:
         return {name: (served.scheduler.health() if served.ready else served.waiting)
                 for name, served in self.models.items()}
 
+    def detail(self) -> dict:
+        """The log's words (which may name paths) for each model that has something to say."""
+        said = {name: (served.scheduler.restart_failure if served.ready else None) or served.error
+                for name, served in self.models.items()}
+        return {name: text for name, text in said.items() if text}
+
     def start(self) -> None:
         self._thread.start()
 

@@ -88,7 +88,7 @@ class Scheduler(Recovery):
         self._stopped = False
         self.failed: str | None = None             # why the loop is not stepping (None: it is)
         self._retry_at = 0.0
-        self._restart_told: str | None = None     # the last reason a restart failed (logged once)
+        self.restart_failure: str | None = None     # the last reason a restart failed (logged once)
         self.active = 0                            # streams in the batch (all sessions)
         self.paused_streams = 0
         self.queued = 0

@@ -88,7 +88,7 @@ class EventStream(StreamingResponse):
         except asyncio.TimeoutError:  # the client stopped reading: free its streams, end the response
             self.scheduler.cancel(self.job)
             self.metrics.send_timed_out()
-            log.warning("A client did not read its stream for %g s (--send-timeout): its request was cancelled",
+            log.warning("A client did not read its stream for %g s (the send timeout): its request was cancelled",
                         self.send_timeout)
             await self.body_iterator.aclose()
 
