@@ -1,17 +1,12 @@
 // The API reference: /openapi.json (sent with the playground's stored key) drawn as plain text.
-// No Swagger UI, no CDN: every string of the description enters the page through textContent.
+// No Swagger UI, nothing from another origin; every string of the description enters as text (dom.js).
+import { el } from "./dom.js";
 
 const box = document.getElementById("docs");
-
-function el(tag, className, ...children) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  for (const child of children.flat()) if (child != null) node.append(child instanceof Node ? child : String(child));
-  return node;
-}
+const cls = (name) => ({ class: name });
 
 function paragraphs(text) {
-  return String(text || "").split(/\n\s*\n/).filter((p) => p.trim()).map((p) => el("p", null, p.replace(/\s*\n\s*/g, " ")));
+  return String(text || "").split(/\n\s*\n/).filter((p) => p.trim()).map((p) => el("p", {}, p.replace(/\s*\n\s*/g, " ")));
 }
 
 // A schema's type in a few words: `integer | null`, `array of string`, a component's name.
@@ -28,19 +23,19 @@ function schemaTable(spec, ref) {
   const schema = ((spec.components || {}).schemas || {})[name];
   if (!schema || !schema.properties) return null;
   const required = new Set(schema.required || []);
-  const rows = Object.entries(schema.properties).map(([field, s]) => el("tr", null,
-    el("td", null, el("code", null, field), required.has(field) ? " (required)" : ""), el("td", "muted", typeOf(s)),
-    el("td", null, s.default !== undefined ? JSON.stringify(s.default) : ""), el("td", null, s.description || "")));
-  return el("table", "config", el("tr", null, ["field", "type", "default", "meaning"].map((h) => el("th", null, h))), rows);
+  const rows = Object.entries(schema.properties).map(([field, s]) => el("tr", {},
+    el("td", {}, el("code", {}, field), required.has(field) ? " (required)" : ""), el("td", cls("muted"), typeOf(s)),
+    el("td", {}, s.default !== undefined ? JSON.stringify(s.default) : ""), el("td", {}, s.description || "")));
+  return el("table", cls("config"), el("tr", {}, ["field", "type", "default", "meaning"].map((h) => el("th", {}, h))), rows);
 }
 
 function operation(spec, path, method, op) {
   const body = (((op.requestBody || {}).content || {})["application/json"] || {}).schema || {};
   const statuses = Object.entries(op.responses || {}).map(([code, r]) => `${code} ${r.description || ""}`.trim());
-  return el("article", "run",
-    el("h2", null, el("code", null, `${method.toUpperCase()} ${path}`)), el("p", "muted", op.summary || ""),
+  return el("article", cls("run"),
+    el("h2", {}, el("code", {}, `${method.toUpperCase()} ${path}`)), el("p", cls("muted"), op.summary || ""),
     paragraphs(op.description), body.$ref ? schemaTable(spec, body.$ref) : null,
-    el("p", "muted", "Answers: ", statuses.join(" · ")));
+    el("p", cls("muted"), "Answers: ", statuses.join(" · ")));
 }
 
 async function main() {
@@ -50,7 +45,7 @@ async function main() {
     const error = await answer.json().catch(() => ({}));
     const message = error.error ? error.error.message : `HTTP ${answer.status}`;
     const hint = answer.status === 401 ? " Set the key with the Key button of the playground; this page uses it too." : "";
-    box.replaceChildren(el("p", "status error", message + hint));
+    box.replaceChildren(el("p", cls("status error"), message + hint));
     return;
   }
   const spec = await answer.json();
@@ -59,8 +54,8 @@ async function main() {
   for (const [path, methods] of Object.entries(spec.paths || {})) {
     for (const [method, op] of Object.entries(methods || {})) ops.push(operation(spec, path, method, op || {}));
   }
-  box.replaceChildren(el("section", "docs-intro", el("h1", null, `${info.title || "API"} ${info.version || ""}`),
-    paragraphs(info.description)), el("div", "runs", ops));
+  box.replaceChildren(el("section", cls("docs-intro"), el("h1", {}, `${info.title || "API"} ${info.version || ""}`),
+    paragraphs(info.description)), el("div", cls("runs"), ops));
 }
 
-main().catch((error) => box.replaceChildren(el("p", "status error", error.message)));
+main().catch((error) => box.replaceChildren(el("p", cls("status error"), error.message)));
