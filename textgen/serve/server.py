@@ -46,8 +46,9 @@ def serve(settings) -> None:
     console = Console(stderr=True, highlight=False)
     app = create_app(settings)
     if settings.exposed and not settings.api_key:
-        console.print(f"[yellow]Warning:[/] listening on {settings.host} without an API key: anyone who can reach "
-                      "this port can use the server. Set TEXTGEN_API_KEY (or --api-key-file).")
+        console.print(f"[yellow]Warning:[/] listening on {settings.host} without --api-key: anyone who can reach "
+                      "this port can use the server. Set the key with TEXTGEN_API_KEY or --api-key-file (a key "
+                      "given on the command line shows in ps).")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("textgen.serve").setLevel(logging.INFO)
     console.print(_panel(settings, app))
