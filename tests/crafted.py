@@ -161,55 +161,56 @@ def flip_bytes(run, rng):
     maybe_reseal(ckpt, rng)
 
 
-def weight_shape(run, rng, key=None, shape=None):
+def edit_weights(run, rng, change, key=None):
+    """Load a checkpoint's weights, `change(arrays, key)` one of the model's, save (and maybe re-seal)."""
     ckpt = target(run, rng)
     arrays = read_weights(ckpt)
-    key = key or rng.choice(model_keys(arrays))
-    old = arrays[key]
-    if shape is None:
-        first = old.shape[0] if old.ndim else 1
-        shape = rng.choice([(rng.randrange(0, first), *old.shape[1:]), (first + rng.randint(1, 9), *old.shape[1:]),
-                            old.shape[::-1], (*old.shape, 1), (), (1,) * rng.randint(1, 3), (0,)])
-    arrays[key] = np.resize(old, shape).astype(old.dtype) if np.prod(shape) else np.zeros(shape, old.dtype)
+    change(arrays, key or rng.choice(model_keys(arrays)))
     np.savez(ckpt / "weights.npz", **arrays)
     maybe_reseal(ckpt, rng)
+
+
+def weight_shape(run, rng, key=None, shape=None):
+    def change(arrays, key):
+        old, new = arrays[key], shape
+        if new is None:
+            first = old.shape[0] if old.ndim else 1
+            new = rng.choice([(rng.randrange(0, first), *old.shape[1:]), (first + rng.randint(1, 9), *old.shape[1:]),
+                              old.shape[::-1], (*old.shape, 1), (), (1,) * rng.randint(1, 3), (0,)])
+        arrays[key] = np.resize(old, new).astype(old.dtype) if np.prod(new) else np.zeros(new, old.dtype)
+
+    edit_weights(run, rng, change, key)
 
 
 def weight_dtype(run, rng, dtype=None):
-    ckpt = target(run, rng)
-    arrays = read_weights(ckpt)
-    key = rng.choice(model_keys(arrays))
-    dtype = dtype or rng.choice(["int32", "int64", "float16", "float64", "complex64", "bool", "uint8", "U4", "S4",
-                                 "datetime64[s]", "object", "f4,f4", ">f4"])
-    if dtype == "object":
-        arrays[key] = np.array([{"x": 1}] * 2, dtype=object)
-    elif dtype == "f4,f4":
-        arrays[key] = np.zeros(arrays[key].shape, dtype="f4,f4")
-    else:
-        arrays[key] = arrays[key].astype(dtype)
-    np.savez(ckpt / "weights.npz", **arrays)
-    maybe_reseal(ckpt, rng)
+    def change(arrays, key):
+        chosen = dtype or rng.choice(["int32", "int64", "float16", "float64", "complex64", "bool", "uint8", "U4", "S4",
+                                      "datetime64[s]", "object", "f4,f4", ">f4"])
+        if chosen == "object":
+            arrays[key] = np.array([{"x": 1}] * 2, dtype=object)
+        elif chosen == "f4,f4":
+            arrays[key] = np.zeros(arrays[key].shape, dtype="f4,f4")
+        else:
+            arrays[key] = arrays[key].astype(chosen)
+
+    edit_weights(run, rng, change)
 
 
 def weight_missing(run, rng):
-    ckpt = target(run, rng)
-    arrays = read_weights(ckpt)
-    key = rng.choice(model_keys(arrays))
-    value = arrays.pop(key)
-    if rng.random() < 0.5:
-        arrays[key.replace("kernel", "weights").replace("bias", "offset") + "_"] = value
-    np.savez(ckpt / "weights.npz", **arrays)
-    maybe_reseal(ckpt, rng)
+    def change(arrays, key):
+        value = arrays.pop(key)
+        if rng.random() < 0.5:
+            arrays[key.replace("kernel", "weights").replace("bias", "offset") + "_"] = value
+
+    edit_weights(run, rng, change)
 
 
 def weight_values(run, rng):
-    ckpt = target(run, rng)
-    arrays = read_weights(ckpt)
-    key = rng.choice(model_keys(arrays))
-    flat = arrays[key].reshape(-1)
-    flat[rng.randrange(flat.size)] = rng.choice([np.nan, np.inf, -np.inf, 3e38, -1e30, 1e7])
-    np.savez(ckpt / "weights.npz", **arrays)
-    maybe_reseal(ckpt, rng)
+    def change(arrays, key):
+        flat = arrays[key].reshape(-1)
+        flat[rng.randrange(flat.size)] = rng.choice([np.nan, np.inf, -np.inf, 3e38, -1e30, 1e7])
+
+    edit_weights(run, rng, change)
 
 
 def npz_crafted(run, rng, kind=None):

@@ -72,6 +72,13 @@ def fresh_run(source: Path, parent: Path) -> Path:
     return run
 
 
+def newest_resealed() -> random.Random:
+    """A Random whose mutations damage the newest checkpoint and always re-seal it: the deeper checks are reached."""
+    rng = random.Random(0)
+    rng.random = lambda: 0.0
+    return rng
+
+
 @pytest.fixture
 def run(tiny_run, tmp_path) -> Path:
     return fresh_run(tiny_run.run, tmp_path)
@@ -140,9 +147,7 @@ REFUSED = [  # (mutation, its arguments, a fragment of the one-line message)
 @pytest.mark.parametrize("mutation, arguments, fragment", REFUSED,
                          ids=[f"{m}-{'-'.join(map(str, a.values()))}"[:60] for m, a, _ in REFUSED])
 def test_a_crafted_run_is_refused_with_a_clear_line(run, mutation, arguments, fragment):
-    rng = random.Random(0)
-    rng.random = lambda: 0.0  # always the newest checkpoint, always re-sealed: the deeper checks are reached
-    crafted.MUTATIONS[mutation](run, rng, **arguments)
+    crafted.MUTATIONS[mutation](run, newest_resealed(), **arguments)
     with pytest.raises(CheckpointError) as caught:
         load_within(run)
     message = str(caught.value)
@@ -151,9 +156,7 @@ def test_a_crafted_run_is_refused_with_a_clear_line(run, mutation, arguments, fr
 
 def test_valid_variants_of_the_npz_format_still_load(run):
     for kind in ("fortran", "big_endian", "compressed"):
-        rng = random.Random(0)
-        rng.random = lambda: 0.0
-        crafted.npz_crafted(run, rng, kind=kind)
+        crafted.npz_crafted(run, newest_resealed(), kind=kind)
         assert load_or_refuse(run) == "loaded", kind
 
 
@@ -209,8 +212,6 @@ CLI_CASES = [
 @pytest.mark.parametrize("mutation, arguments, fragment", CLI_CASES,
                          ids=[f"{m}-{'-'.join(map(str, a.values()))}"[:60] for m, a, _ in CLI_CASES])
 def test_textgen_sample_refuses_a_crafted_run_in_one_line(run, mutation, arguments, fragment):
-    rng = random.Random(0)
-    rng.random = lambda: 0.0
-    crafted.MUTATIONS[mutation](run, rng, **arguments)
+    crafted.MUTATIONS[mutation](run, newest_resealed(), **arguments)
     result = run_cli("sample", "--checkpoints", run.parent, "--run", "tiny", "--length", "5", timeout=60)
     assert_one_line_error(result, fragment)
