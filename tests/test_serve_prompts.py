@@ -102,13 +102,13 @@ def test_a_short_request_is_answered_while_long_prompts_are_fed_and_leaving_clie
     long = [send_request(server.port, {"model": "tiny", "prompt": (TINY_TEXT * 8000)[i:i + LONG], "max_tokens": 1,
                                        "stream": True}) for i in range(3)]
     try:
-        # One long prompt is fed at a time (they pass PRIMING_CHARS together): two wait in the queue.
+        # One long prompt is fed at a time (two pass PRIMING_CHARS): all three wait for the batch.
         wait_until(lambda: server.metric("textgen_prompt_characters_waiting") > 0
-                   and server.metric("textgen_queue_length") == 2, timeout=60, what="a long prompt being fed")
+                   and server.metric("textgen_queue_length") == 3, timeout=60, what="a long prompt being fed")
         short = _post(server, {"prompt": "O", "max_tokens": 5})
         assert short.status_code == 200 and len(short.json()["choices"][0]["text"]) == 5
         assert server.metric("textgen_prompt_characters_waiting") > 0  # the first long one was still being fed
-        assert server.metric("textgen_queue_length") == 2  # and the short one passed the two waiting
+        assert server.metric("textgen_queue_length") == 3  # and the short one passed the two behind it
     finally:
         for sock in long:
             sock.close()

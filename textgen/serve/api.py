@@ -60,7 +60,7 @@ async def _until_done(request: Request, job: Job, scheduler, metrics) -> list:
 
 async def _answer(request: Request, served, plan, view: View, stream: bool):
     state = _state(request)
-    job = Job(plan.specs, asyncio.get_running_loop())
+    job = Job(plan.specs, asyncio.get_running_loop(), streamed=stream)
     served.scheduler.submit(job)
     view.step = served.scheduler.version.step
     if stream:

@@ -84,6 +84,7 @@ class Job:
     limit: int = 0                                    # unsent bytes before its streams pause (0: none)
     ledger: Ledger | None = None                      # the server's total, when counted
     on_drained: Callable | None = None                # called (event loop) when a paused job was read down
+    streamed: bool = True                             # False: the server gathers the whole answer (no pausing)
 
     def __post_init__(self):
         self._buffer: list[Update] = []
@@ -94,6 +95,7 @@ class Job:
         self.produced = 0                             # bytes made (engine thread)
         self.taken = 0                                # bytes the client took (event loop)
         self.paused = False                           # its streams are out of the batch (engine thread)
+        self.paused_at = 0.0
         self._released = False
         self.prompt_chars = sum(len(p) for p in dict.fromkeys(s.prime for s in self.specs))
 

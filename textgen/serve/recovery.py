@@ -1,6 +1,13 @@
 """How a model's engine loop ends its work: on shutdown, and after a failed turn, when it
 restarts on the last good checkpoint. A part of `Scheduler` (serve/scheduler.py), kept apart
 because it is about endings, not stepping; it runs on the engine thread only.
+
+Recovery: an exception in a turn (a bug) is logged with its traceback; the jobs in flight end
+with `EngineFailed` (a 500, or a final SSE error event), the sessions are dropped, and the loop
+restarts on the last good checkpoint (`restart`, given by the registry), retrying every
+`retry_seconds` until one loads; meanwhile `health()` names the failure. Test hook: the
+environment variable TEXTGEN_SERVE_FAULT_AT_STEP=N, read once when the server starts, makes
+each model's loop raise once after its N-th step (tests/test_serve_recovery.py uses it).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ class Recovery:
             self.queued = 0
         for job in [*queued, *self._admissions.clear()]:
             out.append((job, failures.ShuttingDown()))
+        self.queued = 0
         for job in list(self._running.values()):
             updates = []
             for index, stream in enumerate(job.streams):
@@ -41,6 +49,7 @@ class Recovery:
     def _fail(self, out: list) -> None:
         """The turn raised: end the jobs in flight, drop the sessions, and restart."""
         in_flight = [*self._running.values(), *self._admissions.clear()]
+        self.queued = len(self._queue)
         log.exception("The engine loop of %s failed; ending its %d requests in flight and restarting on %s",
                       self.name, len(in_flight), self.version.checkpoint)
         failure = failures.EngineFailed(self.name)

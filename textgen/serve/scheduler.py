@@ -11,8 +11,9 @@ raises nothing HTTP: its failures are serve/failures.py's, mapped to statuses in
 Back-pressure: a job whose client has not taken `max_unsent` bytes of its output (or any
 stalled job while the server's total passes `max_buffered`) is paused: its streams leave the
 batch keeping their rows (`SamplingSession.park`) and rejoin when the client has read, so its
-text is the same as if it had never paused. The send timeout (serve/sse.py) cancels a job
-whose client stops reading altogether.
+text is the same as if it had never paused; for RESERVE_SECONDS its rows stay reserved, then
+other jobs may take them. The send timeout (serve/sse.py) cancels a client that stops reading.
+A non-streamed job never pauses (the server gathers its answer itself).
 
 Jobs admitted before a hot reload keep stepping on the session (weights) they started
 with; that session is dropped once its last stream leaves.
@@ -23,12 +24,7 @@ step (pieces, updates, the event loop's deliveries) is paid once per call. Anyth
 happen "at the next step" (a request waiting, a client that left or read, a new checkpoint,
 shutdown) sets the sessions' interrupt flag, and the call ends after its current step.
 
-Recovery: an exception in a turn (a bug) is logged with its traceback; the jobs in flight end
-with `EngineFailed` (a 500, or a final SSE error event), the sessions are dropped, and the loop
-restarts on the last good checkpoint (`restart`, given by the registry), retrying every
-`retry_seconds` until one loads; meanwhile `health()` names the failure. Test hook: the
-environment variable TEXTGEN_SERVE_FAULT_AT_STEP=N, read once when the server starts, makes
-each model's loop raise once after its N-th step (tests/test_serve_recovery.py uses it).
+Recovery after a failed turn, and shutdown: serve/recovery.py.
 """
 
 from __future__ import annotations
@@ -52,6 +48,7 @@ log = logging.getLogger("textgen.serve")
 CALL_SECONDS = 0.03  # the engine thread's time per call of several steps (text is flushed every ~50 ms)
 MAX_STEPS_PER_CALL = 16
 STALE_SECONDS = 10.0  # a loop that has not turned for this long does not step (health)
+RESERVE_SECONDS = 1.0  # a paused job keeps its rows this long (a reader a flush behind gets them back)
 
 
 @dataclass
@@ -91,7 +88,7 @@ class Scheduler(Recovery):
         self.restart_failure: str | None = None     # the last reason a restart failed (logged once)
         self.active = 0                            # streams in the batch (all sessions)
         self.paused_streams = 0
-        self.queued = 0
+        self.queued = 0                            # requests not yet in the batch: queued or being admitted
         self.prompt_left = 0                       # prompt characters being fed
         self.steps = 0
         self.restarts = 0
@@ -115,12 +112,14 @@ class Scheduler(Recovery):
         if len(job.specs) > self.max_streams:
             raise ConfigError(f"A request may run at most {self.max_streams} choices at once (--max-streams). "
                               f"Received: n={len(job.specs)}")
-        job.limit, job.ledger, job.on_drained = self.max_unsent, self.ledger, self._on_drained
+        # A streamed job pauses when its client falls behind; a whole answer is gathered by the server itself.
+        job.limit = self.max_unsent if job.streamed else 0
+        job.ledger, job.on_drained = self.ledger, self._on_drained
         with self._lock:
-            if len(self._queue) >= self.max_queue:
+            if len(self._queue) + len(self._admissions) >= self.max_queue:  # both wait for room
                 raise failures.QueueFull(retry_after=self._retry_after())
             self._queue.append(job)
-            self.queued = len(self._queue)
+            self._count_waiting()
             self._poke()
 
     def cancel(self, job: Job) -> None:
@@ -158,6 +157,9 @@ class Scheduler(Recovery):
             return "its engine loop has stopped"
         idle = time.monotonic() - self.beat
         return f"its engine loop has not turned for {idle:.0f} s" if idle > STALE_SECONDS else None
+
+    def _count_waiting(self) -> None:
+        self.queued = len(self._queue) + len(self._admissions)
 
     def _poke(self) -> None:
         """With the lock held: end the current call after its step and wake the loop."""
@@ -209,7 +211,7 @@ class Scheduler(Recovery):
 
     def _ready_fits(self) -> bool:
         ready = self._admissions.ready()
-        return bool(ready) and self.active + len(ready[0].job.specs) <= self.max_streams
+        return bool(ready) and self._room() >= len(ready[0].job.specs)
 
     def _paused_drained(self) -> bool:
         return any(self._may_resume(job) for job in self._paused.values())
@@ -253,10 +255,11 @@ class Scheduler(Recovery):
         with self._lock:
             if job in self._queue:
                 self._queue.remove(job)
-                self.queued = len(self._queue)
+                self._count_waiting()
                 return
         if self._admissions.remove(job) is not None:
             self.prompt_left = self._admissions.left
+            self._count_waiting()
             return
         self._paused.pop(id(job), None)
         if self._running.pop(id(job), None) is None:
@@ -271,25 +274,27 @@ class Scheduler(Recovery):
         while True:
             with self._lock:
                 job = self._admissible()
-                if job is None:
-                    return
-                self._queue.remove(job)
-                self.queued = len(self._queue)
+            if job is None:
+                return
             session = self.version.session
             try:
                 primings = session.prepare(job.specs)
             except TextgenError as e:  # the route validated already; this is the session's last word
+                primings = None
                 out.append((job, e))
-                continue
-            job.checkpoint_step, job.session = self.version.step, session
-            self._admissions.add(Admission(job, session, primings))
+            with self._lock:  # out of the queue and into admission at once: max_queue counts it throughout
+                self._queue.remove(job)
+                if primings is not None:
+                    job.checkpoint_step, job.session = self.version.step, session
+                    self._admissions.add(Admission(job, session, primings))
+                self._count_waiting()
             self.prompt_left = self._admissions.left
 
     def _join(self, out: list) -> None:
         """Jobs whose prompts are fed join the batch, in arrival order, while their choices fit."""
         for admission in self._admissions.ready():
             job = admission.job
-            if self.active + len(job.specs) > self.max_streams:
+            if self._room() < len(job.specs):
                 return
             self._admissions.remove(job)
             for index, (spec, primed) in enumerate(zip(job.specs, admission.primings)):
@@ -298,6 +303,7 @@ class Scheduler(Recovery):
                 job.streams.append(stream)
             job.prime_logprobs = [s.prime_logprobs for s in job.streams]
             self._running[id(job)] = job
+            self._count_waiting()
             self.active = sum(s.active for s in self._sessions)
             out.append((job, "started"))
 
@@ -346,7 +352,17 @@ class Scheduler(Recovery):
 
     # ----------------------------------------------------------------------------- back-pressure
 
+    def _room(self) -> int:
+        """Rows a joining job may take: those not stepping and not held for a job paused only just now
+        (a client that reads keeps its rows through a short pause; one that stalls gives them up)."""
+        now = time.monotonic()
+        held = sum(sum(s.finish_reason is None for s in job.streams) for job in self._paused.values()
+                   if now - job.paused_at < RESERVE_SECONDS)
+        return self.max_streams - self.active - held
+
     def _stalled(self, job: Job) -> bool:
+        if not job.limit:
+            return False
         over_total = self.ledger is not None and self.ledger.over
         return job.unsent > job.limit or (over_total and job.unsent > job.limit // 16)
 
@@ -359,7 +375,7 @@ class Scheduler(Recovery):
         for job in list(self._running.values()):
             if job.paused or not self._stalled(job):
                 continue
-            job.paused = True
+            job.paused, job.paused_at = True, time.monotonic()
             job.session.park(*[s for s in job.streams if s.finish_reason is None])
             self._paused[id(job)] = job
         self.active = sum(s.active for s in self._sessions)
