@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -101,6 +102,14 @@ def run_cli(*args, env=None, timeout=300, input=None):
     """Run `python -m textgen ARGS` in a real subprocess; returns CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "textgen", *map(str, args)], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout, input=input)
+
+
+def textgen_into(reader: str, *args, env=None):
+    """`textgen ARGS | READER` as a shell runs it (bash with pipefail, so the status is textgen's own
+    unless that is 0); returns CompletedProcess with bytes: the reader's stdout, both's stderr."""
+    command = shlex.join([sys.executable, "-m", "textgen", *map(str, args)])
+    return subprocess.run(["bash", "-c", f"set -o pipefail; {command} | {reader}"], capture_output=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
 
 
 def ok(result):

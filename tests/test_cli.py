@@ -6,11 +6,10 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from helpers import TINY_TRAIN, assert_one_line_error, invoke, run_cli, wait_until
+from helpers import TINY_TRAIN, assert_one_line_error, invoke, run_cli, textgen_into, wait_until
 
 from textgen import checkpoints
 from textgen.cli import app
@@ -152,20 +151,20 @@ def test_run_name_cannot_escape(tiny_corpus):
 def test_sigterm_saves_and_resume_continues(tiny_corpus, tmp_path):
     """A real training process gets SIGTERM mid-run, saves, exits cleanly; --resume continues."""
     args = [sys.executable, "-m", "textgen", "train", str(tiny_corpus), "--run", "term", *TINY_TRAIN,
-            "--epochs", "500", "--eval-every", "100000", "--json"]
+            "--epochs", "500", "--eval-every", "30", "--json"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dir = Path("checkpoints") / "term"
-    wait_until(lambda: (run_dir / "run.json").exists() or proc.poll() is not None, timeout=120,
-               what="the run to start")
-    time.sleep(4.0)  # let it take some steps
+    # Mid-run: its first evaluation's checkpoint says it has taken steps (30).
+    wait_until(lambda: checkpoints.list_checkpoints(run_dir), what="the first checkpoint (step 30)", timeout=120,
+               process=proc)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr
     summary = json.loads(stdout)
-    assert summary["stopped"] == "SIGTERM" and summary["step"] > 0
+    assert summary["stopped"] == "SIGTERM" and summary["step"] >= 30
     ckpt = checkpoints.latest(run_dir)
-    assert ckpt.step == summary["step"]
+    assert ckpt.step == summary["step"] == checkpoints.read_run_file(run_dir)["stopped_at_step"]
     resumed = run_cli("train", tiny_corpus, "--run", "term", "--resume", "--epochs", "500",
                       "--time-limit", "2", "--json")
     assert resumed.returncode == 0, resumed.stderr
@@ -280,6 +279,22 @@ def test_runs_table_in_a_pipe(trained):
     assert result.returncode == 0, result.stderr
     assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout
     assert LONG_NAME + " " in result.stdout and "tiny" in result.stdout
+
+
+@pytest.mark.slow
+def test_runs_into_a_closed_pipe_exits_quietly(trained):
+    """`textgen runs | head -1` and `textgen runs --json | head -c 10` on 1,500 runs: more than a
+    pipe holds, so textgen is still writing when the reader leaves; status 0, nothing on stderr."""
+    run_file = (Path("checkpoints") / "tiny" / "run.json").read_bytes()
+    for i in range(1500):
+        (Path("checkpoints") / f"{LONG_NAME}-{i:04d}").mkdir()
+        (Path("checkpoints") / f"{LONG_NAME}-{i:04d}" / "run.json").write_bytes(run_file)
+    table = textgen_into("head -1", "runs", env={"COLUMNS": "120"})
+    assert (table.returncode, table.stderr.decode()) == (0, "")
+    assert table.stdout.startswith(b"Runs in ") and table.stdout.count(b"\n") == 1
+    data = textgen_into("head -c 10", "runs", "--json")
+    assert (data.returncode, data.stderr.decode()) == (0, "")
+    assert data.stdout.startswith(b"{") and len(data.stdout) == 10
 
 
 @pytest.mark.parametrize("value,shown", [(0, "0"), (950, "950"), (12_345, "12K"), (1_812_345, "1.8M"),

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from helpers import run_cli
+from helpers import run_cli, textgen_into, wait_until
 
 
 def sample(root, *args, **kw):
@@ -155,6 +155,25 @@ def test_single_sample_streams_while_generating(tiny_run):
         process.communicate()
 
 
+@pytest.mark.slow
+def test_sample_into_a_closed_pipe_exits_quietly(tiny_run):
+    """`textgen sample --length 200000 | head -c 100`: the reader leaves after 100 bytes, long
+    before the text ends (200,000 characters overfill the pipe); textgen stops, status 0, no word."""
+    result = textgen_into("head -c 100", "sample", "--checkpoints", tiny_run.checkpoints, "--length", 200_000,
+                          "--seed", 1)
+    assert (result.returncode, result.stderr.decode()) == (0, "")
+    assert len(result.stdout) == 100
+
+
+@pytest.mark.slow
+def test_sample_json_into_a_closed_pipe_exits_quietly(tiny_run):
+    """`textgen sample --json | head -c 10` with a 200,000-character sample in the JSON."""
+    result = textgen_into("head -c 10", "sample", "--checkpoints", tiny_run.checkpoints, "--length", 200_000,
+                          "--seed", 1, "--json")
+    assert (result.returncode, result.stderr.decode()) == (0, "")
+    assert result.stdout.startswith(b"{") and len(result.stdout) == 10
+
+
 def interactive(root, *args):
     return subprocess.Popen([sys.executable, "-m", "textgen", "sample", "--checkpoints", str(root),
                              "--interactive", *map(str, args)], stdin=subprocess.PIPE,
@@ -242,10 +261,10 @@ def test_ctrl_c_during_a_batch_exits_cleanly_and_leaves_no_output_file(tiny_run,
     process = subprocess.Popen([sys.executable, "-m", "textgen", "sample", "--checkpoints", str(tiny_run.checkpoints),
                                 "--num-samples", "32", "--length", "5000000", "--output", str(output)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while not list(output.parent.glob(".out.txt.tmp-*")) and time.time() < deadline:
-        time.sleep(0.05)  # the temporary file appears when generation starts (two worker threads)
-    time.sleep(0.5)
+    # The temporary file is opened once the run is loaded, just before the batch starts: Ctrl-C
+    # from then on must leave nothing behind.
+    wait_until(lambda: list(output.parent.glob(".out.txt.tmp-*")), what="the output's temporary file", timeout=60,
+               process=process)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     # Typer turns Ctrl-C into exit status 130 (silently); what matters: no traceback.
