@@ -8,12 +8,11 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from helpers import TINY_TEXT, Server, sse_events
+from helpers import TINY_TEXT, Server, sse_events, wait_until
 
 pytestmark = pytest.mark.slow
 LONG = 1_000_000  # long enough to be still streaming when the new checkpoint lands (200,000 took ~1 s)
@@ -72,10 +71,8 @@ def test_new_checkpoints_serve_new_requests_while_old_ones_finish(tiny_run, resu
         reader.start()
         s.wait_metric("textgen_active_streams", 1)
         _install(resumed / "ckpt-00000500", run, "ckpt-00000500")
-        deadline = time.monotonic() + 20
-        while httpx.get(s.url + "/v1/models/tiny", timeout=10).json()["checkpoint_step"] != 500:
-            assert time.monotonic() < deadline, s.log()
-            time.sleep(0.05)
+        wait_until(lambda: httpx.get(s.url + "/v1/models/tiny", timeout=10).json()["checkpoint_step"],
+                   lambda step: step == 500, what="the model card to show step 500", timeout=20, details=s.log)
         in_flight = s.metric("textgen_active_streams")
         fresh = httpx.post(s.url + "/v1/completions", timeout=60,
                            json={"model": "tiny", "prompt": "O", "max_tokens": 200, "seed": 5}).json()
@@ -96,7 +93,8 @@ def test_new_checkpoints_serve_new_requests_while_old_ones_finish(tiny_run, resu
 def test_a_damaged_checkpoint_is_never_loaded_and_said_once(tiny_run, tmp_path):
     root = tiny_run.copy(tmp_path / "ck")
     run = root / "tiny"
-    s = Server(root, "--reload-seconds", "0.1")
+    shutil.copytree(run, root / "other")  # a second run: its reloads show that polls went on
+    s = Server(root, "--run", "tiny", "--run", "other", "--reload-seconds", "0.1")
     try:
         before = httpx.post(s.url + "/v1/completions", timeout=30,
                             json={"model": "tiny", "prompt": "O", "max_tokens": 50, "seed": 1}).json()
@@ -105,8 +103,13 @@ def test_a_damaged_checkpoint_is_never_loaded_and_said_once(tiny_run, tmp_path):
         weights = damaged / "weights.npz"
         weights.write_bytes(weights.read_bytes()[:-100])
         os.rename(damaged, run / "ckpt-00000750")
-        s.wait_log("ckpt-00000750")
-        time.sleep(1.0)  # ten more polls
+        s.wait_log("Not loading tiny/ckpt-00000750")
+        # Each poll visits tiny, then other. Two new checkpoints in other, each installed once the
+        # one before is served: the poll that serves the second began after the first was served,
+        # so after the poll that refused 750, and it looked at tiny (750 still newest) first.
+        for name in ("ckpt-00000260", "ckpt-00000270"):
+            _install(run / "ckpt-00000250", root / "other", name)
+            s.wait_log(f"other: now serving {name}")
         assert httpx.get(s.url + "/v1/models/tiny", timeout=10).json()["checkpoint_step"] == 250
         after = httpx.post(s.url + "/v1/completions", timeout=30,
                            json={"model": "tiny", "prompt": "O", "max_tokens": 50, "seed": 1}).json()
