@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import REPO, Server, wait_js
+from helpers import REPO, Server, wait_js, wait_until
 
 pytestmark = pytest.mark.slow
 LONG = 1_000_000  # never reached: the test stops the generation
@@ -55,8 +55,7 @@ def test_generate_grows_text_and_stop_frees_the_server(browser, server, tmp_path
     page.click("#generate")
     wait_js(page, "document.querySelectorAll('.sample .text span[data-p]').length > 40")
     first = _text_length(page)
-    page.wait_for_timeout(400)
-    assert _text_length(page) > first  # the text grows as it streams
+    wait_until(lambda: _text_length(page), lambda length: length > first, what="the text to grow as it streams")
     assert server.metric("textgen_active_streams") == 2
     assert page.inner_text("#seed-used") == "42"
     page.click("#stop")
