@@ -16,8 +16,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import missing
-from test_sampling import random_weights
+from helpers import missing, random_weights
 
 import textgen.generation
 from textgen.devices import cpu_flags
@@ -112,7 +111,7 @@ def test_textgen_kernel_0_selects_the_numpy_step(lib, tmp_path):
     # run outside the checkout: from its root, `import textgen` would find the source tree,
     # which has no compiled file after a plain `pip install .`
     tests = os.path.dirname(os.path.abspath(__file__))
-    code = (f"import sys; sys.path.insert(0, {tests!r}); from test_sampling import random_weights; "
+    code = (f"import sys; sys.path.insert(0, {tests!r}); from helpers import random_weights; "
             "from textgen.generation import kernel; from textgen.generation.engine import LSTMEngine; "
             "print(LSTMEngine(random_weights(), 2).kind, kernel.status().variant)")
     baseline = kernel.BASELINE if kernel.library_path(kernel.BASELINE).is_file() else "generic"

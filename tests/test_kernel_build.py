@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import missing
-from test_sampling import random_weights
+from helpers import missing, random_weights
 
 from textgen.generation import kernel
 
