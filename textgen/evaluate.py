@@ -21,44 +21,68 @@ from textgen.training.batches import scoring_windows
 LN2 = math.log(2.0)
 
 
-def score_ids(model, ids: np.ndarray, window: int = 2048, burn_in: int = 256,
-              chunk_len: int = 256) -> tuple[float, int]:
+def score_windows(ids: np.ndarray, streams: int, run, window: int = 2048, burn_in: int = 256) -> tuple[float, int]:
     """Sum of -log p(next char) over `ids[1:]` given the preceding text, and the count.
 
     The text is cut into windows of `window` scored characters, each preceded by `burn_in`
-    characters of context that are read but not scored (see `data.scoring_windows`); the
-    windows run as parallel streams, `batch size of model` at a time, from a zero state.
-    Training resets each stream's state every `state_reset` segments, so a state age of
-    `burn_in + window` characters is what the model is used to.
+    characters of context that are read but not scored (`batches.scoring_windows`); the
+    windows run as parallel streams, `streams` at a time, from a zero state. Training resets
+    each stream's state every `state_reset` segments, so a state age of `burn_in + window`
+    characters is what the model is used to.
+
+    `run(inputs)` takes the (streams, width) ids of one group and yields (t0, logits) for
+    consecutive chunks of its columns from a zero state: the Keras scorer and the numpy
+    engine score the same windows the same way.
     """
     from textgen.generation.draw import log_softmax
-    from textgen.training.model import reset_states
 
     n = len(ids) - 1
     if n < 1:
         return 0.0, 0
-    batch = model.inputs[0].shape[0]
     windows = scoring_windows(n, window, burn_in)
     total, count = 0.0, 0
-    for group_start in range(0, len(windows), batch):
-        group = windows[group_start: group_start + batch]
+    for group_start in range(0, len(windows), streams):
+        group = windows[group_start: group_start + streams]
         width = max(stop - start for start, stop, _ in group)
-        inputs = np.zeros((batch, width), dtype=np.int32)
-        targets = np.zeros((batch, width), dtype=np.int32)
-        mask = np.zeros((batch, width), dtype=bool)
+        inputs = np.zeros((streams, width), dtype=np.int32)
+        targets = np.zeros((streams, width), dtype=np.int32)
+        mask = np.zeros((streams, width), dtype=bool)
         for s, (start, stop, owned) in enumerate(group):
             length = stop - start
             inputs[s, :length] = ids[start:stop]
             targets[s, :length] = ids[start + 1: stop + 1]
             mask[s, owned - start: length] = True
-        reset_states(model)
-        for t0 in range(0, width, chunk_len):
-            logits = model.predict_on_batch(inputs[:, t0:t0 + chunk_len])
-            logp = log_softmax(np.asarray(logits))
-            picked = np.take_along_axis(logp, targets[:, t0:t0 + chunk_len, None], axis=-1)[..., 0]
-            total -= float(picked[mask[:, t0:t0 + chunk_len]].sum())
+        for t0, logits in run(inputs):
+            t1 = t0 + logits.shape[1]
+            picked = np.take_along_axis(log_softmax(logits), targets[:, t0:t1, None], axis=-1)[..., 0]
+            total -= float(picked[mask[:, t0:t1]].sum())
         count += int(mask.sum())
     return total, count
+
+
+def score_ids(model, ids: np.ndarray, window: int = 2048, burn_in: int = 256,
+              chunk_len: int = 256) -> tuple[float, int]:
+    """`score_windows` with a Keras scorer (`build_scorer`), `chunk_len` columns per call."""
+    from textgen.training.model import reset_states
+
+    def run(inputs):
+        reset_states(model)
+        for t0 in range(0, inputs.shape[1], chunk_len):
+            yield t0, np.asarray(model.predict_on_batch(inputs[:, t0:t0 + chunk_len]))
+
+    return score_windows(ids, model.inputs[0].shape[0], run, window, burn_in)
+
+
+def score_with_engine(engine, ids: np.ndarray, streams: int = 64, window: int = 2048,
+                      burn_in: int = 256) -> tuple[float, int]:
+    """`score_windows` with textgen's sampling engine (no Keras), one column per step."""
+
+    def run(inputs):
+        state = engine.initial_state(len(inputs))
+        for t in range(inputs.shape[1]):
+            yield t, engine.step(inputs[:, t].astype(np.intp), state)[:, None, :]
+
+    return score_windows(ids, streams, run, window, burn_in)
 
 
 def build_scorer(model_config, streams: int = 32):

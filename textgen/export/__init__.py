@@ -10,15 +10,14 @@ compared with the numpy engine before the rename (`check_max_abs_diff` in the re
 
 from __future__ import annotations
 
-import os
-import shutil
+import contextlib
+import json
 from pathlib import Path
 
 from textgen.errors import ConfigError
 from textgen.export.model_arrays import PRECISIONS, check_precision, load
-from textgen.files import temporary_name
+from textgen.files import atomic_path, temporary_name
 
-FORMATS = ("html", "onnx", "savedmodel", "tflite")
 CHECK_STEPS = 16
 
 
@@ -38,14 +37,12 @@ def _check_output(output: Path, force: bool, extra: list[Path]) -> None:
         raise ConfigError(f"--output is a directory. Received: output={str(output)!r}")
 
 
-def _temporary(output: Path, directory: bool) -> Path:
-    """A hidden temporary path beside `output`; an unwritable directory is a one-line error."""
-    temp = temporary_name(output)  # textgen's convention: .<name>.tmp-<pid>
+def _check_writable(output: Path) -> None:
+    """Fail early, in one line, where the output's directory cannot take a new file."""
+    probe = temporary_name(output)
     try:
-        if directory:
-            temp.mkdir()
-        else:
-            temp.touch()
+        probe.touch()
+        probe.unlink()
     except PermissionError:
         raise ConfigError(
             f"Cannot write in {str(output.parent)!r} (permission denied). Received: output={str(output)!r}"
@@ -53,31 +50,47 @@ def _temporary(output: Path, directory: bool) -> Path:
     except OSError as e:
         raise ConfigError(f"Cannot write in {str(output.parent)!r}: {e.strerror}. Received: output={str(output)!r}") \
             from None
-    return temp
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _move_into_place(temp: Path, output: Path) -> None:
-    """Rename `temp` over `output`; an existing directory is moved aside first, then deleted."""
-    if output.is_dir() and not output.is_symlink():
-        aside = output.with_name(f".{output.name}.old-{os.getpid()}")
-        os.replace(output, aside)
-        os.replace(temp, output)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        os.replace(temp, output)
 
 
 def _size(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
+
+
+# -- the exporters: each writes `arrays` to a temporary path and checks what it wrote ------------
+
+
+def _html(arrays, path: Path, info: dict, precision: str, step: int, measure_bpc: bool) -> dict:
+    from textgen.export import html
+
+    path.write_text(html.page(arrays, precision, step), encoding="utf-8")
+    return _bpc_change(info, arrays, precision) if precision != "float32" and measure_bpc else {}
+
+
+def _onnx(arrays, path: Path, *_) -> dict:
+    from textgen.export import checks, onnx_export
+
+    onnx_export.write(arrays, path)
+    return {"opset": onnx_export.OPSET, "check_max_abs_diff": checks.onnx_diff(path, arrays, CHECK_STEPS)}
+
+
+def _savedmodel(arrays, path: Path, *_) -> dict:
+    from textgen.export import checks, savedmodel
+
+    version = savedmodel.save(arrays, path)
+    return {"check_max_abs_diff": checks.savedmodel_diff(version, arrays, CHECK_STEPS), "version": version.name}
+
+
+def _tflite(arrays, path: Path, *_) -> dict:
+    from textgen.export import checks, tflite
+
+    path.write_bytes(tflite.convert(arrays))
+    return {"check_max_abs_diff": checks.tflite_diff(path, arrays, CHECK_STEPS)}
+
+
+EXPORTERS = {"html": _html, "onnx": _onnx, "savedmodel": _savedmodel, "tflite": _tflite}
+FORMATS = tuple(EXPORTERS)
 
 
 def export(run_dir, format: str, output=None, precision: str = "float32", force: bool = False,
@@ -106,47 +119,19 @@ def export(run_dir, format: str, output=None, precision: str = "float32", force:
               "precision": precision, "output": str(output)}
     if "fell_back_from" in ckpt.state:
         result["fell_back_from"] = ckpt.state["fell_back_from"]
-    temps = []
-    try:
-        temp = _temporary(output, directory=(format == "savedmodel"))
-        temps.append(temp)
-        if format == "onnx":
-            from textgen.export import checks, onnx_export
-
-            onnx_export.write(arrays, temp)
-            result["opset"] = onnx_export.OPSET
-            result["check_max_abs_diff"] = checks.onnx_diff(temp, arrays, CHECK_STEPS)
-        elif format == "savedmodel":
-            from textgen.export import checks, savedmodel
-
-            temp.rmdir()
-            version = savedmodel.save(arrays, temp)
-            result["check_max_abs_diff"] = checks.savedmodel_diff(version, arrays, CHECK_STEPS)
-            result["serving_version"] = str(output / version.name)
-        elif format == "tflite":
-            import json
-
-            from textgen.export import checks, tflite
-
-            temp.write_bytes(tflite.convert(arrays))
-            meta_temp = _temporary(extra[0], directory=False)
-            temps.append(meta_temp)
-            meta_temp.write_text(json.dumps(arrays.metadata(), ensure_ascii=False, indent=1), encoding="utf-8")
-            result["check_max_abs_diff"] = checks.tflite_diff(temp, arrays, CHECK_STEPS)
-            result["metadata"] = str(extra[0])
-        else:
-            from textgen.export import html
-
-            temp.write_text(html.page(arrays, precision, ckpt.step), encoding="utf-8")
-            if precision != "float32" and measure_bpc:
-                result.update(_bpc_change(info, arrays, precision))
+    _check_writable(output)
+    # Every file is written under a temporary name and renamed into place only when the
+    # export and its check succeeded (the TFLite metadata file first, then the model).
+    with contextlib.ExitStack() as stack:
+        temp = stack.enter_context(atomic_path(output))
         if format == "tflite":
-            _move_into_place(temps[1], extra[0])
-        _move_into_place(temp, output)
-        temps.clear()
-    finally:
-        for leftover in temps:
-            _remove(leftover)
+            stack.enter_context(atomic_path(extra[0])).write_text(
+                json.dumps(arrays.metadata(), ensure_ascii=False, indent=1), encoding="utf-8")
+            result["metadata"] = str(extra[0])
+        written = EXPORTERS[format](arrays, temp, info, precision, ckpt.step, measure_bpc)
+        if format == "savedmodel":
+            written["serving_version"] = str(output / written.pop("version"))
+        result.update(written)
     result["bytes"] = _size(output)
     return result
 

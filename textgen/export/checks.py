@@ -10,14 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from textgen.export.model_arrays import ModelArrays, reference_engine
+from textgen.generation.draw import log_softmax
 
 TOLERANCE = 1e-4
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
 def compare(step, arrays: ModelArrays, steps: int) -> float:
@@ -31,7 +26,7 @@ def compare(step, arrays: ModelArrays, steps: int) -> float:
         ids = np.array([(7 * t + 1) % arrays.vocab_size, (3 * t + 2) % arrays.vocab_size], dtype=np.int64)
         logits, state = step(ids, state)
         expected = engine.step(ids.astype(np.intp), reference_state)
-        worst = max(worst, float(np.abs(_log_softmax(logits) - _log_softmax(expected)).max()))
+        worst = max(worst, float(np.abs(log_softmax(logits) - log_softmax(expected)).max()))
     if not worst <= TOLERANCE:
         from textgen.errors import CheckpointError
 

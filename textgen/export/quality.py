@@ -1,4 +1,5 @@
-"""Bits per character of a run's validation text under given arrays (the numpy engine).
+"""Bits per character of a run's validation text under given arrays (the numpy engine),
+scored like `textgen evaluate`.
 
 Used to tell what a lower precision costs: the same text is scored with the float32 arrays
 and with the dequantised ones, and the difference is reported.
@@ -6,7 +7,6 @@ and with the dequantised ones, and the difference is reported.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -43,18 +43,10 @@ def validation_ids(info: dict) -> tuple[np.ndarray | None, str | None]:
 
 
 def bits_per_char(arrays: ModelArrays, ids: np.ndarray, streams: int = STREAMS) -> float:
-    """Mean -log2 p(next | preceding in its segment) over `ids` cut into `streams` segments,
-    each starting from the zero state (the same cut for every precision, so figures compare)."""
-    engine = reference_engine(arrays)
-    streams = max(1, min(streams, len(ids) // 64))
-    length = len(ids) // streams
-    segments = np.asarray(ids[: streams * length]).reshape(streams, length)
-    state = engine.initial_state(streams)
-    rows = np.arange(streams)
-    total = 0.0
-    for t in range(length - 1):
-        logits = engine.step(segments[:, t], state).astype(np.float64)
-        top = logits.max(axis=1)
-        log_norm = top + np.log(np.exp(logits - top[:, None]).sum(axis=1))
-        total += float((log_norm - logits[rows, segments[:, t + 1]]).sum())
-    return total / (streams * (length - 1)) / math.log(2)
+    """Bits per character of `ids` under `arrays`, scored as `textgen evaluate` and training's
+    validation score (windows with burn-in, `evaluate.score_windows`), so the figure compares
+    with the run's `val_bpc`."""
+    from textgen.evaluate import LN2, score_with_engine
+
+    total, count = score_with_engine(reference_engine(arrays), ids, streams)
+    return total / max(count, 1) / LN2
