@@ -28,6 +28,24 @@ SEALED = ("weights.npz", "state.json", "optimizer.npz")
 HUGE = 10**12
 
 
+def get(path: Path) -> bytes:
+    """The bytes of `path` if it is a regular file (links followed); FileNotFoundError otherwise:
+    a mutation never reads a FIFO or a device that an earlier one left (it would hang)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(path)
+    return Path(path).read_bytes()
+
+
+def put(path: Path, data: bytes | str) -> None:
+    """Write `data` at `path`, first removing a link, FIFO or directory there (writing a FIFO would block)."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.is_symlink() or (path.exists() and not path.is_file()):
+        path.unlink()
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+
+
 def checkpoint_dirs(run: Path) -> list[Path]:
     """Every checkpoint directory of the run (ckpt-* and best-*), in name order."""
     return sorted(p for p in run.iterdir() if p.name.startswith(("ckpt-", "best-")) and p.is_dir()
@@ -48,7 +66,7 @@ def reseal(ckpt: Path) -> None:
     sizes = {n: (ckpt / n).stat().st_size for n in names}
     # A sparse file of gigabytes is not worth hashing: any digest will do, the size is refused first.
     files = {n: file_sha256(ckpt / n) if sizes[n] < (100 << 20) else "0" * 64 for n in names}
-    (ckpt / "manifest.json").write_text(json.dumps({"files": files, "bytes": sizes}), encoding="utf-8")
+    put(ckpt / "manifest.json", json.dumps({"files": files, "bytes": sizes}))
 
 
 def maybe_reseal(ckpt: Path, rng: random.Random) -> None:
@@ -57,7 +75,7 @@ def maybe_reseal(ckpt: Path, rng: random.Random) -> None:
 
 
 def read_weights(ckpt: Path) -> dict:
-    with np.load(ckpt / "weights.npz", allow_pickle=False) as data:
+    with np.load(io.BytesIO(get(ckpt / "weights.npz")), allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
 
 
@@ -143,9 +161,9 @@ def truncate(run, rng, name=None):
     ckpt = target(run, rng)
     name = name or rng.choice([*SEALED, "manifest.json"])
     path = ckpt / name
-    if path.exists():
-        data = path.read_bytes()
-        path.write_bytes(data[: rng.randrange(0, max(1, len(data)))])
+    if path.is_file():
+        data = get(path)
+        put(path, data[: rng.randrange(0, max(1, len(data)))])
     if name != "manifest.json":
         maybe_reseal(ckpt, rng)
 
@@ -153,11 +171,11 @@ def truncate(run, rng, name=None):
 def flip_bytes(run, rng):
     ckpt = target(run, rng)
     path = ckpt / rng.choice(SEALED)
-    if path.exists():
-        data = bytearray(path.read_bytes())
+    if path.is_file():
+        data = bytearray(get(path))
         for _ in range(rng.randint(1, 8)):
             data[rng.randrange(len(data))] ^= rng.randint(1, 255)
-        path.write_bytes(bytes(data))
+        put(path, bytes(data))
     maybe_reseal(ckpt, rng)
 
 
@@ -166,7 +184,9 @@ def edit_weights(run, rng, change, key=None):
     ckpt = target(run, rng)
     arrays = read_weights(ckpt)
     change(arrays, key or rng.choice(model_keys(arrays)))
-    np.savez(ckpt / "weights.npz", **arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    put(ckpt / "weights.npz", buffer.getvalue())
     maybe_reseal(ckpt, rng)
 
 
@@ -268,7 +288,7 @@ def npz_crafted(run, rng, kind=None):
         data = replace_member(arrays, key, good + b"\0" * 4)
     else:  # negative_shape
         data = replace_member(arrays, key, npy_header((-4, 8)) + b"\0" * 64)
-    (ckpt / "weights.npz").write_bytes(data)
+    put(ckpt / "weights.npz", data)
     maybe_reseal(ckpt, rng)
 
 
@@ -278,9 +298,9 @@ def special_file(run, rng, name=None, kind=None):
     name = name or rng.choice([*SEALED, "manifest.json", "run.json"])
     path = run / name if name == "run.json" else ckpt / name
     kind = kind or rng.choice(["/dev/zero", "/dev/urandom", "outside", "dangling", "fifo", "directory", "parent"])
-    original = path.read_bytes() if path.is_file() else b""
+    original = get(path) if path.is_file() else b""
     outside = run.parent / f"outside-{name}"
-    outside.write_bytes(original)
+    put(outside, original)
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
@@ -298,17 +318,17 @@ def special_file(run, rng, name=None, kind=None):
     else:
         path.symlink_to(kind)
     if name in SEALED and rng.random() < 0.5:  # a manifest that hashes the original bytes
-        manifest = json.loads((ckpt / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads(get(ckpt / "manifest.json"))
         manifest["files"][name] = file_sha256(outside)
         manifest.pop("bytes", None)
-        (ckpt / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+        put(ckpt / "manifest.json", json.dumps(manifest))
 
 
 def checkpoint_link(run, rng):
     """The newest checkpoint directory replaced by a link to a copy outside the run, or by a file."""
     ckpt = checkpoints.list_checkpoints(run)[-1]
     outside = run.parent / "outside-ckpt"
-    shutil.copytree(ckpt, outside, dirs_exist_ok=True)
+    shutil.copytree(ckpt, outside, symlinks=True, dirs_exist_ok=True)  # links as links: never read /dev/zero
     shutil.rmtree(ckpt)
     if rng.random() < 0.7:
         ckpt.symlink_to(outside, target_is_directory=True)
@@ -322,7 +342,7 @@ def deep_json(depth: int) -> str:
 
 def manifest_json(run, rng, value=None):
     ckpt = target(run, rng)
-    real = json.loads((ckpt / "manifest.json").read_text(encoding="utf-8"))
+    real = json.loads(get(ckpt / "manifest.json"))
     files = real["files"]
     digest = files["weights.npz"]
     choices = [{"files": {}}, {"files": []}, {"files": None}, [], "files", 7, {"files": {"/dev/zero": digest}},
@@ -334,13 +354,15 @@ def manifest_json(run, rng, value=None):
                {"files": files, "bytes": "many"}, {"files": files, "bytes": {"lock": 3}},
                {"files": {**files, "lock": digest}}, {"files": {"weights.npz": [digest], "state.json": {}}}]
     text = json.dumps(value) if value is not None else rng.choice([*map(json.dumps, choices), deep_json(100_000)])
-    (ckpt / "manifest.json").write_text(text, encoding="utf-8")
+    put(ckpt / "manifest.json", text)
 
 
 def manifest_huge(run, rng):
     """A sparse manifest.json (or state.json, run.json) far past its size limit: nothing should read it."""
     name = rng.choice(["manifest.json", "state.json", "run.json"])
     path = run / name if name == "run.json" else target(run, rng) / name
+    if path.is_symlink() or not path.is_file():
+        raise FileNotFoundError(path)
     with open(path, "r+b") as f:
         f.truncate(rng.choice([2 << 20, 80 << 20, 5 << 30]))
     if name == "state.json" and rng.random() < 0.5:
@@ -349,14 +371,14 @@ def manifest_huge(run, rng):
 
 def extra_file(run, rng):
     ckpt = target(run, rng)
-    (ckpt / rng.choice(["notes.txt", ".hidden", "weights.npz.bak", "lock"])).write_bytes(b"x")
+    put(ckpt / rng.choice(["notes.txt", ".hidden", "weights.npz.bak", "lock"]), b"x")
     maybe_reseal(ckpt, rng)
 
 
 def run_json(run, rng, change=None):
     """run.json with fields of the wrong types or values, or not JSON at all."""
     path = run / "run.json"
-    info = json.loads(path.read_text(encoding="utf-8"))
+    info = json.loads(get(path))
     model, vocab = info["model"], info["vocab"]
     field = rng.choice(["vocab_size", "embedding_dim", "units", "num_layers"])
     changes = {
@@ -380,17 +402,17 @@ def run_json(run, rng, change=None):
     }
     change = change or rng.choice([*sorted(changes), "deep", "not_utf8"])
     if change == "deep":
-        path.write_text(deep_json(100_000), encoding="utf-8")
+        put(path, deep_json(100_000))
     elif change == "not_utf8":
-        path.write_bytes(b"\xff\xfe" + json.dumps(info).encode("utf-8"))
+        put(path, b"\xff\xfe" + json.dumps(info).encode("utf-8"))
     else:
         changes[change]()
-        path.write_text(json.dumps([info] if change == "top_list" else info), encoding="utf-8")
+        put(path, json.dumps([info] if change == "top_list" else info))
 
 
 def state_json(run, rng):
     ckpt = target(run, rng)
-    state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+    state = json.loads(get(ckpt / "state.json"))
     change = rng.choice(["step", "history", "record", "metric", "top", "deep"])
     if change == "step":
         state["step"] = rng.choice(["156", -1, 1.5, None, True, 10**40])
@@ -401,7 +423,7 @@ def state_json(run, rng):
     elif change == "metric":
         state["history"] = [{"step": "<img src=x onerror=alert(1)>", "val_loss": "low"}]
     text = json.dumps(["state"] if change == "top" else state)
-    (ckpt / "state.json").write_text(deep_json(100_000) if change == "deep" else text, encoding="utf-8")
+    put(ckpt / "state.json", deep_json(100_000) if change == "deep" else text)
     maybe_reseal(ckpt, rng)
 
 
@@ -426,5 +448,6 @@ def craft(run: Path, rng: random.Random, names: list[str]) -> None:
     for name in names:
         try:
             MUTATIONS[name](run, rng)
-        except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, RecursionError, zipfile.BadZipFile):
+        except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, EOFError, RecursionError,
+                MemoryError, zipfile.BadZipFile):
             pass  # an earlier mutation removed what this one needed: the run is crafted all the same

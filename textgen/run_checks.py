@@ -34,13 +34,16 @@ MODEL_LIMITS = {"vocab_size": 0x110000, "embedding_dim": 1 << 16, "units": 1 << 
 NUMBER_FIELDS = ("epoch", "step_in_epoch", "steps_per_epoch", "chars_seen", "train_seconds", "best_val_loss")
 HISTORY_FIELDS = ("step", "epoch", "chars_seen", "train_loss", "val_loss", "val_bpc", "val_chars",
                   "learning_rate", "time")
-# Readers of untrusted bytes can fail in many ways; each of these means "this file is not what it claims".
+# What zipfile and numpy's header parser raise on bytes that are not what they claim. They raise
+# others too (tokenize.TokenError, from a header numpy tokenizes): read_npz treats any exception
+# from them as a damaged file, since the bytes, not textgen, are at fault.
 UNREADABLE = (OSError, ValueError, EOFError, KeyError, TypeError, IndexError, OverflowError, MemoryError,
-              RecursionError, NotImplementedError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error)
+              NotImplementedError, zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error)
 
 
 def damaged(path, reason: str) -> CheckpointError:
-    return CheckpointError(f"{str(path)!r} is damaged and cannot be read: {reason}")
+    """The error for a file that is not what it should be; `reason` is put on one line."""
+    return CheckpointError(f"{str(path)!r} is damaged and cannot be read: {' '.join(str(reason).split())}")
 
 
 def read_json(path, max_bytes: int = MAX_JSON_BYTES):
@@ -229,6 +232,8 @@ def read_npz(path, max_bytes: int = MAX_NPZ_BYTES, expect: dict | None = None) -
         raise damaged(path, "an array header is nested too deeply") from None
     except UNREADABLE as e:
         raise damaged(path, str(e) or type(e).__name__) from None
+    except Exception as e:  # noqa: BLE001 — see UNREADABLE
+        raise damaged(path, f"{type(e).__name__}: {e}") from None
 
 
 def _members(archive: zipfile.ZipFile, max_bytes: int) -> dict:
