@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from helpers import TRAINED_RUNS, TrainedRun, invoke, missing, require, write_tiny_corpus
 
+from textgen.generation.kernel import switched_off
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Help and tables follow the terminal width: a test sets COLUMNS itself rather than inherit the caller's.
 os.environ.pop("COLUMNS", None)
@@ -82,3 +84,33 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         yield chromium
         chromium.close()
+
+
+# ----------------------------------------------------------------------------- the numpy leg
+# `TEXTGEN_KERNEL=0 pytest` is CI's second leg: the numpy step end to end. It runs the fast
+# tests and, of the slow ones, those that sample, serve and export through the step (so the
+# numpy step writes text, streams and checked exports, not only unit results); the tests of
+# the compiled step itself are left to the first leg.
+NUMPY_LEG_SLOW = ("test_sample_cli.py", "test_serve_api.py", "test_serve_batching.py", "test_export_onnx.py",
+                  "test_export_html.py", "test_session.py", "test_sampling.py")
+COMPILED_ONLY = ("test_kernel.py", "test_kernel_build.py", "test_the_compiled_step_leaves_numpys_blas_alone")
+
+
+def pytest_report_header(config):
+    if switched_off():
+        return f"TEXTGEN_KERNEL=0: the numpy step's leg (fast tests, and the slow ones of {', '.join(NUMPY_LEG_SLOW)})"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    if not switched_off():
+        return
+    keep, drop = [], []
+    for item in items:
+        name = item.path.name
+        compiled = name in COMPILED_ONLY or item.originalname in COMPILED_ONLY
+        slow_elsewhere = item.get_closest_marker("slow") is not None and name not in NUMPY_LEG_SLOW
+        (drop if compiled or slow_elsewhere else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
