@@ -20,7 +20,7 @@ import numpy as np
 
 from textgen.catalog import resolve
 from textgen.corpus import prepare, split_point
-from textgen.evaluate import build_scorer, score_ids
+from textgen.scoring import build_scorer, score_ids
 from textgen.training.opening import TrainingCallbacks, open_run
 from textgen.training.variables import assign_trainable_arrays, trainable_arrays
 

@@ -143,7 +143,7 @@ def test_time_limit_stops_and_still_checkpoints(tiny_corpus, tmp_path):
 @pytest.mark.slow
 def test_streamed_evaluation_matches_one_stream(tiny_corpus, tmp_path):
     """Scoring in parallel streams with burn-in agrees with one stream over the whole text."""
-    from textgen.evaluate import build_scorer, score_ids
+    from textgen.scoring import build_scorer, score_ids
     from textgen.training.variables import trainable_arrays
 
     corpus = prepare(tiny_corpus)
@@ -229,7 +229,7 @@ def fake_run(directory, rename=None):
 
 
 def test_evaluate_best_refuses_before_any_evaluation(tmp_path):
-    from textgen.evaluate import evaluate_file
+    from textgen.scoring import evaluate_file
 
     text = fake_run(tmp_path / "runs" / "fresh")
     latest = evaluate_file(tmp_path / "runs" / "fresh", text)
@@ -240,7 +240,7 @@ def test_evaluate_best_refuses_before_any_evaluation(tmp_path):
 
 
 def test_evaluate_on_mismatched_variables_is_a_checkpoint_error(tmp_path):
-    from textgen.evaluate import evaluate_file
+    from textgen.scoring import evaluate_file
 
     text = fake_run(tmp_path / "runs" / "odd", rename=("logits/kernel", "logits/weights"))
     with pytest.raises(CheckpointError, match=r"ckpt-00000003 of run 'odd': Checkpoint has no value for "

@@ -24,7 +24,7 @@ def evaluate(
     Example: [bold]textgen evaluate held_out.txt --run shakespeare[/]
     """
     from textgen import checkpoints
-    from textgen.evaluate import evaluate_file
+    from textgen.scoring import evaluate_file
 
     if checkpoint not in ("latest", "best"):
         raise ConfigError(f"--checkpoint must be latest or best. Received: checkpoint={checkpoint!r}")

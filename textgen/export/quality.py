@@ -46,7 +46,7 @@ def bits_per_char(arrays: ModelArrays, ids: np.ndarray, streams: int = STREAMS) 
     """Bits per character of `ids` under `arrays`, scored as `textgen evaluate` and training's
     validation score (windows with burn-in, `evaluate.score_windows`), so the figure compares
     with the run's `val_bpc`."""
-    from textgen.evaluate import LN2, score_with_engine
+    from textgen.scoring import LN2, score_with_engine
 
     total, count = score_with_engine(reference_engine(arrays), ids, streams)
     return total / max(count, 1) / LN2

@@ -25,10 +25,10 @@ from textgen import checkpoints
 from textgen.backend import quiet_import_keras
 from textgen.config import ModelConfig, TrainConfig
 from textgen.errors import CheckpointError, DivergedError
-from textgen.evaluate import LN2, build_scorer, score_ids
 from textgen.generation.engine import LSTMEngine
 from textgen.generation.loading import start_id
 from textgen.generation.writers import generate
+from textgen.scoring import LN2, build_scorer, score_ids
 from textgen.training import distribute, schedule, stopping
 from textgen.training.batches import StreamBatches
 from textgen.training.model import reset_some_states, reset_states
