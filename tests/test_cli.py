@@ -194,6 +194,19 @@ def test_runs_list_and_show(trained):
     assert_one_line_error(invoke("runs", "show", "ghost"), "Unknown run")
 
 
+def test_runs_lists_a_run_with_a_crafted_state(trained):
+    """One run whose latest state.json is refused is shown as unreadable; the others are still listed."""
+    import shutil
+
+    shutil.copytree(Path("checkpoints") / "tiny", Path("checkpoints") / "crafted")
+    latest = checkpoints.list_checkpoints(Path("checkpoints") / "crafted")[-1]
+    (latest / "state.json").write_text('{"step": "<img src=x onerror=alert(1)>"}')
+    result = invoke("runs", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)["runs"]}
+    assert "error" not in rows["tiny"] and "unreadable" in rows["crafted"]["error"]
+
+
 @pytest.mark.slow
 def test_help_tables_show_no_type_hints():
     """Typer prints `<int>`, `<bool>`, `<path>` beside every option; ours are clean (choices stay)."""

@@ -42,7 +42,7 @@ def summarize(directory: Path) -> dict:
     if ckpts:
         try:
             state = checkpoints.load_state(ckpts[-1])
-        except (OSError, ValueError):
+        except (OSError, ValueError, CheckpointError):
             row["error"] = f"checkpoint {ckpts[-1].name} is unreadable"
     figures = describe(info, state)
     row.update({
