@@ -9,10 +9,14 @@
 3. hot reload: a `textgen train --resume` of the served run is SIGKILLed while it writes a
    checkpoint (as soon as its temporary directory appears), N times, while a client keeps
    asking; every answer must be a 200 from a checkpoint that was complete on disk.
+4. attacks (issue 30, serve_attacks.py): clients that never read, a flood of prompts at the
+   limit, headers sent a byte a second. On the tiny run unless --checkpoints/--run name
+   another (the issue's targets are for a 2x256 run).
 
 Usage (quiet machine):
     python benchmarks/serve_reliability.py                 # 5,000 fuzz, 1,000 disconnects, 10 kills
     python benchmarks/serve_reliability.py --quick         # smoke test with tiny numbers
+    python benchmarks/serve_reliability.py --only-attacks --checkpoints DIR --run big   # the attacks alone
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import serve_attacks  # noqa: E402
 from serve_common import ServerProcess, rss_mib, tiny_corpus  # noqa: E402
 
 PATHS = ["/v1/completions", "/v1/chat/completions", "/v1/textgen/generate", "/v1/models", "/v1/models/tiny",
@@ -274,11 +279,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="smoke test: 100 fuzz, 40 disconnects, 2 kills")
+    parser.add_argument("--only-attacks", action="store_true", help="skip fuzz, disconnects and hot reload")
+    serve_attacks.add_options(parser)
+    parser.add_argument("--quick", action="store_true", help="smoke test: 100 fuzz, 40 disconnects, 2 kills, small attacks")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.quick:
         args.fuzz, args.disconnects, args.kills = 100, 40, 2
+        serve_attacks.quick(args)
 
     work = Path(tempfile.mkdtemp(prefix="serve-reliability-"))
     corpus = tiny_corpus(work)
@@ -286,7 +294,19 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "textgen", "train", str(corpus), "--run", "tiny", "--checkpoints",
                     str(checkpoints), "--layers", "1", "--units", "16", "--embedding-dim", "8", "--seq-len", "10",
                     "--batch-size", "4", "--epochs", "1"], check=True, capture_output=True)
-    results = {}
+    results, passed = {}, []
+    if not args.only_attacks:
+        passed.append(_base_phases(args, work, corpus, checkpoints, results))
+    attack_root = args.checkpoints or checkpoints
+    results["attacks"], attacks_ok = serve_attacks.run(args, attack_root, args.run if args.checkpoints else "tiny")
+    passed.append(attacks_ok)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    sys.exit(0 if all(passed) else 1)
+
+
+def _base_phases(args, work: Path, corpus: Path, checkpoints: Path, results: dict) -> bool:
+    """Fuzz, disconnects and hot reload under kills (issue 16); prints their summary lines."""
     server = ServerProcess(checkpoints, "tiny", ["--quiet", "--max-length", "20000", "--max-streams", "64"])
     try:
         print(f"fuzz: {args.fuzz} requests ...", flush=True)
@@ -305,19 +325,17 @@ def main() -> None:
     print(json.dumps(results["reload"]), flush=True)
     fuzz_ok = results["fuzz"]["5xx"] == 0 and results["fuzz"]["healthy_after"]
     leak_ok = results["disconnects"]["leaked_streams"] == 0
-    reload_ok = results["reload"]["answers_not_200"] == 0 and not results["reload"]["served_steps_never_complete_on_disk"] and results["reload"]["answers_ok"] > 0
+    r = results["reload"]
+    reload_ok = r["answers_not_200"] == 0 and not r["served_steps_never_complete_on_disk"] and r["answers_ok"] > 0
     print(f"\nfuzz: {results['fuzz']['requests']:,} requests, {results['fuzz']['5xx']} answers 5xx, healthy after: "
           f"{results['fuzz']['healthy_after']}  [{'PASS' if fuzz_ok else 'FAIL'}]")
     d = results["disconnects"]
     print(f"disconnects: {d['requests']:,} requests, {d['leaked_streams']:.0f} leaked streams, RSS "
           f"{d['rss_before_mib']} -> {' -> '.join(map(str, d['rss_after_each_round_mib']))} MiB  "
           f"[{'PASS' if leak_ok else 'FAIL'}]")
-    r = results["reload"]
     print(f"hot reload: {r['kills']} kills ({r['killed_mid_save']} mid-save), {r['answers_ok']:,} answers all 200 "
           f"from complete checkpoints (steps {r['steps_served']})  [{'PASS' if reload_ok else 'FAIL'}]")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str))
-    sys.exit(0 if fuzz_ok and leak_ok and reload_ok else 1)
+    return fuzz_ok and leak_ok and reload_ok
 
 
 if __name__ == "__main__":

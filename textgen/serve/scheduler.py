@@ -48,7 +48,7 @@ log = logging.getLogger("textgen.serve")
 CALL_SECONDS = 0.03  # the engine thread's time per call of several steps (text is flushed every ~50 ms)
 MAX_STEPS_PER_CALL = 16
 STALE_SECONDS = 10.0  # a loop that has not turned for this long does not step (health)
-RESERVE_SECONDS = 1.0  # a paused job keeps its rows this long (a reader a flush behind gets them back)
+RESERVE_SECONDS = 0.25  # a paused job keeps its rows this long (a reader a flush behind gets them back)
 
 
 @dataclass
