@@ -116,3 +116,18 @@ def test_a_short_request_is_answered_while_long_prompts_are_fed_and_leaving_clie
                and server.metric("textgen_queue_length") == 0, timeout=30, what="the leaving clients' prompts freed")
     # What was fed stopped where the clients left: far from the three prompts' 2,400,000 characters.
     assert server.metric("textgen_prompt_characters_fed_total") - fed < LONG
+
+
+@pytest.mark.slow
+def test_stop_strings_are_capped_in_count_and_length(server):
+    from textgen.serve.settings import MAX_STOP_LENGTH, MAX_STOPS
+
+    for stop, said in ((["a"] * (MAX_STOPS + 1), f"at most {MAX_STOPS} stop strings"),
+                       ("O" * (MAX_STOP_LENGTH + 1), f"at most {MAX_STOP_LENGTH} characters")):
+        answer = _post(server, {"prompt": "O", "max_tokens": 5, "stop": stop})
+        assert answer.status_code == 400 and answer.json()["error"]["param"] == "stop", answer.text
+        assert said in answer.json()["error"]["message"]
+    native = httpx.post(server.url + "/v1/textgen/generate", timeout=60, json={
+        "model": "tiny", "prompt": "O", "samples": [{"max_tokens": 5, "stop": "O" * (MAX_STOP_LENGTH + 1)}]})
+    assert native.status_code == 400 and native.json()["error"]["param"] == "samples[0].stop", native.text
+    assert _post(server, {"prompt": "O", "max_tokens": 5, "stop": "O" * MAX_STOP_LENGTH}).status_code == 200
