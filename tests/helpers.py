@@ -261,19 +261,31 @@ class Server:
         """Until the log holds `text`; returns the log."""
         return wait_until(self.log, lambda log: text in log, what=f"{text!r} in the server's log", timeout=timeout)
 
-    def metric(self, name: str, headers: dict | None = None) -> float:
-        """The sum of a metric's samples in /metrics (`name` may carry labels: one sample)."""
+    def metric(self, name: str, headers: dict | None = None, *more: str) -> float:
+        """The sum of a metric's samples in one read of /metrics (`name` may carry labels: one
+        sample; `more` names metrics added in, from the same read)."""
         import httpx
 
         text = httpx.get(self.url + "/metrics", headers=headers or {}, timeout=10).text
+        names = (name, *more)
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith(name + "{") or line.startswith(name + " "))
+                   if any(line.startswith(n + "{") or line.startswith(n + " ") for n in names))
 
     def wait_metric(self, name: str, value: float, timeout: float = 10.0, headers: dict | None = None,
                     until=None) -> float:
         """Until metric `name` equals `value` (or `until(seen)` holds); returns what was seen."""
         return wait_until(lambda: self.metric(name, headers), until or (lambda seen: seen == value),
                           what=f"{name} to reach {value}", timeout=timeout, details=self.log)
+
+    def streams(self, headers: dict | None = None) -> float:
+        """Streams the server holds: stepping in the batch or paused until their client reads
+        (back-pressure moves a slow reader's streams out of the batch), from one read."""
+        return self.metric("textgen_active_streams", headers, "textgen_paused_streams")
+
+    def wait_streams(self, value: float, timeout: float = 10.0, until=None) -> float:
+        """Until the server holds `value` streams (or `until(seen)` holds); returns what was seen."""
+        return wait_until(self.streams, until or (lambda seen: seen == value), what=f"{value} streams held",
+                          timeout=timeout, details=self.log)
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.process.poll() is None:
@@ -351,3 +363,62 @@ def run_snippet(name: str, temperature: float = 0.0, length: int = GREEDY_LENGTH
     namespace = {"__name__": "snippet"}
     exec(compile(source, f"{name}.py", "exec"), namespace)
     return namespace["text"]
+
+
+# ----------------------------------------------------------------------------- the server's engine side
+# `settings_server`: a server for `Settings(...)` (the engine bounds, a fault hook in `env`), a
+# real subprocess running the same `serve(Settings(...))` the CLI calls. `send_request` /
+# `read_response`: a raw-socket client that sends a request and reads nothing until told to.
+
+LAUNCH = ("import json, sys; from textgen.serve.settings import Settings; from textgen.serve.server import serve; "
+          "serve(Settings(**json.loads(sys.argv[1])))")
+
+
+def settings_server(checkpoints: Path, env: dict | None = None, **settings) -> Server:
+    """A started server for `Settings(checkpoints=..., port=<free>, **settings)`, ready (health 200)."""
+    server = Server.__new__(Server)
+    server.port = free_port()
+    server.url = f"http://127.0.0.1:{server.port}"
+    server.log_path = checkpoints.parent / f"serve-{server.port}.log"
+    server._log = open(server.log_path, "w", encoding="utf-8")
+    values = {"checkpoints": str(checkpoints), "port": server.port, **settings}
+    server.started = time.monotonic()
+    server.process = subprocess.Popen([sys.executable, "-c", LAUNCH, json.dumps(values)], stdout=server._log,
+                                      stderr=subprocess.STDOUT, cwd=checkpoints.parent,
+                                      env={**os.environ, "COLUMNS": "200", **(env or {})})
+    server.health_after = None
+    server.wait_ready()
+    return server
+
+
+def send_request(port: int, body: dict, path: str = "/v1/completions", receive_buffer: int = 4096) -> socket.socket:
+    """A client that sends a POST and reads nothing (its window kept small)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.connect(("127.0.0.1", port))
+    payload = json.dumps(body).encode()
+    sock.sendall(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % (path.encode(), len(payload)) + payload)
+    return sock
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """The whole (chunked) body of the 200 response on `sock`, read at last."""
+    sock.settimeout(60)
+    data = bytearray()
+    while not data.endswith(b"0\r\n\r\n"):
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = bytes(data).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    body = bytearray()
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        body += rest[:size]
+        rest = rest[size + 2:]
+    return bytes(body)

@@ -10,7 +10,7 @@ from helpers import require, sse_events, wait_until
 
 require("fastapi")
 
-from serve_engine import read_response, send_request, settings_server  # noqa: E402
+from helpers import read_response, send_request, settings_server  # noqa: E402
 
 from textgen import checkpoints  # noqa: E402
 from textgen.generation.engine import LSTMEngine  # noqa: E402

@@ -45,15 +45,15 @@ def test_a_seeded_request_gives_the_same_text_alone_and_among_60_streams(server)
                                                       "max_tokens": LONG, "seed": i, "temperature": 0.5 + i / 60},
                                          stop, []))
     try:
-        server.wait_metric("textgen_active_streams", 60, timeout=60, until=lambda active: active >= 60)
+        server.wait_streams(60, timeout=60, until=lambda active: active >= 60)
         busy = httpx.post(server.url + "/v1/completions", json=body, timeout=60).json()
-        assert server.metric("textgen_active_streams") >= 60  # they were all still running
+        assert server.streams() >= 60  # they were all still running
     finally:
         stop.set()
     for thread in threads:
         thread.join(timeout=30)
     assert [c["text"] for c in busy["choices"]] == [c["text"] for c in alone["choices"]]
-    server.wait_metric("textgen_active_streams", 0)
+    server.wait_streams(0)
 
 
 def test_a_client_that_leaves_a_stream_frees_it_at_once(server):
@@ -61,11 +61,11 @@ def test_a_client_that_leaves_a_stream_frees_it_at_once(server):
     stop, received = threading.Event(), []
     thread = _stream_in_thread(server.url, {"model": "tiny", "prompt": "O", "max_tokens": LONG}, stop, received)
     wait_until(lambda: received, what="the stream's first bytes", timeout=30)
-    assert server.metric("textgen_active_streams") == 1
+    assert server.streams() == 1
     stop.set()
     thread.join(timeout=10)
     # At once: the stream had 10,000,000 characters to go (minutes), so 10 s tells freed from finished.
-    server.wait_metric("textgen_active_streams", 0, timeout=10)
+    server.wait_streams(0, timeout=10)
     server.wait_metric("textgen_client_disconnects_total", before + 1)
 
 
@@ -73,7 +73,7 @@ def test_a_client_that_leaves_a_non_streaming_request_frees_it(server):
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.url + "/v1/completions", json={"model": "tiny", "prompt": "O", "max_tokens": LONG, "n": 3},
                    timeout=httpx.Timeout(10, read=1.0))
-    server.wait_metric("textgen_active_streams", 0, timeout=10)  # not the minutes its 3 x 10,000,000 characters take
+    server.wait_streams(0, timeout=10)  # not the minutes its 3 x 10,000,000 characters take
 
 
 def test_sse_bytes_and_headers(server):
@@ -99,11 +99,10 @@ def test_sse_bytes_and_headers(server):
             events = sse_events(received[: received.rfind(b"\n\n") + 2])
             if len(events) >= 3:
                 break
-        held = server.metric("textgen_active_streams") + server.metric("textgen_paused_streams")
+        held = server.streams()
     assert held == 1  # still in the server (stepping, or parked until its client reads): not finished
     assert all(e["choices"][0]["text"] and e["choices"][0]["finish_reason"] is None for e in events)
-    server.wait_metric("textgen_active_streams", 0)  # the client left
-    server.wait_metric("textgen_paused_streams", 0)
+    server.wait_streams(0)  # the client left
 
 
 def test_metrics_in_prometheus_format(server):
@@ -140,7 +139,7 @@ def test_full_queue_is_429_with_retry_after_and_fifo(tiny_run):
     try:
         first_stop, first = threading.Event(), []
         _stream_in_thread(s.url, {"model": "tiny", "prompt": "O", "max_tokens": LONG}, first_stop, first)
-        s.wait_metric("textgen_active_streams", 1)
+        s.wait_streams(1)
         second_stop, second = threading.Event(), []
         waiting = _stream_in_thread(s.url, {"model": "tiny", "prompt": "R", "max_tokens": 5}, second_stop, second)
         s.wait_metric("textgen_queue_length", 1)
@@ -164,7 +163,7 @@ def test_shutdown_ends_streams_with_a_final_event_and_exits_0(tiny_run, sig):
     s = Server(tiny_run.checkpoints, "--max-length", str(LONG))
     stop, received = threading.Event(), []
     thread = _stream_in_thread(s.url, {"model": "tiny", "prompt": "O", "max_tokens": LONG}, stop, received)
-    s.wait_metric("textgen_active_streams", 1)
+    s.wait_streams(1)
     started = time.monotonic()
     assert s.stop(sig) == 0, s.log()
     assert time.monotonic() - started < 15

@@ -14,7 +14,7 @@ from helpers import TINY_TEXT, require, wait_until
 
 require("fastapi")
 
-from serve_engine import send_request, settings_server  # noqa: E402
+from helpers import send_request, settings_server  # noqa: E402
 
 from textgen.generation.draw import log_softmax  # noqa: E402
 from textgen.generation.loading import load_run, start_id  # noqa: E402

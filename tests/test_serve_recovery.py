@@ -20,7 +20,7 @@ from helpers import Server, require, sse_events, wait_until
 require("fastapi")
 
 from textgen.errors import ConfigError  # noqa: E402
-from textgen.serve import errors, failures  # noqa: E402
+from textgen.serve import envelopes, failures  # noqa: E402
 
 FAULT = {"TEXTGEN_SERVE_FAULT_AT_STEP": "100"}
 KEY = "recovery-key"
@@ -32,11 +32,11 @@ def test_the_schedulers_failures_map_to_http_in_one_place():
              failures.ModelLoading(): (503, "loading"), failures.ModelNotFound("x", ["m"]): (404, "model_not_found"),
              ConfigError("n too big. Received: n=99"): (400, "invalid_value"), RuntimeError("bug"): (500, "internal_error")}
     for failure, (status, code) in cases.items():
-        error = errors.to_api(failure)
+        error = envelopes.to_api(failure)
         assert (error.status, error.code) == (status, code), failure
         assert set(error.body()["error"]) == {"message", "type", "param", "code"}
-    assert errors.to_api(failures.QueueFull(2)).headers["Retry-After"] == "2"
-    assert "secret-detail" not in errors.to_api(RuntimeError("secret-detail")).message  # its words stay in the log
+    assert envelopes.to_api(failures.QueueFull(2)).headers["Retry-After"] == "2"
+    assert "secret-detail" not in envelopes.to_api(RuntimeError("secret-detail")).message  # its words stay in the log
 
 
 def _restarts(server: Server, headers=None) -> float:

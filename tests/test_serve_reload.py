@@ -69,11 +69,11 @@ def test_new_checkpoints_serve_new_requests_while_old_ones_finish(tiny_run, resu
         threads_before = len(os.listdir(f"/proc/{s.process.pid}/task"))  # after the first request's threads
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
-        s.wait_metric("textgen_active_streams", 1)
+        s.wait_streams(1)
         _install(resumed / "ckpt-00000500", run, "ckpt-00000500")
         wait_until(lambda: httpx.get(s.url + "/v1/models/tiny", timeout=10).json()["checkpoint_step"],
                    lambda step: step == 500, what="the model card to show step 500", timeout=20, details=s.log)
-        in_flight = s.metric("textgen_active_streams")
+        in_flight = s.streams()
         fresh = httpx.post(s.url + "/v1/completions", timeout=60,
                            json={"model": "tiny", "prompt": "O", "max_tokens": 200, "seed": 5}).json()
         assert fresh["choices"][0]["text"] == new_text

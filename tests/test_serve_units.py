@@ -13,7 +13,7 @@ require("fastapi")
 
 from textgen.errors import ConfigError  # noqa: E402
 from textgen.generation.session import CharLogprob, StreamSpec  # noqa: E402
-from textgen.serve import chat, errors  # noqa: E402
+from textgen.serve import chat, envelopes  # noqa: E402
 from textgen.serve.jobs import Job, Outbox, Update  # noqa: E402
 from textgen.serve.metrics import Metrics  # noqa: E402
 from textgen.serve.requests import Plan  # noqa: E402
@@ -49,11 +49,11 @@ def test_validation_errors_become_400_naming_parameter_and_value():
 
     with pytest.raises(ValidationError) as caught:
         CompletionRequest(model="m", temperature=7)
-    error = errors.from_validation_error(RequestValidationError(
+    error = envelopes.from_validation_error(RequestValidationError(
         [{**e, "loc": ("body", *e["loc"])} for e in caught.value.errors()]))
     assert error.status == 400 and error.param == "temperature"
     assert "Received: temperature=7" in error.message
-    assert errors.from_textgen_error(ConfigError("x must be 1. Received: top_k=0")).param == "top_k"
+    assert envelopes.from_textgen_error(ConfigError("x must be 1. Received: top_k=0")).param == "top_k"
 
 
 def _plan(prompts, logprobs=None):

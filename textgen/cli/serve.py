@@ -30,6 +30,10 @@ def serve(
     max_connections: Annotated[int, typer.Option(help="Open connections at most; more are answered 503 and closed.")] = 512,
     header_timeout: Annotated[float, typer.Option(help="Seconds a client has to send a request's headers.")] = 10.0,
     body_timeout: Annotated[float, typer.Option(help="Seconds a client has to send a request's body.")] = 30.0,
+    max_prompt_total: Annotated[Optional[int], typer.Option(help="Cap on prompt characters x choices per request; more get 400. (default: --max-prompt x --max-n)")] = None,
+    max_unsent: Annotated[int, typer.Option(help="Bytes of output one streamed request may hold unread; then it pauses until its client reads.")] = 262_144,
+    max_buffered: Annotated[int, typer.Option(help="Bytes of unread output in the whole server; past it, requests holding much pause.")] = 67_108_864,
+    send_timeout: Annotated[float, typer.Option(help="Seconds a stream may wait for its client to read; then it is cancelled and its rows freed.")] = 30.0,
     keepalive: Annotated[float, typer.Option(hidden=True, help="Seconds between SSE keep-alive comments.")] = 15.0,
     reload_seconds: Annotated[float, typer.Option(hidden=True, help="Seconds between checks for a new checkpoint.")] = 1.0,
 ):
@@ -59,7 +63,8 @@ def serve(
                         chat_template=chat_template_from_option(chat_template), keepalive_seconds=keepalive,
                         reload_seconds=reload_seconds, allowed_hosts=tuple(allowed_host or ()),
                         forwarded_allow_ips=proxies, max_connections=max_connections, header_timeout=header_timeout,
-                        body_timeout=body_timeout)
+                        body_timeout=body_timeout, max_prompt_total=max_prompt_total, max_unsent=max_unsent,
+                        max_buffered=max_buffered, send_timeout=send_timeout)
     run_server(settings)
 
 

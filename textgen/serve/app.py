@@ -16,7 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
-from textgen.serve import api, errors
+from textgen.serve import api, envelopes
 from textgen.serve.jobs import Outbox
 from textgen.serve.metrics import Metrics
 from textgen.serve.registry import Registry
@@ -51,7 +51,7 @@ def create_app(settings) -> FastAPI:
     app = FastAPI(title="textgen serve", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                   docs_url=None, redoc_url=None)
     app.state.settings, app.state.metrics, app.state.registry = settings, metrics, registry
-    errors.install(app)
+    envelopes.install(app)
     app.include_router(api.router)  # the key is checked by Gate, before the body is read
 
     @app.get("/health", summary="200 when every model steps, else 503 naming those that do not", tags=["service"])

@@ -10,17 +10,23 @@ h11 protocol with three more rules:
 - a request's headers must be complete within `header_timeout` seconds of the connection (or
   of the end of the previous response on a kept-alive one): else 408 and the connection closes;
 - its body must be complete within `body_timeout` seconds of its headers: else it closes, and
-  the route waiting for the body sees the client gone.
+  the route waiting for the body sees the client gone;
+- a connection's kernel send buffer is fixed at `SEND_BUFFER` bytes: left to autotune, Linux
+  lets it grow to 4 MB, so a client that stops reading took megabytes of output (made, and
+  held by the kernel) before the server's own back-pressure (`max_unsent`) could see it.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from textgen.serve.errors import APIError
+from textgen.serve.envelopes import APIError
+
+SEND_BUFFER = 131_072  # bytes; Linux doubles it for its bookkeeping
 
 
 def _raw_response(status: str, error: APIError) -> bytes:
@@ -41,6 +47,12 @@ def guarded_protocol(settings) -> type:
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._timer, self._phase = None, None
+            raw = transport.get_extra_info("socket")
+            if raw is not None:
+                try:
+                    raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+                except OSError:  # a transport without a real socket (tests, other platforms)
+                    pass
             if len(self.connections) > settings.max_connections:
                 transport.write(busy)
                 transport.close()

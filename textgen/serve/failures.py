@@ -1,5 +1,5 @@
 """Why the server cannot run a request now, in its own words: what the scheduler and the registry
-raise. They know nothing of HTTP; `errors.to_api` maps each one to a status and the OpenAI
+raise. They know nothing of HTTP; `envelopes.to_api` maps each one to a status and the OpenAI
 envelope, in one place."""
 
 from __future__ import annotations

@@ -140,7 +140,14 @@ class Registry:
             self._stop.wait(self.settings.reload_seconds)
 
     def _refresh(self, served: Served) -> None:
-        found = checkpoints.list_checkpoints(served.directory)
+        try:
+            found = checkpoints.list_checkpoints(served.directory)
+        except OSError as e:  # the run directory became unreadable: say so once, keep what is served
+            reason = f"Run {served.name!r} cannot be read: {e.strerror or e}"
+            if served.error != reason:
+                served.error = reason
+                log.warning("%s", reason)
+            return
         if not found:
             if served.error is None:
                 served.error = f"Run {served.name!r} has no checkpoint yet; waiting for one."

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textgen.serve.errors import APIError
+from textgen.serve.envelopes import APIError
 
 
 @dataclass

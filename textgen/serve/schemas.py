@@ -34,6 +34,12 @@ def _stops(value):
     return stops
 
 
+def _unsupported(value, name, what_to_do):
+    if value:
+        raise ValueError(f"{name} is not supported by a character model; {what_to_do}")
+    return value
+
+
 def _neutral(value, neutral, name):
     if value is not None and value != neutral:
         raise ValueError(f"{name} is not supported by a character model; leave it at {neutral!r}")
@@ -69,12 +75,7 @@ class Sampling(_Body):
     def _no_penalty(cls, v, info):
         return _neutral(v, 0, info.field_name)
 
-    @field_validator("logit_bias")
-    @classmethod
-    def _no_bias(cls, v):
-        if v:
-            raise ValueError("logit_bias is not supported by a character model; leave it empty")
-        return v
+    _no_bias = field_validator("logit_bias")(lambda cls, v: _unsupported(v, "logit_bias", "leave it empty"))
 
 
 class CompletionRequest(Sampling):
@@ -94,12 +95,7 @@ class CompletionRequest(Sampling):
             raise ValueError("give at least one prompt")
         return v
 
-    @field_validator("suffix")
-    @classmethod
-    def _no_suffix(cls, v):
-        if v:
-            raise ValueError("suffix is not supported by a character model")
-        return v
+    _no_suffix = field_validator("suffix")(lambda cls, v: _unsupported(v, "suffix", "leave it null"))
 
 
 class ContentPart(_Body):

@@ -16,7 +16,7 @@ import json
 import sys
 import time
 
-from textgen.serve.errors import APIError
+from textgen.serve.envelopes import APIError
 
 #: Routes anyone may GET: the page, its files, the docs page (its data, /openapi.json, needs the key) and /health.
 PUBLIC = ("/", "/health", "/favicon.ico", "/docs")

@@ -16,7 +16,7 @@ import logging
 
 from fastapi.responses import StreamingResponse
 
-from textgen.serve import errors, failures
+from textgen.serve import envelopes, failures
 
 log = logging.getLogger("textgen.serve")
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
@@ -50,7 +50,7 @@ async def _events(job, view, scheduler, settings, metrics):
             if any(u.finish_reason == "shutdown" for u in updates):
                 job.error = failures.ShuttingDown("The server is shutting down; this stream ended early.")
         if job.error is not None:
-            yield event(errors.to_api(job.error).body())
+            yield event(envelopes.to_api(job.error).body())
         else:
             view.step = job.checkpoint_step if job.checkpoint_step is not None else view.step
             for body in view.closing():
