@@ -165,6 +165,15 @@ def wait_js(page, expression: str, timeout: float = 60.0):
     return wait_until(lambda: page.evaluate(expression), what=expression, timeout=timeout)
 
 
+def shown_character(page, n: int):
+    """The `n`-th generated character of the playground that takes room on the page (a sampled
+    newline's span has no box, so Playwright cannot hover it; which characters are newlines
+    depends on the tiny run's training)."""
+    import re
+
+    return page.locator(".sample .text span[data-p]").filter(has_text=re.compile(r"\S")).nth(n)
+
+
 def missing(what: str, install: str):
     """A system part the test needs is absent: a skip on a laptop, a failure under CI=true."""
     if os.environ.get("CI", "").lower() == "true":

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import REPO, Server, wait_js, wait_until
+from helpers import REPO, Server, shown_character, wait_js, wait_until
 
 pytestmark = pytest.mark.slow
 LONG = 1_000_000  # never reached: the test stops the generation
@@ -82,7 +82,7 @@ def test_probabilities_alternatives_copy_and_screenshots(browser, server, tmp_pa
     assert page.locator(".sample .finish").first.inner_text() == "length"
     shaded = page.locator(".sample .text span[data-p]")
     assert shaded.count() == 1200
-    shaded.nth(30).hover()
+    shown_character(page, 30).hover()
     assert page.is_visible("#tip") and page.locator("#tip tr").count() == 5
     page.click("#copy-curl")
     snippet = page.inner_text("#snippet")
@@ -95,7 +95,7 @@ def test_probabilities_alternatives_copy_and_screenshots(browser, server, tmp_pa
     page.fill("#length", "600")
     page.click("#generate")
     wait_js(page, "document.querySelector('#status').textContent.startsWith('Done')")
-    page.hover(".sample .text span[data-p] >> nth=200")
+    shown_character(page, 200).hover()
     _shot(page, tmp_path, "playground.png")
     page.click("#tab-runs")
     page.wait_for_selector("svg.curve path.val", state="attached")

@@ -18,7 +18,7 @@ import shutil
 
 import httpx
 import pytest
-from helpers import Server, wait_js
+from helpers import Server, shown_character, wait_js
 
 from textgen import run_checks
 from textgen.errors import CheckpointError
@@ -136,7 +136,7 @@ def test_every_view_shows_the_payload_as_text_and_runs_nothing(browser, server, 
     page.fill("#length", "80")
     page.click("#generate")
     wait_js(page, "document.querySelector('#status').textContent.startsWith('Done')")
-    page.hover(".sample .text span[data-p] >> nth=10")
+    shown_character(page, 10).hover()
     assert page.is_visible("#tip")
     page.click("#key-button")
     # The runs view: facts, curve, evaluations and configuration tables, all opened.
