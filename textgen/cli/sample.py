@@ -80,6 +80,18 @@ class _TextSink:
                 self.writer.__exit__(InterruptedError, InterruptedError("sampling did not finish"), None)
 
 
+def _steering(chars, regex, ban, stops, prime_ids, length):
+    """The `--regex` / `--ban` constraint, checked against the prime and length before sampling."""
+    from textgen.generation.constraints import steering
+
+    if regex is not None and stops:
+        raise ConfigError("--stop does not combine with --regex: the pattern decides where a sample ends.")
+    steered = steering(chars, regex, ban)
+    if steered is not None:
+        steered.cursor(prime_ids, length)  # a prime or length that leaves no match: an error now
+    return steered
+
+
 def _novelty_line(report: dict) -> str:
     return (f"novelty: longest span copied from the training text {report['longest_copied']:,} characters; "
             f"{report['copied_share']:.1%} of characters inside copied spans of {report['min_span']}+")
@@ -136,6 +148,8 @@ def sample(
     output: Annotated[Optional[Path], typer.Option(help="Also write the text to this file (replaced atomically when sampling ends).")] = None,
     novelty: Annotated[bool, typer.Option("--novelty", help="Report, per sample, the longest span copied verbatim from the training text and the share of characters in copied spans of 20+.")] = False,
     interactive: Annotated[bool, typer.Option("--interactive", help="Prompt for a prime, stream its continuation, repeat; Ctrl-D or Ctrl-C to leave.")] = False,
+    regex: Annotated[Optional[str], typer.Option(help="Every sample (prime included) matches this regular expression in full: a mask before each draw, exact at every character. A sample ends at --length or once it is a complete match nothing can extend.")] = None,
+    ban: Annotated[list[str], typer.Option(help="Never complete this word (its last character is masked). Repeat for several.")] = [],  # noqa: B006
     run: Annotated[Optional[str], typer.Option(help="Run to sample from. (default: the most recently trained)")] = None,
     checkpoint: Annotated[str, typer.Option(help="latest, best, or a checkpoint directory name such as ckpt-00001200.")] = "latest",
     checkpoints_dir: CheckpointsOption = Path("checkpoints"),
@@ -145,6 +159,8 @@ def sample(
     """Generate text from a trained run, streamed as it is written.
 
     Example: [bold]textgen sample --temperature 0.7 --length 500 --prime "ROMEO:" --stop "\\n\\n"[/]
+
+    Steered: [bold]textgen sample --regex "[A-Z][a-z]+ [A-Z][a-z]+" --ban "the"[/]
     """
     from textgen import checkpoints
     from textgen.errors import positive_int
@@ -162,13 +178,15 @@ def sample(
     stops = check_stops([_unescape(s) for s in stop])
     if interactive:
         for name, given in (("--json", as_json), ("--output", output is not None), ("--novelty", novelty),
-                            ("--prime", bool(prime)), ("--num-samples > 1", num_samples > 1)):
+                            ("--prime", bool(prime)), ("--num-samples > 1", num_samples > 1),
+                            ("--regex", regex is not None), ("--ban", bool(ban))):
             if given:
                 raise ConfigError(f"--interactive reads primes from the keyboard; it does not combine with {name}.")
     directory = checkpoints.find_run(checkpoints_dir, run)
     info, ckpt, engine = load_run(directory, checkpoint, use_previous=use_previous)
     session = SamplingSession(engine, info["vocab"], start_id(info["vocab"]), capacity=num_samples)
-    session.vocab.encode(prime)  # characters the model never saw: an error before anything is printed
+    prime_ids = session.vocab.encode(prime)  # characters the model never saw: an error before anything is printed
+    steered = _steering(info["vocab"], regex, [_unescape(w) for w in ban], stops, prime_ids, length)
     seed = random_seed() if seed is None else seed
     if "fell_back_from" in ckpt.state:
         err.print(f"[yellow]Newest checkpoint {ckpt.state['fell_back_from']} is damaged; using {ckpt.path.name}.[/]")
@@ -194,7 +212,7 @@ def sample(
                 sink.write(prime)
             samples = []
             for event in write_samples(session, prime, [t], num_samples, length, seed, top_k, top_p, stops,
-                                       keep_text=keep_text):
+                                       keep_text=keep_text, steering=steered):
                 if isinstance(event, Sample):
                     samples.append(event.record())
                 elif streaming:
@@ -227,7 +245,7 @@ def sample(
     if as_json:
         emit_json({"run": directory.name, "checkpoint": ckpt.path.name, "step": ckpt.step, "seed": seed,
                    "prime": prime, "length": length, "top_k": top_k, "top_p": top_p, "stop": stops,
-                   "samples": results})
+                   "regex": regex, "ban": list(ban), "samples": results})
 
 
 def register(app: typer.Typer) -> None:

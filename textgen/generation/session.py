@@ -23,7 +23,8 @@ cumulative distribution.
 
 The draw: temperature-only streams are drawn by the compiled `tg_sample` when the engine is
 compiled (the same arithmetic as `sampling.sample`, in C); streams with top-k or top-p, and
-every stream of a numpy engine, by `sampling.sample`.
+every stream of a numpy engine, by `sampling.sample`; a steered stream (`spec.steering`) one row
+at a time from its masked logits, with the uniform the compiled draw took for it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 from textgen.corpus import Vocabulary
 from textgen.errors import ConfigError
 from textgen.generation import kernel
+from textgen.generation.constraints import masked_logits
 from textgen.generation.draw import log_softmax, sample
 from textgen.generation.engine import LSTMEngine
 from textgen.generation.priming import Priming, Scores
@@ -246,7 +248,11 @@ class SamplingSession:
         if self._draw is None or self._filtered:
             groups: dict = {}
             for r, s in enumerate(self.streams):
-                if self._draw is None or not s._plain:
+                if s._cursor is not None:  # steered: its own masked row (constraints.py)
+                    allowed = s._cursor.allowed(s.spec.length - s.generated)
+                    ids[r] = sample(masked_logits(logits[r:r + 1], allowed), s.spec.temperature, u[r:r + 1],
+                                    s.spec.top_k, s.spec.top_p)[0]
+                elif self._draw is None or not s._plain:
                     groups.setdefault((s.spec.temperature, s.spec.top_k, s.spec.top_p), []).append(r)
             for (temperature, top_k, top_p), rows in groups.items():
                 if len(rows) == n:
@@ -280,7 +286,7 @@ class SamplingSession:
             entry = None
             if s.spec.logprobs is not None:
                 entry = self._entry(log_softmax(logits[r]), i, s.spec.logprobs)
-            text, entries = s._push(chars[i], entry)
+            text, entries = s._push(chars[i], entry, i)
             if self.ids_only:
                 pieces.append(Piece(s, "", None, s.finish_reason is not None, [i]))
             elif text or s.finish_reason is not None:

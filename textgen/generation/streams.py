@@ -36,6 +36,7 @@ class StreamSpec:
     prime_logprobs: bool = False  # also score the prime's characters
     keep_text: bool = True  # keep what the stream showed in `Stream.text` (off: constant memory)
     prime_ids: Sequence[int] | None = None  # the prime as ids (a session without characters takes only these)
+    steering: object = None  # a constraints.Steering: a mask over the vocabulary before each draw
 
     def validate(self) -> StreamSpec:
         self.temperature = check_temperature(self.temperature)
@@ -85,8 +86,10 @@ class Stream:
         self._filter = StopFilter(spec.stops)
         self._pending: list = []  # logprobs of characters held back by the stop filter
         self._rng = np.random.default_rng([spec.seed, spec.index])
-        self._plain = spec.top_k is None and (spec.top_p is None or spec.top_p >= 1.0)  # temperature only
-        self._fast = not spec.stops and spec.logprobs is None
+        # a steered stream is drawn in numpy from its masked logits (constraints.py)
+        self._cursor = None if spec.steering is None else spec.steering.cursor(prime_ids, spec.length)
+        self._plain = spec.top_k is None and (spec.top_p is None or spec.top_p >= 1.0) and self._cursor is None
+        self._fast = not spec.stops and spec.logprobs is None and self._cursor is None
 
     @property
     def text(self) -> str:
@@ -100,8 +103,9 @@ class Stream:
     def finished(self) -> bool:
         return self.finish_reason is not None
 
-    def _push(self, char: str, entry) -> tuple:
-        """Feed one generated character; returns (shown text, its logprob entries or None)."""
+    def _push(self, char: str, entry, char_id: int = -1) -> tuple:
+        """Feed one generated character (`char_id`: its id, for a steered stream); returns
+        (shown text, its logprob entries or None)."""
         if self._fast:  # no stop strings, no logprobs: the character is shown at once
             self.generated += 1
             if self.spec.keep_text:
@@ -112,11 +116,12 @@ class Stream:
         self.generated += 1
         if entry is not None:
             self._pending.append(entry)
+        complete = self._cursor is not None and self._cursor.advance(char_id, self.spec.length - self.generated)
         shown = self._filter.push(char)
         if self._filter.stopped is not None:
             self.finish_reason = "stop"
-        elif self.generated >= self.spec.length:
-            self.finish_reason = "length"
+        elif self.generated >= self.spec.length or complete:
+            self.finish_reason = "length" if self.generated >= self.spec.length else "stop"
             shown += self._filter.finish()
         return self._take(shown)
 

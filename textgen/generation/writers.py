@@ -27,16 +27,18 @@ class Sample:
 
 def write_samples(session: SamplingSession, prime: str, temperatures: Sequence[float], num_samples: int,
                   length: int, seed: int, top_k: int | None = None, top_p: float | None = None,
-                  stops: Sequence[str] = (), keep_text: bool = True) -> Iterator:
+                  stops: Sequence[str] = (), keep_text: bool = True, steering=None) -> Iterator:
     """`num_samples` samples per temperature, each temperature's samples generated as one batch.
 
     Yields every non-empty `Piece` as it is written, and after each temperature its `Sample`s
-    in index order. Sample i of every temperature is stream (seed, i).
+    in index order. Sample i of every temperature is stream (seed, i). `steering`: a
+    `constraints.Steering` every sample keeps to.
     """
     positive_int("num_samples", num_samples)
     for temperature in temperatures:
         specs = [StreamSpec(prime=prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                            stops=stops, seed=seed, index=i, keep_text=keep_text) for i in range(num_samples)]
+                            stops=stops, seed=seed, index=i, keep_text=keep_text, steering=steering)
+                 for i in range(num_samples)]
         streams = [session.add(spec) for spec in specs]
         while session.active:
             for piece in session.step(RUN_STEPS):

@@ -1,0 +1,255 @@
+"""Steering: a regular expression and banned words as a mask over the vocabulary before each draw.
+
+A constraint is an explicit automaton over the model's character ids: `table[state, id]` is the
+next state (the last state is dead: every move from it stays there), `accepting[state]` says
+whether the text so far is a complete match, and `distance[state]` is the fewest characters
+that reach an accepting state from there. A regular expression is compiled by `interegular`;
+banned words become the automaton of "no banned word as a substring" (an Aho-Corasick walk); both
+together are their product.
+
+A stream with a constraint keeps a `Cursor` and, at each step with `remaining` characters of
+its length left, may draw only ids whose next state still reaches acceptance within the
+characters left after it (`distance[next] <= remaining - 1`). So every sample ends in an
+accepting state: the pattern matches the whole text written (the prime included), whatever the
+model prefers. A sample ends at its length, or earlier when it is a complete match and no
+character can follow (the pattern `[0-9]{3}` ends after three digits). In line mode the end of
+a line is one more choice, open only in an accepting state. Nothing is rejected after the fact,
+and the randomness is the stream's own: the same seed and constraint give the same text alone
+or in a batch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+from textgen.errors import ConfigError
+
+UNREACHABLE = np.iinfo(np.int64).max // 2
+MAX_STATES = 20_000  # a pattern whose automaton over the vocabulary is larger is refused
+_REFUSED = {"AT": "anchors and word boundaries (^ $ \\b: the pattern always matches the whole text)",
+            "ASSERT": "lookahead or lookbehind", "ASSERT_NOT": "lookahead or lookbehind",
+            "GROUPREF": "backreferences", "GROUPREF_EXISTS": "conditional groups"}
+
+
+class Automaton:
+    """A deterministic automaton over ids [0, V): `table` (S, V) of next states, the last state dead."""
+
+    def __init__(self, table: np.ndarray, accepting: np.ndarray, start: int):
+        self.table = np.asarray(table, dtype=np.int64)
+        self.accepting = np.asarray(accepting, dtype=bool)
+        self.start = int(start)
+        self.distance = _distances(self.table, self.accepting)
+
+    @property
+    def states(self) -> int:
+        return len(self.table)
+
+    @property
+    def dead(self) -> int:
+        return len(self.table) - 1
+
+
+def _distances(table: np.ndarray, accepting: np.ndarray) -> np.ndarray:
+    """Fewest characters from each state to an accepting one (UNREACHABLE when none), by a
+    breadth-first walk backwards from the accepting states."""
+    states, vocab = table.shape
+    distance = np.full(states, UNREACHABLE, dtype=np.int64)
+    sources = np.repeat(np.arange(states), vocab)
+    targets = table.reshape(-1)
+    order = np.argsort(targets, kind="stable")
+    sorted_targets, sorted_sources = targets[order], sources[order]
+    frontier = np.flatnonzero(accepting)
+    distance[frontier] = 0
+    level = 0
+    while len(frontier):
+        level += 1
+        lo = np.searchsorted(sorted_targets, frontier, "left")
+        hi = np.searchsorted(sorted_targets, frontier, "right")
+        preceding = np.concatenate([sorted_sources[a:b] for a, b in zip(lo, hi)] or [np.zeros(0, np.int64)])
+        preceding = np.unique(preceding)
+        frontier = preceding[distance[preceding] == UNREACHABLE]
+        distance[frontier] = level
+    return distance
+
+
+def _check_syntax(pattern: str) -> None:
+    """A Python syntax error, or a construct no automaton can hold, as one clear line."""
+    try:
+        parsed = re._parser.parse(pattern)  # the parser behind re.compile
+    except re.error as e:
+        raise ConfigError(f"--regex is not a valid regular expression ({e}). Received: regex={pattern!r}") from None
+    if parsed.state.flags & ~re.UNICODE:
+        raise ConfigError(f"--regex takes no inline flags such as (?i). Received: regex={pattern!r}")
+
+    def walk(items) -> None:
+        for op, value in items:
+            name = str(op)
+            if name in _REFUSED:
+                raise ConfigError(f"--regex cannot use {_REFUSED[name]}. Received: regex={pattern!r}")
+            for part in value if isinstance(value, (tuple, list)) else ():
+                if isinstance(part, re._parser.SubPattern):
+                    walk(part)
+                elif isinstance(part, (tuple, list)):
+                    for inner in part:
+                        if isinstance(inner, re._parser.SubPattern):
+                            walk(inner)
+    walk(parsed)
+
+
+def compile_regex(pattern: str, chars: Sequence[str], exclude: Sequence[str] = ()) -> Automaton:
+    """The automaton of `pattern` (full match, Python syntax) over `chars`; characters in
+    `exclude` never move (line mode keeps the newline for the end of a line)."""
+    _check_syntax(pattern)
+    import interegular
+
+    try:
+        fsm = interegular.parse_pattern(pattern).to_fsm()
+    except Exception as e:  # interegular's InvalidSyntax / Unsupported, and anything it cannot build
+        raise ConfigError(f"--regex uses something textgen cannot compile ({e or type(e).__name__}). "
+                          f"Received: regex={pattern!r}") from None
+    names = {state: i for i, state in enumerate(sorted(fsm.states))}
+    if len(names) > MAX_STATES:
+        raise ConfigError(f"--regex compiles to {len(names):,} states, more than {MAX_STATES:,}. "
+                          f"Received: regex={pattern!r}")
+    dead = len(names)
+    table = np.full((dead + 1, len(chars)), dead, dtype=np.int64)
+    symbols = [None if c in exclude else fsm.alphabet[c] for c in chars]
+    for state, moves in fsm.map.items():
+        row = table[names[state]]
+        for i, symbol in enumerate(symbols):
+            if symbol is not None and symbol in moves:
+                row[i] = names[moves[symbol]]
+    accepting = np.zeros(dead + 1, dtype=bool)
+    accepting[[names[s] for s in fsm.finals]] = True
+    automaton = Automaton(table, accepting, names[fsm.initial])
+    if automaton.distance[automaton.start] >= UNREACHABLE:
+        raise ConfigError(f"No text over the model's {len(chars)} characters matches --regex "
+                          f"(it needs characters the model never saw). Received: regex={pattern!r}")
+    return automaton
+
+
+def ban_words(words: Sequence[str], chars: Sequence[str]) -> Automaton:
+    """The automaton of texts that contain none of `words`: a state is the longest end of the
+    text that begins a banned word; a move that completes one goes to the dead state."""
+    words = list(dict.fromkeys(words))
+    for word in words:
+        if not word:
+            raise ConfigError("A banned word must not be empty. Received: ban=''")
+    prefixes = sorted({w[:k] for w in words for k in range(len(w))}, key=lambda p: (len(p), p))
+    index = {p: i for i, p in enumerate(prefixes)}
+    dead = len(prefixes)
+    table = np.full((dead + 1, len(chars)), dead, dtype=np.int64)
+    for prefix, state in index.items():
+        for i, char in enumerate(chars):
+            text = prefix + char
+            if any(text.endswith(w) for w in words):
+                continue
+            table[state, i] = next(index[text[k:]] for k in range(len(text) + 1) if text[k:] in index)
+    accepting = np.ones(dead + 1, dtype=bool)
+    accepting[dead] = False
+    return Automaton(table, accepting, index[""])
+
+
+def product(first: Automaton, second: Automaton) -> Automaton:
+    """The automaton of texts both accept (their reachable pairs of states)."""
+    pairs = {(first.start, second.start): 0}
+    order = [(first.start, second.start)]
+    rows = []
+    for a, b in order:  # grows while it is walked
+        targets = zip(first.table[a].tolist(), second.table[b].tolist())
+        row = []
+        for pair in targets:
+            if pair[0] == first.dead or pair[1] == second.dead:
+                row.append(-1)
+                continue
+            if pair not in pairs:
+                if len(pairs) >= MAX_STATES:
+                    raise ConfigError(f"--regex with --ban compiles to more than {MAX_STATES:,} states.")
+                pairs[pair] = len(pairs)
+                order.append(pair)
+            row.append(pairs[pair])
+        rows.append(row)
+    dead = len(pairs)
+    table = np.array(rows + [[dead] * first.table.shape[1]], dtype=np.int64)
+    table[table < 0] = dead
+    accepting = np.array([first.accepting[a] and second.accepting[b] for a, b in order] + [False])
+    return Automaton(table, accepting, 0)
+
+
+class Steering:
+    """What a stream is steered by: an automaton over the vocabulary, and in line mode the id
+    that ends a line (allowed only where the text so far matches)."""
+
+    def __init__(self, automaton: Automaton, end_id: int | None = None, description: str = ""):
+        self.automaton, self.end_id, self.description = automaton, end_id, description
+
+    def cursor(self, prime_ids: Sequence[int], length: int) -> Cursor:
+        """A cursor after the prime; a prime or length that leaves no match is a ConfigError."""
+        cursor = Cursor(self)
+        for i in prime_ids:
+            cursor.state = int(self.automaton.table[cursor.state, i])
+        needed = int(self.automaton.distance[cursor.state])
+        if needed >= UNREACHABLE:
+            raise ConfigError(f"The prime cannot begin a text that {self.description}.")
+        if needed > length:
+            raise ConfigError(f"A text that {self.description} needs at least {needed} more characters after "
+                              f"the prime. Received: length={length}")
+        if not cursor.allowed(length).any():
+            raise ConfigError(f"Nothing can follow the prime in a text that {self.description}: nothing is left to sample.")
+        return cursor
+
+
+class Cursor:
+    """Where one stream stands in its automaton."""
+
+    def __init__(self, steering: Steering):
+        self.steering = steering
+        self.state = steering.automaton.start
+
+    def allowed(self, remaining: int) -> np.ndarray:
+        """Which ids may come next with `remaining` characters left (this one included)."""
+        automaton = self.steering.automaton
+        mask = automaton.distance[automaton.table[self.state]] < remaining
+        end = self.steering.end_id
+        if end is not None:
+            mask[end] = bool(automaton.accepting[self.state])
+        return mask
+
+    def advance(self, char_id: int, remaining: int) -> bool:
+        """Move past `char_id`; True when the text is complete (the end of a line was drawn, or
+        nothing may follow with `remaining` characters left)."""
+        if char_id == self.steering.end_id:
+            return True
+        self.state = int(self.steering.automaton.table[self.state, char_id])
+        return remaining > 0 and not self.allowed(remaining).any()
+
+
+def steering(chars: Sequence[str], regex: str | None = None, ban: Sequence[str] = (),
+             end: str | None = None) -> Steering | None:
+    """The steering of `--regex` and `--ban` over `chars` (None when neither is given); `end`:
+    the character that ends a line in line mode."""
+    ban = list(ban or [])
+    if regex is None and not ban:
+        return None
+    exclude = () if end is None else (end,)
+    automata, said = [], []
+    if regex is not None:
+        automata.append(compile_regex(regex, chars, exclude))
+        said.append(f"matches --regex {regex!r}")
+    if ban:
+        automata.append(ban_words(ban, chars))
+        said.append(f"contains no banned word ({', '.join(map(repr, ban))})")
+    automaton = automata[0] if len(automata) == 1 else product(*automata)
+    description = " and ".join(said)
+    if automaton.distance[automaton.start] >= UNREACHABLE:
+        raise ConfigError(f"No text over the model's characters {description}.")
+    end_id = list(chars).index(end) if end is not None and end in chars else None
+    return Steering(automaton, end_id, description)
+
+
+def masked_logits(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """`logits` with the ids not `allowed` at -inf (a copy, float64)."""
+    return np.where(allowed, np.asarray(logits, dtype=np.float64), -np.inf)
