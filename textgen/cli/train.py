@@ -10,9 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from textgen.cli.common import CheckpointsOption, JsonOption, emit_json, err, out
-from textgen.config import DEFAULT_PRESET, PRESETS, ModelConfig, TrainConfig, defaults, preset
+from textgen.config import DEFAULT_PRESET, PRESETS, ModelConfig, TrainConfig, defaults
 from textgen.defaults import CORPUS_RULES, MANY_PASSES, MANY_PASSES_MIN_DROPOUT, NO_BUDGET_PATIENCE, PASS_RULES
-from textgen.errors import ConfigError
+from textgen.options import run_options
 
 MODEL = defaults(ModelConfig)
 TRAINING = defaults(TrainConfig)
@@ -143,11 +143,14 @@ def train(
     from textgen import catalog as named
     from textgen import corpus as corpus_lib
 
-    if size is not None:  # the preset fills what --layers/--units/--embedding-dim leave open
-        chosen = preset(size)
-        layers = layers if layers is not None else chosen["num_layers"]
-        units = units if units is not None else chosen["units"]
-        embedding_dim = embedding_dim if embedding_dim is not None else chosen["embedding_dim"]
+    model_options, train_options = run_options(
+        size=size, layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout, seq_len=seq_len,
+        batch_size=batch_size, epochs=epochs, time_limit=time_limit, learning_rate=learning_rate,
+        clip_norm=clip_norm, val_fraction=val_fraction, eval_every=eval_every, eval_chars=eval_chars, seed=seed,
+        lr_schedule=lr_schedule, warmup_steps=warmup_steps, decay_steps=decay_steps, patience=patience,
+        sample_every=sample_every, sample_temperature=sample_temperature, state_reset=state_reset,
+        tensorboard=tensorboard, checkpoint_seconds=checkpoint_seconds, precision=precision,
+        mixed_precision=mixed_precision, jit=jit, strategy=strategy)
     path, name = named.resolve(corpus)
     prepared = corpus_lib.prepare(path, encoding=encoding)
     from textgen.training.opening import open_run
@@ -155,16 +158,7 @@ def train(
     progress = RichProgress(enabled=not as_json)
     trainer = open_run(
         prepared, name, checkpoints_dir, run,
-        model_options={"num_layers": layers, "units": units, "embedding_dim": embedding_dim, "dropout": dropout},
-        train_options={"seq_len": seq_len, "batch_size": batch_size, "epochs": epochs,
-                       "time_limit": time_limit, "learning_rate": learning_rate, "clip_norm": clip_norm,
-                       "val_fraction": val_fraction, "eval_every": eval_every, "eval_chars": eval_chars,
-                       "seed": seed, "lr_schedule": lr_schedule, "warmup_steps": warmup_steps,
-                       "decay_steps": decay_steps, "patience": patience, "sample_every": sample_every,
-                       "sample_temperature": sample_temperature, "state_reset": state_reset,
-                       "tensorboard": tensorboard or None, "checkpoint_seconds": checkpoint_seconds,
-                       "precision": _precision(precision, mixed_precision),
-                       "jit": jit, "strategy": strategy},
+        model_options=model_options, train_options=train_options,
         resume=resume, callbacks=progress, use_previous=use_previous,
     )
     for warning in trainer.warnings:
@@ -185,15 +179,6 @@ def train(
     out.print(f"stopped: {reason}", markup=False)
     if summary["stopped"] not in ("finished", "early_stopping"):
         out.print(f"Continue with: textgen train --run {summary['run']} --resume")
-
-
-def _precision(precision: str | None, mixed_precision: bool | None) -> str | None:
-    """--precision, or what --mixed-precision / --no-mixed-precision say (None: textgen chooses)."""
-    implied = None if mixed_precision is None else ("mixed_float16" if mixed_precision else "float32")
-    if precision is not None and implied is not None and precision != implied:
-        raise ConfigError(f"--precision {precision} contradicts --{'' if mixed_precision else 'no-'}mixed-precision "
-                          f"(which means {implied}); give one of them. Received: precision={precision!r}")
-    return precision if precision is not None else implied
 
 
 def register(app: typer.Typer) -> None:

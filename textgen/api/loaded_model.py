@@ -1,0 +1,219 @@
+"""`textgen.Model`: one checkpoint of a run, loaded for sampling and scoring without TensorFlow.
+
+Every method calls what the CLI calls: `sample` and `stream` write with `write_samples` over a
+`SamplingSession` (so a seed gives `textgen sample`'s text), `score` scores with the sampling
+engine in `textgen evaluate`'s windows, `export` is `textgen export`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from textgen.errors import ConfigError
+
+SCORE_STREAMS = 32  # `textgen evaluate`'s streams (`scoring.evaluate_file`)
+
+
+def checkpoint_name(checkpoint) -> str:
+    """What `load_run` takes for `checkpoint`: "latest", "best", or a step as its directory name."""
+    if isinstance(checkpoint, bool) or not isinstance(checkpoint, (int, str)):
+        raise ConfigError(f"checkpoint must be 'latest', 'best' or a step number. Received: checkpoint={checkpoint!r}")
+    if isinstance(checkpoint, int):
+        if checkpoint < 0:
+            raise ConfigError(f"checkpoint step must be >= 0. Received: checkpoint={checkpoint!r}")
+        return f"ckpt-{checkpoint:08d}"
+    return checkpoint
+
+
+def _temperature(value) -> float:
+    from textgen.generation.draw import check_temperature
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"temperature must be a number. Received: temperature={value!r}")
+    return check_temperature(float(value))
+
+
+class Model:
+    """A trained model: one checkpoint of a run, ready to sample, stream, score and export.
+
+    Made by `textgen.load` or `Run.model()`; holds the run's vocabulary and a sampling engine
+    (numpy, or the compiled step), no Keras.
+
+    Example:
+        >>> model = textgen.load("shakespeare")
+        >>> print(model.sample("ROMEO:", length=100, temperature=0.7, seed=1))
+    """
+
+    def __init__(self, directory: Path, checkpoint="latest", use_previous: bool = False):
+        from textgen.generation.loading import load_run, start_id
+
+        self.directory = Path(directory)
+        self.info, self._checkpoint, self._engine = load_run(self.directory, checkpoint_name(checkpoint),
+                                                             use_previous=use_previous)
+        self._start_id = start_id(self.info["vocab"])
+
+    @property
+    def name(self) -> str:
+        """The run's name."""
+        return self.directory.name
+
+    @property
+    def step(self) -> int:
+        """The training step of the loaded checkpoint."""
+        return self._checkpoint.step
+
+    @property
+    def checkpoint(self) -> str:
+        """The loaded checkpoint's directory name, e.g. ``ckpt-00001200``."""
+        return self._checkpoint.path.name
+
+    @property
+    def vocab(self) -> list:
+        """The characters the model knows, in id order."""
+        return list(self.info["vocab"])
+
+    def _session(self, capacity: int):
+        from textgen.generation.session import SamplingSession
+
+        return SamplingSession(self._engine, self.info["vocab"], self._start_id, capacity=capacity)
+
+    def _events(self, prime, length, temperature, top_k, top_p, seed, stop, n, keep_text):
+        """Check the settings as `textgen sample` does, then yield `write_samples`' events."""
+        from textgen.errors import positive_int
+        from textgen.generation.draw import check_stops, check_top_k, check_top_p
+        from textgen.generation.session import random_seed
+        from textgen.generation.writers import write_samples
+
+        temperature = _temperature(temperature)
+        positive_int("length", length)
+        positive_int("n", n)
+        check_top_k(top_k)
+        check_top_p(top_p)
+        stops = check_stops([stop] if isinstance(stop, str) else list(stop or ()))
+        if not isinstance(prime, str):
+            raise ConfigError(f"prime must be a str. Received: prime={prime!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ConfigError(f"seed must be an integer. Received: seed={seed!r}")
+        session = self._session(n)
+        try:
+            session.vocab.encode(prime)  # characters the model never saw: an error before anything is made
+            seed = random_seed() if seed is None else seed
+            yield from write_samples(session, prime, [temperature], n, length, seed, top_k, top_p, stops,
+                                     keep_text=keep_text)
+        finally:
+            session.close()
+
+    def sample(self, prime: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, seed: int | None = None, stop: str | Sequence[str] | None = None,
+               n: int = 1) -> str | list[str]:
+        """The text that follows `prime` (without the prime): a str, or a list of `n` str.
+
+        The same settings and seed give the same text as ``textgen sample`` (which prints the
+        prime before it); sample i of `n` is stream (seed, i), as the CLI's ``--num-samples``.
+        `stop` ends a sample at the first occurrence of a string (left out); `temperature` 0 is greedy.
+
+        Example:
+            >>> model.sample("ROMEO:", length=50, temperature=0.5, seed=7)
+            ' I will not see the stars of the world ...'
+        """
+        from textgen.generation.writers import Sample
+
+        texts = [event.text for event in self._events(prime, length, temperature, top_k, top_p, seed, stop, n, True)
+                 if isinstance(event, Sample)]
+        return texts[0] if n == 1 else texts
+
+    def stream(self, prime: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, seed: int | None = None,
+               stop: str | Sequence[str] | None = None) -> Iterator[str]:
+        """Yield the text of one sample piece by piece as it is made; the pieces join to `sample`'s text.
+
+        Example:
+            >>> for piece in model.stream("ROMEO:", length=80, seed=1):
+            ...     print(piece, end="", flush=True)
+        """
+        from textgen.generation.writers import Sample
+
+        for event in self._events(prime, length, temperature, top_k, top_p, seed, stop, 1, False):
+            if not isinstance(event, Sample):
+                yield event.text
+
+    def next_chars(self, prime: str = "", top: int | None = None) -> dict:
+        """The model's distribution of the character after `prime` (temperature 1), as
+        {character: probability}, likeliest first; `top` keeps only the likeliest few.
+
+        Example:
+            >>> model.next_chars("ROMEO", top=3)
+            {':': 0.91, ' ': 0.05, ',': 0.01}
+        """
+        from textgen.corpus import Vocabulary
+        from textgen.errors import positive_int
+        from textgen.generation.draw import softmax
+        from textgen.generation.priming import Priming
+
+        positive_int("top", top, allow_none=True)
+        prime_ids = Vocabulary(self.info["vocab"]).encode(prime).tolist()
+        priming = Priming(self._engine, prime_ids, prime_ids or [self._start_id], None)
+        try:
+            priming.feed()
+            probs = softmax(priming.logits[0])
+        finally:
+            priming.close()
+        order = sorted(range(len(probs)), key=lambda i: -probs[i])[:top]
+        return {self.info["vocab"][i]: float(probs[i]) for i in order}
+
+    def score(self, text: str) -> dict:
+        """Cross-entropy of `text` under the model, scored in ``textgen evaluate``'s windows:
+        {"nats_per_char", "bits_per_char", "characters", "scored"}. Uses the sampling engine (no
+        TensorFlow); it agrees with ``textgen evaluate`` (Keras) within float rounding.
+
+        Example:
+            >>> model.score("ROMEO: What light through yonder window breaks?")["bits_per_char"]
+            2.31
+        """
+        import numpy as np
+
+        from textgen.corpus import Vocabulary
+        from textgen.errors import CorpusError
+        from textgen.scoring import LN2, score_with_engine
+
+        if not isinstance(text, str):
+            raise ConfigError(f"text must be a str. Received: text={type(text).__name__}")
+        ids = Vocabulary(self.info["vocab"]).encode(text).astype(np.int32)
+        if len(ids) < 2:
+            raise CorpusError(f"Text to evaluate needs at least 2 characters. Received: {len(ids)}")
+        streams = max(1, min(SCORE_STREAMS, len(ids) // 2048 + 1))
+        total, count = score_with_engine(self._engine, ids, streams=streams)
+        nats = total / count
+        return {"nats_per_char": nats, "bits_per_char": nats / LN2, "characters": int(len(ids)), "scored": count}
+
+    def export(self, format: str, path, precision: str = "float32", force: bool = False) -> dict:
+        """Export this checkpoint as ``textgen export`` does (html, onnx, savedmodel, tflite) to
+        `path`; returns what was written. onnx, savedmodel and tflite need ``textgen[export]``
+        and import TensorFlow.
+
+        Example:
+            >>> model.export("html", "shakespeare.html")["bytes"]
+        """
+        from textgen.export import export
+
+        return export(self.directory, format, path, precision=precision, force=force, which=self.checkpoint)
+
+    def card(self) -> dict:
+        """What the notebook card shows: size, corpus, validation bpc, curve (see `Run.card`)."""
+        from textgen.api.cards import run_figures
+
+        return run_figures(self.info, self._checkpoint.state)
+
+    def _repr_html_(self) -> str:
+        from textgen.api.cards import model_card
+
+        try:
+            sample = self.sample(length=120, temperature=0.8, seed=0)
+        except Exception:  # noqa: BLE001 (a card still renders when a sample cannot be made)
+            sample = ""
+        return model_card(self.name, self.checkpoint, self.card(), sample)
+
+    def __repr__(self) -> str:
+        return f"<textgen.Model {self.name!r} {self.checkpoint} step {self.step:,}>"
+
