@@ -172,3 +172,50 @@ def test_train_on_a_str_then_sample_and_resume(tmp_path):
         textgen.train(text, run="api", checkpoints=tmp_path / "ckpts", progress=False)
     resumed = run.resume(epochs=2, progress=False)
     assert resumed.latest == 2 * run.summary["step"] and resumed.summary["stopped"] == "finished"
+
+
+def test_export_and_history_frame(model, tiny_run, tmp_path):
+    result = model.export("html", tmp_path / "tiny.html")
+    assert result["checkpoint"] == model.checkpoint and (tmp_path / "tiny.html").stat().st_size == result["bytes"]
+    with pytest.raises(ConfigError, match="already exists"):
+        model.export("html", tmp_path / "tiny.html")
+    with pytest.raises(ConfigError, match="--format must be one of"):
+        model.export("pdf", tmp_path / "tiny.pdf")
+    run = textgen.Run.open("tiny", checkpoints=tiny_run.checkpoints)
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(textgen.TextgenError, match="needs pandas"):
+            run.history_frame()
+    else:
+        assert list(run.history_frame()["step"]) == [r["step"] for r in run.history]
+
+
+INTERRUPTED = """
+import json, sys, textgen
+run = textgen.train(sys.argv[1], run="stopped", checkpoints=sys.argv[2], layers=1, units=8, embedding_dim=4,
+                    dropout=0.0, seq_len=10, batch_size=4, epochs=10000, progress=False)
+print(json.dumps({"stopped": run.summary["stopped"], "step": run.summary["step"], "latest": run.latest}))
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_training_with_a_checkpoint(tiny_corpus, tmp_path):
+    import os
+    import signal
+    import time
+
+    process = subprocess.Popen([sys.executable, "-c", INTERRUPTED, str(tiny_corpus), str(tmp_path / "ckpts")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "TEXTGEN_CACHE_DIR": str(tmp_path / "cache")})
+    run_file = tmp_path / "ckpts" / "stopped" / "run.json"
+    deadline = time.time() + 120
+    while not run_file.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    time.sleep(3)  # into the training loop
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    result = json.loads(stdout)
+    assert result["stopped"] == "SIGINT" and result["step"] > 0 and result["latest"] == result["step"]
+    assert stderr == "" or "Traceback" not in stderr
