@@ -131,6 +131,21 @@ def _code_points(text: str) -> np.ndarray:
     return units
 
 
+def line_documents(texts: Iterator[str]) -> Iterator[str]:
+    """The chunks of `texts` as --lines documents: "\n", then each line that is not empty or
+    only whitespace, each followed by "\n" (a line is held until its end is seen)."""
+    yield "\n"
+    carry = ""
+    for text in texts:
+        parts = (carry + text).split("\n")
+        carry = parts.pop()
+        kept = [line for line in parts if line.strip()]
+        if kept:
+            yield "\n".join(kept) + "\n"
+    if carry.strip():
+        yield carry + "\n"
+
+
 @dataclass
 class PreparedCorpus:
     """An encoded corpus in the cache: `ids.bin` (uint8/uint16) and `meta.json`."""
@@ -145,6 +160,7 @@ class PreparedCorpus:
     counts: list[int] = field(default_factory=list)
     chunk_starts: list[int] | None = None  # first character index of each prepared chunk
     first_chunk: list[int] | None = None  # per vocabulary id: the chunk it first occurs in
+    lines: bool = False  # prepared with --lines: each non-empty line a document, "\n" before and after each
 
     @property
     def ids_path(self) -> Path:
@@ -160,27 +176,30 @@ class PreparedCorpus:
         return cls(directory=Path(directory), source=meta["source"], sha256=meta["sha256"],
                    encoding=meta["encoding"], vocab=meta["vocab"], num_chars=meta["num_chars"],
                    dtype=meta["dtype"], counts=meta["counts"],
-                   chunk_starts=meta.get("chunk_starts"), first_chunk=meta.get("first_chunk"))
+                   chunk_starts=meta.get("chunk_starts"), first_chunk=meta.get("first_chunk"),
+                   lines=bool(meta.get("lines", False)))
 
 
-def _cache_key(path: Path, encoding: str) -> str:
+def _cache_key(path: Path, encoding: str, lines: bool = False) -> str:
     st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{encoding}|v1"
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{encoding}|v1" + ("|lines" if lines else "")
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
 def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | None = None,
-            force: bool = False, chunk_bytes: int = CHUNK_BYTES) -> PreparedCorpus:
+            force: bool = False, chunk_bytes: int = CHUNK_BYTES, lines: bool = False) -> PreparedCorpus:
     """Encode `path` into the cache (or re-use the cached encoding) and return it.
 
     `chunk_bytes` (how much of the file is decoded at a time) bounds the memory used; it
-    changes nothing in the result but `meta.json`'s chunk record.
+    changes nothing in the result but `meta.json`'s chunk record. `lines`: each non-empty line
+    (not only whitespace) is a document, and the newline is the boundary the model learns: the
+    text encoded is "\n" then every such line followed by "\n" (empty lines dropped).
     """
     path = Path(path)
     _check_source(path)
     encoding = _check_encoding(encoding)
     root = Path(cache_dir) if cache_dir is not None else cache_root()
-    directory = root / f"{path.stem[:40]}-{_cache_key(path, encoding)}"
+    directory = root / f"{path.stem[:40]}-{_cache_key(path, encoding, lines)}"
     if not force and (directory / "meta.json").exists():
         try:
             return PreparedCorpus.load(directory)
@@ -201,7 +220,8 @@ def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | 
     tmp_ids = directory / f".ids.bin.tmp-{pid}"
     try:
         with open(tmp_cps, "wb") as cps_file:
-            for text in iter_text(path, encoding, chunk_bytes, hasher=hasher, check_nul=False):
+            texts = iter_text(path, encoding, chunk_bytes, hasher=hasher, check_nul=False)
+            for text in (line_documents(texts) if lines else texts):
                 cps = _code_points(text)
                 chunk_counts = np.bincount(cps)
                 if len(chunk_counts) > len(counts):
@@ -218,8 +238,9 @@ def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | 
                 cps.tofile(cps_file)
                 chunks.append((len(cps), cps.dtype))
                 total += len(cps)
-        if total == 0:
-            raise CorpusError(f"Corpus has no characters after decoding. Received: {str(path)!r}")
+        if total <= (1 if lines else 0):
+            what = "no non-empty lines (--lines)" if lines else "no characters after decoding"
+            raise CorpusError(f"Corpus has {what}. Received: {str(path)!r}")
         if counts[0] > 0:
             raise _binary(path, encoding)
         code_points = np.flatnonzero(counts)
@@ -260,6 +281,7 @@ def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | 
         "counts": [int(counts[c]) for c in code_points],
         "chunk_starts": [int(x) for x in chunk_starts],
         "first_chunk": [int(first_chunk[c]) for c in code_points],
+        **({"lines": True} if lines else {}),
     }
     atomic_write_json(directory / "meta.json", meta)
     return PreparedCorpus.load(directory)

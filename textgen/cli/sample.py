@@ -80,16 +80,35 @@ class _TextSink:
                 self.writer.__exit__(InterruptedError, InterruptedError("sampling did not finish"), None)
 
 
-def _steering(chars, regex, ban, stops, prime_ids, length):
-    """The `--regex` / `--ban` constraint, checked against the prime and length before sampling."""
+def _steering(chars, regex, ban, stops, prime_ids, length, lines):
+    """The `--regex` / `--ban` constraint (per line with --lines), checked against the prime and
+    length before sampling."""
     from textgen.generation.constraints import steering
+    from textgen.generation.lines import BOUNDARY, check_boundary
 
     if regex is not None and stops:
         raise ConfigError("--stop does not combine with --regex: the pattern decides where a sample ends.")
-    steered = steering(chars, regex, ban)
+    if lines is not None:
+        check_boundary(chars)
+    steered = steering(chars, regex, ban, end=BOUNDARY if lines is not None else None)
     if steered is not None:
         steered.cursor(prime_ids, length)  # a prime or length that leaves no match: an error now
     return steered
+
+
+def _check_lines(lines, novel, unique, temps, num_samples, stops, interactive, novelty) -> None:
+    """--lines and what goes with it (one clear line for what does not)."""
+    from textgen.errors import positive_int
+
+    if lines is None:
+        if novel or unique:
+            raise ConfigError(f"--{'novel' if novel else 'unique'} picks among sampled lines: give --lines N too.")
+        return
+    positive_int("lines", lines, option=True)
+    for name, given in (("several --temperature values", len(temps) > 1), ("--num-samples", num_samples > 1),
+                        ("--stop", bool(stops)), ("--interactive", interactive), ("--novelty", novelty)):
+        if given:
+            raise ConfigError(f"--lines does not combine with {name}: it writes N lines at one temperature.")
 
 
 def _novelty_line(report: dict) -> str:
@@ -150,6 +169,9 @@ def sample(
     interactive: Annotated[bool, typer.Option("--interactive", help="Prompt for a prime, stream its continuation, repeat; Ctrl-D or Ctrl-C to leave.")] = False,
     regex: Annotated[Optional[str], typer.Option(help="Every sample (prime included) matches this regular expression in full: a mask before each draw, exact at every character. A sample ends at --length or once it is a complete match nothing can extend.")] = None,
     ban: Annotated[list[str], typer.Option(help="Never complete this word (its last character is masked). Repeat for several.")] = [],  # noqa: B006
+    lines: Annotated[Optional[int], typer.Option(help="Write this many complete lines, each begun from the start of a line (a run trained with --lines; --prime starts every line; --length caps a line).")] = None,
+    novel: Annotated[bool, typer.Option("--novel", help="With --lines: keep only lines that are not lines of the training text (compared with surrounding whitespace stripped).")] = False,
+    unique: Annotated[bool, typer.Option("--unique", help="With --lines: drop lines already written (surrounding whitespace stripped).")] = False,
     run: Annotated[Optional[str], typer.Option(help="Run to sample from. (default: the most recently trained)")] = None,
     checkpoint: Annotated[str, typer.Option(help="latest, best, or a checkpoint directory name such as ckpt-00001200.")] = "latest",
     checkpoints_dir: CheckpointsOption = Path("checkpoints"),
@@ -161,6 +183,8 @@ def sample(
     Example: [bold]textgen sample --temperature 0.7 --length 500 --prime "ROMEO:" --stop "\\n\\n"[/]
 
     Steered: [bold]textgen sample --regex "[A-Z][a-z]+ [A-Z][a-z]+" --ban "the"[/]
+
+    Lines: [bold]textgen sample --lines 20 --novel --unique --regex "[A-Z][a-z]{3,7}"[/]
     """
     from textgen import checkpoints
     from textgen.errors import positive_int
@@ -176,6 +200,7 @@ def sample(
     check_top_p(top_p)
     prime = _unescape(prime)
     stops = check_stops([_unescape(s) for s in stop])
+    _check_lines(lines, novel, unique, temps, num_samples, stops, interactive, novelty)
     if interactive:
         for name, given in (("--json", as_json), ("--output", output is not None), ("--novelty", novelty),
                             ("--prime", bool(prime)), ("--num-samples > 1", num_samples > 1),
@@ -186,12 +211,30 @@ def sample(
     info, ckpt, engine = load_run(directory, checkpoint, use_previous=use_previous)
     session = SamplingSession(engine, info["vocab"], start_id(info["vocab"]), capacity=num_samples)
     prime_ids = session.vocab.encode(prime)  # characters the model never saw: an error before anything is printed
-    steered = _steering(info["vocab"], regex, [_unescape(w) for w in ban], stops, prime_ids, length)
+    steered = _steering(info["vocab"], regex, [_unescape(w) for w in ban], stops, prime_ids, length, lines)
     seed = random_seed() if seed is None else seed
     if "fell_back_from" in ckpt.state:
         err.print(f"[yellow]Newest checkpoint {ckpt.state['fell_back_from']} is damaged; using {ckpt.path.name}.[/]")
     if interactive:
         return _interactive(session, temps, length, seed, top_k, top_p, stops)
+    if lines is not None:
+        from textgen.generation.lines import sample_lines, training_lines
+
+        seen = training_lines(info) if novel else None
+        sink = _TextSink(to_stdout=not as_json, output=output)
+        try:
+            result = sample_lines(session, prime, lines, length, temps[0], seed, top_k, top_p, steered, seen, unique)
+            sink.write("".join(line + "\n" for line in result.lines))
+        finally:
+            sink.close(keep=True)
+            session.close()
+        err.print(result.report(), markup=False, highlight=False)
+        if as_json:
+            emit_json({"run": directory.name, "checkpoint": ckpt.path.name, "step": ckpt.step, "seed": seed,
+                       "prime": prime, "length": length, "temperature": temps[0], "top_k": top_k, "top_p": top_p,
+                       "regex": regex, "ban": list(ban), "novel": novel, "unique": unique, "lines": result.lines,
+                       "sampled": result.sampled, "dropped": dict(result.dropped)})
+        return None
     corpus = None
     if novelty:
         from textgen import novelty as novelty_lib

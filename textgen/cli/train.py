@@ -132,6 +132,7 @@ def train(
     strategy: Annotated[Optional[str], typer.Option(help=f"auto, one-device, mirrored (all local GPUs) or multi-worker (hosts in TF_CONFIG; only the chief writes checkpoints); tf.distribute, TensorFlow backend. auto = mirrored with 2+ GPUs. {default(TRAINING['strategy'])}")] = None,
     seed: Annotated[Optional[int], typer.Option(help=f"Random seed (weights, data order, dropout). {default(TRAINING['seed'])}")] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus file.")] = "utf-8",
+    lines: Annotated[bool, typer.Option("--lines", help="Each non-empty line of the corpus is a document (names, titles): the model learns where a line begins and ends; sample them with textgen sample --lines N.")] = False,
     as_json: JsonOption = False,
 ):
     """Train a character-level LSTM on a corpus, with checkpoints you can resume exactly.
@@ -152,7 +153,7 @@ def train(
         tensorboard=tensorboard, checkpoint_seconds=checkpoint_seconds, precision=precision,
         mixed_precision=mixed_precision, jit=jit, strategy=strategy)
     path, name = named.resolve(corpus)
-    prepared = corpus_lib.prepare(path, encoding=encoding)
+    prepared = corpus_lib.prepare(path, encoding=encoding, lines=lines)
     from textgen.training.opening import open_run
 
     progress = RichProgress(enabled=not as_json)

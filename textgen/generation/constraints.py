@@ -189,6 +189,9 @@ class Steering:
     def cursor(self, prime_ids: Sequence[int], length: int) -> Cursor:
         """A cursor after the prime; a prime or length that leaves no match is a ConfigError."""
         cursor = Cursor(self)
+        prime_ids = list(prime_ids)
+        if self.end_id in prime_ids:  # line mode: the line begins after the prime's last line end
+            prime_ids = prime_ids[len(prime_ids) - prime_ids[::-1].index(self.end_id):]
         for i in prime_ids:
             cursor.state = int(self.automaton.table[cursor.state, i])
         needed = int(self.automaton.distance[cursor.state])

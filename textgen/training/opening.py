@@ -126,7 +126,8 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
             "chosen": chosen,
             "vocab": corpus.vocab,
             "corpus": {"name": corpus_name, "source": corpus.source, "sha256": corpus.sha256,
-                       "encoding": corpus.encoding, "characters": corpus.num_chars},
+                       "encoding": corpus.encoding, "characters": corpus.num_chars,
+                       **({"lines": True} if corpus.lines else {})},
             "versions": files.versions(keras.backend.backend(), installed_only=True),
         }
     if not chief:

@@ -1,0 +1,101 @@
+"""Sampling whole lines (`textgen sample --lines N`) from a run whose documents are lines.
+
+Each line is a stream of its own, begun from the start-of-document state: the newline (the
+boundary the model learnt with `textgen train --lines`) and then the prime, so the prime is the
+start of every line. A line ends when the model draws the newline; one that reaches `length`
+first is dropped as too long, an empty one as empty. `novel` drops lines that occur in the
+training text and `unique` repeats, comparing lines with surrounding whitespace stripped.
+Streams are drawn in rounds of `count` until `count` lines are kept or `MAX_ROUNDS` rounds have
+run; line i is stream (seed, i), so the same seed gives the same lines.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from textgen.errors import ConfigError, CorpusError, positive_int
+from textgen.generation.session import RUN_STEPS, SamplingSession, StreamSpec
+
+BOUNDARY = "\n"
+MAX_ROUNDS = 20
+DROP_REASONS = {"too_long": "too long (no end of line within --length)", "empty": "empty",
+                "in_training": "already in the training text", "repeat": "repeats"}
+
+
+@dataclass
+class Lines:
+    """What `sample_lines` kept, and how many lines it dropped for each reason."""
+
+    lines: list = field(default_factory=list)
+    dropped: Counter = field(default_factory=Counter)
+    sampled: int = 0
+
+    def report(self) -> str:
+        """One line for stderr: how many were kept of how many, and why the others were dropped."""
+        why = ", ".join(f"{n} {DROP_REASONS[k]}" for k, n in sorted(self.dropped.items()))
+        return f"lines: kept {len(self.lines)} of {self.sampled} sampled" + (f"; dropped {why}" if why else "")
+
+
+def check_boundary(chars: Sequence[str]) -> None:
+    if BOUNDARY not in chars:
+        raise ConfigError("--lines needs a run whose text has line ends (train it with textgen train --lines); "
+                          "this run's vocabulary has no newline.")
+
+
+def training_lines(info: dict) -> set:
+    """The lines of the run's recorded corpus, stripped (for --novel): the whole file, training
+    and validation parts, checked by SHA-256 against run.json."""
+    from textgen.files import file_sha256
+
+    recorded = info.get("corpus") or {}
+    source = recorded.get("source")
+    if not source or not Path(source).is_file():
+        raise CorpusError(f"--novel compares with the run's training text, which is gone or not recorded. "
+                          f"Received: source={source!r}")
+    if recorded.get("sha256") and file_sha256(Path(source)) != recorded["sha256"]:
+        raise CorpusError(f"The run's training text {source!r} has changed since training (its SHA-256 differs "
+                          "from run.json), so --novel cannot tell what the model saw.")
+    text = Path(source).read_text(encoding=recorded.get("encoding", "utf-8"))
+    return {line.strip() for line in text.splitlines() if line.strip()}
+
+
+def sample_lines(session: SamplingSession, prime: str, count: int, length: int, temperature: float, seed: int,
+                 top_k: int | None = None, top_p: float | None = None, steering=None,
+                 seen: set | None = None, unique: bool = False) -> Lines:
+    """`count` complete lines (fewer if `MAX_ROUNDS` rounds do not find them); see the module
+    docstring. `seen`: the training lines (--novel); `unique`: drop repeats."""
+    positive_int("lines", count)
+    check_boundary(session.chars)
+    result = Lines()
+    kept: set = set()
+    index = 0
+    for _ in range(MAX_ROUNDS):
+        wanted = count - len(result.lines)
+        specs = [StreamSpec(prime=BOUNDARY + prime, length=length, temperature=temperature, top_k=top_k,
+                            top_p=top_p, stops=[BOUNDARY], seed=seed, index=index + i, steering=steering)
+                 for i in range(wanted)]
+        index += wanted
+        streams = [session.add(spec) for spec in specs]
+        while session.active:
+            session.step(RUN_STEPS)
+        for stream in streams:
+            result.sampled += 1
+            line = prime + stream.text
+            key = line.strip()
+            if stream.stop is None and stream.finish_reason == "length" and steering is None:
+                result.dropped["too_long"] += 1
+            elif not key:
+                result.dropped["empty"] += 1
+            elif seen is not None and key in seen:
+                result.dropped["in_training"] += 1
+            elif unique and key in kept:
+                result.dropped["repeat"] += 1
+            elif len(result.lines) < count:
+                kept.add(key)
+                result.lines.append(line)
+        if len(result.lines) >= count:
+            break
+    return result
