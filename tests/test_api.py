@@ -114,6 +114,9 @@ def test_mistakes_are_the_clis_one_line_errors(tiny_run, model, tmp_path):
         (lambda: model.sample(temperature=-1), ConfigError, "temperature must be a finite number >= 0"),
         (lambda: model.sample(temperature="hot"), ConfigError, "temperature must be a number"),
         (lambda: model.sample(top_p=1.5), ConfigError, "top_p must be in (0, 1]"),
+        (lambda: model.sample(top_p="0.5"), ConfigError, "top_p must be in (0, 1]"),
+        (lambda: model.sample(seed="1"), ConfigError, "seed must be an integer"),
+        (lambda: model.next_chars("R", top=0), ConfigError, "top must be a positive integer"),
         (lambda: model.sample(length=0), ConfigError, "length must be a positive integer"),
         (lambda: model.sample(n=0), ConfigError, "n must be a positive integer"),
         (lambda: model.sample("ROMEO ☃"), CorpusError, "☃"),
@@ -219,3 +222,18 @@ def test_ctrl_c_stops_training_with_a_checkpoint(tiny_corpus, tmp_path):
     result = json.loads(stdout)
     assert result["stopped"] == "SIGINT" and result["step"] > 0 and result["latest"] == result["step"]
     assert stderr == "" or "Traceback" not in stderr
+
+
+def test_shaded_sample_is_the_sample_with_its_logprobs(model):
+    for settings in ({"temperature": 1.0}, {"temperature": 0.8, "top_k": 4}, {"temperature": 1.0, "stop": "\n\n"}):
+        shaded = model.shaded("ROMEO:", length=90, seed=4, **settings)
+        assert shaded.text == model.sample("ROMEO:", length=90, seed=4, **settings), settings
+        assert len(shaded.logprobs) == len(shaded.text) and all(lp <= 0 for lp in shaded.logprobs)
+    page = shaded._repr_html_()
+    assert page.count("<span") == len(shaded.text) and page.startswith('<pre class="textgen-shaded"')
+    from textgen.api.cards import ShadedText
+
+    assert "&lt;script&gt;" in ShadedText("<script>", ["<", "b"], [-0.1, -5.0])._repr_html_()
+    assert "<script>" not in ShadedText("<script>", ["<", "b"], [-0.1, -5.0])._repr_html_()
+    with pytest.raises(ConfigError, match="top_k must be"):
+        model.shaded(top_k=0)

@@ -78,3 +78,36 @@ def model_card(name: str, checkpoint: str, figures: dict, sample: str) -> str:
 def run_card(name: str, stopped: str | None, figures: dict) -> str:
     """The card of a `Run`: its figures at the latest checkpoint and why it stopped."""
     return card(f"textgen.Run {name}", stopped or "", figures)
+
+
+class ShadedText:
+    """A sample with each character's log-probability under the model (temperature 1); in a
+    notebook each character is shaded as the playground shades it (one step per bit of surprise).
+
+    Example:
+        >>> shaded = model.shaded("ROMEO:", length=80, seed=1)
+        >>> shaded.text, shaded.logprobs[:3]
+        >>> shaded   # in Jupyter: the text, the unlikely characters darker
+    """
+
+    def __init__(self, prime: str, chars: list, logprobs: list):
+        self.prime = prime
+        self.chars = chars
+        self.logprobs = logprobs
+
+    @property
+    def text(self) -> str:
+        """The generated text (without the prime)."""
+        return "".join(self.chars)
+
+    def _repr_html_(self) -> str:
+        spans = []
+        for char, logprob in zip(self.chars, self.logprobs):
+            level = min(8, round(-logprob / math.log(2)))
+            spans.append(f'<span title="p={math.exp(logprob):.3f}" style="background:rgba(224,80,60,{level / 10:.1f})">'
+                         f"{html.escape(char)}</span>")
+        return (f'<pre class="textgen-shaded" style="white-space:pre-wrap">{html.escape(self.prime)}'
+                f"{''.join(spans)}</pre>")
+
+    def __repr__(self) -> str:
+        return f"ShadedText({self.prime + self.text!r})"

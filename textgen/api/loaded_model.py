@@ -26,6 +26,12 @@ def checkpoint_name(checkpoint) -> str:
     return checkpoint
 
 
+def _stops(stop) -> list:
+    from textgen.generation.draw import check_stops
+
+    return check_stops([stop] if isinstance(stop, str) else list(stop or ()))
+
+
 def _temperature(value) -> float:
     from textgen.generation.draw import check_temperature
 
@@ -46,12 +52,14 @@ class Model:
     """
 
     def __init__(self, directory: Path, checkpoint="latest", use_previous: bool = False):
+        from textgen.corpus import Vocabulary
         from textgen.generation.loading import load_run, start_id
 
         self.directory = Path(directory)
         self.info, self._checkpoint, self._engine = load_run(self.directory, checkpoint_name(checkpoint),
                                                              use_previous=use_previous)
         self._start_id = start_id(self.info["vocab"])
+        self._vocab = Vocabulary(self.info["vocab"])
 
     @property
     def name(self) -> str:
@@ -78,29 +86,36 @@ class Model:
 
         return SamplingSession(self._engine, self.info["vocab"], self._start_id, capacity=capacity)
 
-    def _events(self, prime, length, temperature, top_k, top_p, seed, stop, n, keep_text):
-        """Check the settings as `textgen sample` does, then yield `write_samples`' events."""
+    def _check(self, prime, length, temperature, top_k, top_p, seed, stop, n) -> None:
+        """Refuse what `textgen sample` refuses, with its messages, before anything is made."""
         from textgen.errors import positive_int
-        from textgen.generation.draw import check_stops, check_top_k, check_top_p
-        from textgen.generation.session import random_seed
-        from textgen.generation.writers import write_samples
+        from textgen.generation.draw import check_top_k, check_top_p
 
-        temperature = _temperature(temperature)
+        _temperature(temperature)
         positive_int("length", length)
         positive_int("n", n)
         check_top_k(top_k)
+        if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))):
+            raise ConfigError(f"top_p must be in (0, 1]. Received: top_p={top_p!r}")
         check_top_p(top_p)
-        stops = check_stops([stop] if isinstance(stop, str) else list(stop or ()))
+        _stops(stop)
         if not isinstance(prime, str):
             raise ConfigError(f"prime must be a str. Received: prime={prime!r}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ConfigError(f"seed must be an integer. Received: seed={seed!r}")
+        self._vocab.encode(prime)  # characters the model never saw
+
+    def _events(self, prime, length, temperature, top_k, top_p, seed, stop, n, keep_text):
+        """Check the settings as `textgen sample` does, then yield `write_samples`' events."""
+        from textgen.generation.session import random_seed
+        from textgen.generation.writers import write_samples
+
+        self._check(prime, length, temperature, top_k, top_p, seed, stop, n)
         session = self._session(n)
         try:
-            session.vocab.encode(prime)  # characters the model never saw: an error before anything is made
             seed = random_seed() if seed is None else seed
-            yield from write_samples(session, prime, [temperature], n, length, seed, top_k, top_p, stops,
-                                     keep_text=keep_text)
+            yield from write_samples(session, prime, [_temperature(temperature)], n, length, seed, top_k, top_p,
+                                     _stops(stop), keep_text=keep_text)
         finally:
             session.close()
 
@@ -138,6 +153,33 @@ class Model:
             if not isinstance(event, Sample):
                 yield event.text
 
+    def shaded(self, prime: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, seed: int | None = None, stop: str | Sequence[str] | None = None):
+        """One sample with each character's log-probability (temperature 1), as a `ShadedText`
+        that a notebook shows shaded by probability like the playground; its `text` is `sample`'s
+        for the same settings and seed.
+
+        Example:
+            >>> model.shaded("ROMEO:", length=80, seed=1)
+        """
+        from textgen.api.cards import ShadedText
+        from textgen.generation.session import StreamSpec, random_seed
+
+        self._check(prime, length, temperature, top_k, top_p, seed, stop, 1)
+        spec = StreamSpec(prime=prime, length=length, temperature=_temperature(temperature), top_k=top_k,
+                          top_p=top_p, stops=_stops(stop), seed=random_seed() if seed is None else seed, logprobs=0)
+        session = self._session(1)
+        chars, logprobs = [], []
+        try:
+            for pieces in session.run([spec]):
+                for piece in pieces:
+                    for entry in piece.logprobs or ():
+                        chars.append(entry.char)
+                        logprobs.append(entry.logprob)
+        finally:
+            session.close()
+        return ShadedText(prime, chars, logprobs)
+
     def next_chars(self, prime: str = "", top: int | None = None) -> dict:
         """The model's distribution of the character after `prime` (temperature 1), as
         {character: probability}, likeliest first; `top` keeps only the likeliest few.
@@ -146,13 +188,12 @@ class Model:
             >>> model.next_chars("ROMEO", top=3)
             {':': 0.91, ' ': 0.05, ',': 0.01}
         """
-        from textgen.corpus import Vocabulary
         from textgen.errors import positive_int
         from textgen.generation.draw import softmax
         from textgen.generation.priming import Priming
 
         positive_int("top", top, allow_none=True)
-        prime_ids = Vocabulary(self.info["vocab"]).encode(prime).tolist()
+        prime_ids = self._vocab.encode(prime).tolist()
         priming = Priming(self._engine, prime_ids, prime_ids or [self._start_id], None)
         try:
             priming.feed()
@@ -173,13 +214,12 @@ class Model:
         """
         import numpy as np
 
-        from textgen.corpus import Vocabulary
         from textgen.errors import CorpusError
         from textgen.scoring import LN2, score_with_engine
 
         if not isinstance(text, str):
             raise ConfigError(f"text must be a str. Received: text={type(text).__name__}")
-        ids = Vocabulary(self.info["vocab"]).encode(text).astype(np.int32)
+        ids = self._vocab.encode(text).astype(np.int32)
         if len(ids) < 2:
             raise CorpusError(f"Text to evaluate needs at least 2 characters. Received: {len(ids)}")
         streams = max(1, min(SCORE_STREAMS, len(ids) // 2048 + 1))
