@@ -169,8 +169,9 @@ def test_train_on_a_str_then_sample_and_resume(tmp_path):
     assert run.model().sample(length=30, seed=1) == textgen.load("api", checkpoints=tmp_path / "ckpts").sample(
         length=30, seed=1)
     again = textgen.train(text, run="again", checkpoints=tmp_path / "ckpts", layers=1, units=8, embedding_dim=4,
-                          dropout=0.0, seq_len=10, batch_size=4, epochs=1, progress=False)
+                          dropout=0.0, seq_len=10, batch_size=4, epochs=1, progress=False, lines=True)
     assert again.corpus["source"] == run.corpus["source"]  # the same text: the same file
+    assert again.corpus["lines"] is True and "lines" not in run.corpus
     with pytest.raises(CheckpointError, match="already exists"):
         textgen.train(text, run="api", checkpoints=tmp_path / "ckpts", progress=False)
     resumed = run.resume(epochs=2, progress=False)
@@ -237,3 +238,17 @@ def test_shaded_sample_is_the_sample_with_its_logprobs(model):
     assert "<script>" not in ShadedText("<script>", ["<", "b"], [-0.1, -5.0])._repr_html_()
     with pytest.raises(ConfigError, match="top_k must be"):
         model.shaded(top_k=0)
+
+
+def test_textgen_train_takes_every_option_of_the_cli():
+    import inspect
+
+    from textgen.api.training import train
+    from textgen.cli.train import train as cli_train
+    from textgen.options import OPTION_NAMES
+
+    own = {"corpus", "run", "checkpoints_dir", "resume", "use_previous", "encoding", "lines", "as_json", "time_limit"}
+    cli = set(inspect.signature(cli_train).parameters)
+    api = set(inspect.signature(train).parameters) - {"options", "progress", "checkpoints"}
+    assert cli - own <= set(OPTION_NAMES), cli - own - set(OPTION_NAMES)
+    assert own - {"as_json", "checkpoints_dir"} <= api

@@ -140,8 +140,12 @@ class Run:
         """
         from textgen.api.training import train
 
-        source = corpus if corpus is not None else Path(self.corpus.get("source") or self.corpus.get("name"))
-        return train(source, run=self.name, checkpoints=self.directory.parent, resume=True, progress=progress,
+        recorded = self.corpus
+        if corpus is None:  # the file it was trained on, else its catalog name
+            source = Path(recorded.get("source") or "")
+            corpus = source if recorded.get("source") and source.is_file() else recorded.get("name")
+        options.setdefault("lines", bool(recorded.get("lines")))
+        return train(corpus, run=self.name, checkpoints=self.directory.parent, resume=True, progress=progress,
                      use_previous=use_previous, **options)
 
     def card(self) -> dict:

@@ -120,7 +120,7 @@ def _progress(progress):
 
 def train(corpus=None, *, run: str | None = None, checkpoints=None, time_limit: float | None = None,
           progress: bool | None = None, resume: bool = False, use_previous: bool = False,
-          encoding: str = "utf-8", **options):
+          encoding: str = "utf-8", lines: bool = False, **options):
     """Train a character-level LSTM on `corpus` and return its `Run`, as ``textgen train`` does.
 
     `corpus`: a path, a named corpus ("shakespeare", the default) or a str of text (see
@@ -128,8 +128,9 @@ def train(corpus=None, *, run: str | None = None, checkpoints=None, time_limit: 
     layers, units, embedding_dim, dropout, epochs, learning_rate, seed, patience, ...); what is
     not given textgen chooses and records in the run (`Run.chosen`). `progress`: True shows it
     (Rich on stderr; a line in a notebook), False shows nothing, None (default) shows it in a
-    terminal or a notebook only. Ctrl-C (interrupting the kernel) stops at the next step with
-    a checkpoint, like Ctrl-C in the CLI; `Run.resume` continues.
+    terminal or a notebook only. `lines=True` is ``--lines`` (each non-empty line a document).
+    Ctrl-C (interrupting the kernel) stops at the next step with a checkpoint, like Ctrl-C in
+    the CLI; `Run.resume` continues.
 
     Example:
         >>> run = textgen.train("shakespeare", time_limit=60, run="bard")
@@ -142,7 +143,7 @@ def train(corpus=None, *, run: str | None = None, checkpoints=None, time_limit: 
 
     model_options, train_options = run_options(time_limit=time_limit, **options)
     path, name = resolve_corpus(corpus)
-    prepared = corpus_lib.prepare(path, encoding=encoding)
+    prepared = corpus_lib.prepare(path, encoding=encoding, lines=lines)
     from textgen.training.opening import open_run
 
     trainer = open_run(prepared, name, checkpoints_dir(checkpoints), run, model_options=model_options,
