@@ -66,6 +66,6 @@ def test_teacher_forced_log_probs_match_the_engine(loaded, two_layer_run):
     assert diff <= 1e-4
 
 
-def test_the_readme_loop_greedy_equals_textgen_sample(exported, two_layer_run, tmp_path):
-    shutil.copytree(exported[0], tmp_path / "shakespeare_savedmodel")  # the README's name, in the cwd
+def test_the_documented_loop_greedy_equals_textgen_sample(exported, two_layer_run, tmp_path):
+    shutil.copytree(exported[0], tmp_path / "shakespeare_savedmodel")  # the name docs/export.md uses, in the cwd
     assert run_snippet("savedmodel", temperature=0.0) == PRIME + greedy_sample(two_layer_run)

@@ -63,7 +63,7 @@ def test_teacher_forced_log_probs_match_the_engine(exported, two_layer_run):
     assert diff <= 1e-4
 
 
-def test_the_readme_loop_greedy_equals_textgen_sample(exported, two_layer_run, tmp_path):
-    for name in ("shakespeare.tflite", "shakespeare.tflite.json"):  # the README's names, in the cwd
+def test_the_documented_loop_greedy_equals_textgen_sample(exported, two_layer_run, tmp_path):
+    for name in ("shakespeare.tflite", "shakespeare.tflite.json"):  # the names docs/export.md uses, in the cwd
         shutil.copy(exported[0].with_name(name), tmp_path / name)
     assert run_snippet("tflite", temperature=0.0) == PRIME + greedy_sample(two_layer_run)
