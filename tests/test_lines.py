@@ -5,33 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
-from helpers import TINY_SIZE, assert_one_line_error, invoke
+from helpers import NAMES, TINY_SIZE, assert_one_line_error, invoke
 
 from textgen import corpus as corpus_lib
 from textgen.errors import ConfigError
 from textgen.generation.lines import check_boundary
-
-NAMES = Path(__file__).parent / "data" / "first_names.txt"
-
-
-@pytest.fixture(scope="module")
-def names_run(tmp_path_factory):
-    """A 1x16 run trained with --lines on the first 1,500 names (one epoch); returns its checkpoints
-    directory and the list."""
-    root = tmp_path_factory.mktemp("names-run")
-    names = NAMES.read_text(encoding="utf-8").splitlines()[:1500]
-    source = root / "names.txt"
-    source.write_text("\n".join(names) + "\n", encoding="utf-8")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TEXTGEN_CACHE_DIR", str(root / "cache"))
-        result = invoke("train", source, "--lines", "--run", "names", "--checkpoints", root / "checkpoints",
-                        *TINY_SIZE, "--dropout", "0", "--seq-len", "16", "--batch-size", "8", "--epochs", "1",
-                        "--learning-rate", "0.02", "--json")
-    assert result.exit_code == 0, result.output
-    return root / "checkpoints", set(names)
 
 
 def sample_lines(checkpoints, *args):

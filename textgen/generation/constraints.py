@@ -99,14 +99,62 @@ def _check_syntax(pattern: str) -> None:
     walk(parsed)
 
 
+class _TooManyStates(Exception):
+    pass
+
+
+def _key(state):
+    """A hashable stand-in for an interegular state (a set, dict, list or tuple of states, or a
+    value) that is equal where the states are equal."""
+    if isinstance(state, dict):
+        return ("dict", frozenset((k, _key(v)) for k, v in state.items()))
+    if isinstance(state, (set, frozenset)):
+        return frozenset(_key(s) for s in state)
+    if isinstance(state, (list, tuple)):
+        return (type(state) is list, tuple(_key(s) for s in state))
+    return state
+
+
+def _bounded_crawl(alphabet, initial, final, follow):
+    """interegular's `crawl` (how it builds every automaton, intermediate ones included) with its
+    states found by a dict rather than a list, and stopped past MAX_STATES: a pattern like
+    `[ab]*a[ab]{20}` (2^21 states) is refused in a moment instead of running for hours."""
+    from interegular.fsm import FSM, OblivionError
+
+    states, index, finals, moves = [initial], {_key(initial): 0}, set(), {}
+    for i, state in enumerate(states):  # grows while it is walked
+        if final(state):
+            finals.add(i)
+        moves[i] = {}
+        for transition in alphabet.by_transition:
+            try:
+                target = follow(state, transition)
+            except OblivionError:
+                continue
+            key = _key(target)
+            j = index.get(key)
+            if j is None:
+                if len(states) >= MAX_STATES:
+                    raise _TooManyStates()
+                j = index[key] = len(states)
+                states.append(target)
+            moves[i][transition] = j
+    return FSM(alphabet=alphabet, states=range(len(states)), initial=0, finals=finals, map=moves,
+               __no_validation__=True)
+
+
 def compile_regex(pattern: str, chars: Sequence[str], exclude: Sequence[str] = ()) -> Automaton:
     """The automaton of `pattern` (full match, Python syntax) over `chars`; characters in
     `exclude` never move (line mode keeps the newline for the end of a line)."""
     _check_syntax(pattern)
     import interegular
+    import interegular.fsm
 
+    interegular.fsm.crawl = _bounded_crawl
     try:
         fsm = interegular.parse_pattern(pattern).to_fsm()
+    except _TooManyStates:
+        raise ConfigError(f"--regex compiles to more than {MAX_STATES:,} states. Received: regex={pattern!r}") from None
     except Exception as e:  # interegular's InvalidSyntax / Unsupported, and anything it cannot build
         raise ConfigError(f"--regex uses something textgen cannot compile ({e or type(e).__name__}). "
                           f"Received: regex={pattern!r}") from None
@@ -138,6 +186,10 @@ def ban_words(words: Sequence[str], chars: Sequence[str]) -> Automaton:
     for word in words:
         if not word:
             raise ConfigError("A banned word must not be empty. Received: ban=''")
+        unseen = sorted(set(word) - set(chars))
+        if unseen:
+            raise ConfigError(f"A banned word has characters the model never saw ({', '.join(map(repr, unseen))}), "
+                              f"so it could never be written. Received: ban={word!r}")
     prefixes = sorted({w[:k] for w in words for k in range(len(w))}, key=lambda p: (len(p), p))
     index = {p: i for i, p in enumerate(prefixes)}
     dead = len(prefixes)
@@ -183,13 +235,15 @@ class Steering:
     """What a stream is steered by: an automaton over the vocabulary, and in line mode the id
     that ends a line (allowed only where the text so far matches)."""
 
-    def __init__(self, automaton: Automaton, end_id: int | None = None, description: str = ""):
+    def __init__(self, automaton: Automaton, end_id: int | None = None, description: str = "",
+                 includes_prime: bool = True):
         self.automaton, self.end_id, self.description = automaton, end_id, description
+        self.includes_prime = includes_prime  # False: only the generated text must match (the server's completions)
 
     def cursor(self, prime_ids: Sequence[int], length: int) -> Cursor:
         """A cursor after the prime; a prime or length that leaves no match is a ConfigError."""
         cursor = Cursor(self)
-        prime_ids = list(prime_ids)
+        prime_ids = list(prime_ids) if self.includes_prime else []
         if self.end_id in prime_ids:  # line mode: the line begins after the prime's last line end
             prime_ids = prime_ids[len(prime_ids) - prime_ids[::-1].index(self.end_id):]
         for i in prime_ids:
@@ -231,9 +285,10 @@ class Cursor:
 
 
 def steering(chars: Sequence[str], regex: str | None = None, ban: Sequence[str] = (),
-             end: str | None = None) -> Steering | None:
+             end: str | None = None, includes_prime: bool = True) -> Steering | None:
     """The steering of `--regex` and `--ban` over `chars` (None when neither is given); `end`:
-    the character that ends a line in line mode."""
+    the character that ends a line in line mode; `includes_prime` False: the prime is not part
+    of the match (only what is generated must match)."""
     ban = list(ban or [])
     if regex is None and not ban:
         return None
@@ -250,7 +305,7 @@ def steering(chars: Sequence[str], regex: str | None = None, ban: Sequence[str] 
     if automaton.distance[automaton.start] >= UNREACHABLE:
         raise ConfigError(f"No text over the model's characters {description}.")
     end_id = list(chars).index(end) if end is not None and end in chars else None
-    return Steering(automaton, end_id, description)
+    return Steering(automaton, end_id, description, includes_prime)
 
 
 def masked_logits(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:

@@ -62,40 +62,65 @@ def training_lines(info: dict) -> set:
     return {line.strip() for line in text.splitlines() if line.strip()}
 
 
+class LinePicker:
+    """Which lines to sample next and which to keep, for `sample_lines` and the server (which
+    runs each round as a job): `round_specs` gives the next round's specs (none once `count`
+    lines are kept or `MAX_ROUNDS` rounds ran), `judge` takes each finished line in order."""
+
+    def __init__(self, prime: str, count: int, seen: set | None = None, unique: bool = False, steering=None):
+        positive_int("lines", count)
+        self.prime, self.count, self.seen, self.unique, self.steering = prime, count, seen, unique, steering
+        self.result = Lines()
+        self.kept: set = set()
+        self.index = 0  # line i is stream (seed, i), across rounds
+        self.rounds = 0
+
+    @property
+    def done(self) -> bool:
+        return len(self.result.lines) >= self.count or self.rounds >= MAX_ROUNDS
+
+    def round_specs(self, length: int, temperature: float, seed: int, top_k: int | None = None,
+                    top_p: float | None = None) -> list:
+        if self.done:
+            return []
+        wanted = self.count - len(self.result.lines)
+        specs = [StreamSpec(prime=BOUNDARY + self.prime, length=length, temperature=temperature, top_k=top_k,
+                            top_p=top_p, stops=[BOUNDARY], seed=seed, index=self.index + i, steering=self.steering)
+                 for i in range(wanted)]
+        self.index += wanted
+        self.rounds += 1
+        return specs
+
+    def judge(self, text: str, finish_reason: str | None) -> None:
+        """Keep or drop one line: `text` as generated (without the prime), and how it ended."""
+        result = self.result
+        result.sampled += 1
+        line = self.prime + text
+        key = line.strip()
+        if finish_reason == "length" and self.steering is None:  # no end of line drawn within the length
+            result.dropped["too_long"] += 1
+        elif not key:
+            result.dropped["empty"] += 1
+        elif self.seen is not None and key in self.seen:
+            result.dropped["in_training"] += 1
+        elif self.unique and key in self.kept:
+            result.dropped["repeat"] += 1
+        elif len(result.lines) < self.count:
+            self.kept.add(key)
+            result.lines.append(line)
+
+
 def sample_lines(session: SamplingSession, prime: str, count: int, length: int, temperature: float, seed: int,
                  top_k: int | None = None, top_p: float | None = None, steering=None,
                  seen: set | None = None, unique: bool = False) -> Lines:
     """`count` complete lines (fewer if `MAX_ROUNDS` rounds do not find them); see the module
     docstring. `seen`: the training lines (--novel); `unique`: drop repeats."""
-    positive_int("lines", count)
     check_boundary(session.chars)
-    result = Lines()
-    kept: set = set()
-    index = 0
-    for _ in range(MAX_ROUNDS):
-        wanted = count - len(result.lines)
-        specs = [StreamSpec(prime=BOUNDARY + prime, length=length, temperature=temperature, top_k=top_k,
-                            top_p=top_p, stops=[BOUNDARY], seed=seed, index=index + i, steering=steering)
-                 for i in range(wanted)]
-        index += wanted
+    picker = LinePicker(prime, count, seen, unique, steering)
+    while specs := picker.round_specs(length, temperature, seed, top_k, top_p):
         streams = [session.add(spec) for spec in specs]
         while session.active:
             session.step(RUN_STEPS)
         for stream in streams:
-            result.sampled += 1
-            line = prime + stream.text
-            key = line.strip()
-            if stream.stop is None and stream.finish_reason == "length" and steering is None:
-                result.dropped["too_long"] += 1
-            elif not key:
-                result.dropped["empty"] += 1
-            elif seen is not None and key in seen:
-                result.dropped["in_training"] += 1
-            elif unique and key in kept:
-                result.dropped["repeat"] += 1
-            elif len(result.lines) < count:
-                kept.add(key)
-                result.lines.append(line)
-        if len(result.lines) >= count:
-            break
-    return result
+            picker.judge(stream.text, stream.finish_reason)
+    return picker.result

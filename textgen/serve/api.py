@@ -7,13 +7,15 @@ scheduler, and streams or gathers what comes back. Nothing here touches numpy.
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from textgen.serve import chat, failures, sse
 from textgen.serve.jobs import Job
-from textgen.serve.requests import plan_completion, plan_native
+from textgen.serve.requests import plan_completion, plan_lines, plan_native, steers
 from textgen.serve.schemas import (
     ChatCompletion,
     ChatCompletionRequest,
@@ -58,6 +60,13 @@ async def _until_done(request: Request, job: Job, scheduler, metrics) -> list:
     return result.result()
 
 
+async def _plan(body, plan, *args):
+    """`plan(body, *args)`, off the event loop when it compiles a constraint (CPU work)."""
+    if steers(body):
+        return await run_in_threadpool(plan, body, *args)
+    return plan(body, *args)
+
+
 async def _answer(request: Request, served, plan, view: View, stream: bool):
     state = _state(request)
     job = Job(plan.specs, asyncio.get_running_loop(), streamed=stream)
@@ -98,8 +107,8 @@ async def completions(body: CompletionRequest, request: Request):
     state = _state(request)
     served = state.registry.get(body.model)
     prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
-    plan = plan_completion(body, served, state.settings, prompts, 16 if body.max_tokens is None else body.max_tokens,
-                           body.logprobs, body.echo)
+    plan = await _plan(body, plan_completion, served, state.settings, prompts,
+                       16 if body.max_tokens is None else body.max_tokens, body.logprobs, body.echo)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     view = View("text", served.name, plan, echo=body.echo, logprobs=body.logprobs, include_usage=include_usage)
     return await _answer(request, served, plan, view, body.stream)
@@ -114,11 +123,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     served = state.registry.get(body.model)
     template = state.settings.chat_template
     prompt = chat.render(template, body.messages)
-    if body.stop is None or body.stop == []:
+    if (body.stop is None or body.stop == []) and body.pattern() is None:  # a pattern decides where a reply ends
         body.stop = chat.default_stop(template)
     length = body.max_completion_tokens or body.max_tokens or 16
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
-    plan = plan_completion(body, served, state.settings, [prompt], length, logprobs)
+    plan = await _plan(body, plan_completion, served, state.settings, [prompt], length, logprobs)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     view = View("chat", served.name, plan, logprobs=logprobs, include_usage=include_usage)
     return await _answer(request, served, plan, view, body.stream)
@@ -128,13 +137,56 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
              responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE with stream=true"}})
 async def generate(body: NativeRequest, request: Request):
     """What the OpenAI API cannot say: each sample has its own temperature, top-k, top-p,
-    length, stop strings and seed (choice i draws from (its seed, i)). Streams as SSE events
-    `{"id", "samples": [{"index", "text", "finish_reason", "seed"}]}`, then one with `usage`."""
+    length, stop strings, seed (choice i draws from (its seed, i)), regex and banned words.
+    Streams as SSE events `{"id", "samples": [{"index", "text", "finish_reason", "seed"}]}`,
+    then one with `usage`. With `lines: N` (a run trained with --lines): N complete lines, as
+    `textgen sample --lines N` writes them, and `lines` saying what was dropped and why."""
     state = _state(request)
     served = state.registry.get(body.model)
-    plan = plan_native(body, served, state.settings)
+    if body.lines is not None:
+        return await _lines(request, served, body)
+    plan = await _plan(body, plan_native, served, state.settings)
     view = View("native", served.name, plan, logprobs=body.logprobs)
     return await _answer(request, served, plan, view, body.stream)
+
+
+async def _lines(request: Request, served, body: NativeRequest):
+    """Lines mode: rounds of one job each, every line judged as `textgen sample --lines` does
+    (generation/lines.py), until `lines` are kept or the rounds run out."""
+    state = _state(request)
+    plan = await _plan(body, plan_lines, served, state.settings)
+    sample, picker = plan.sample, plan.picker
+    generated, step = 0, served.scheduler.version.step
+    while specs := picker.round_specs(sample.max_tokens, sample.temperature, plan.seed, sample.top_k, sample.top_p):
+        job = Job([spec.validate() for spec in specs], asyncio.get_running_loop(), streamed=False)
+        served.scheduler.submit(job)
+        try:
+            updates = await _until_done(request, job, served.scheduler, state.metrics)
+        finally:
+            job.release()
+        if updates is None:
+            return Response(status_code=499)
+        if job.error is not None:
+            raise job.error
+        if any(u.finish_reason == "shutdown" for u in updates):
+            raise failures.ShuttingDown()
+        texts, finish = [""] * len(specs), [None] * len(specs)
+        for update in updates:
+            texts[update.index] += update.text
+            finish[update.index] = update.finish_reason if update.finished else finish[update.index]
+        generated += sum(map(len, texts))
+        for text, reason in zip(texts, finish):
+            picker.judge(text, reason)
+        step = job.checkpoint_step
+    result = picker.result
+    samples = [{"index": i, "text": line, "finish_reason": "stop", "seed": plan.seed, "logprobs": None}
+               for i, line in enumerate(result.lines)]
+    report = {"kept": len(result.lines), "sampled": result.sampled, "dropped": dict(result.dropped),
+              "report": result.report()}
+    usage = {"prompt_tokens": len(body.prompt), "completion_tokens": generated,
+             "total_tokens": len(body.prompt) + generated}
+    return JSONResponse({"id": f"gen-{uuid.uuid4().hex[:24]}", "model": served.name, "checkpoint_step": step,
+                         "samples": samples, "usage": usage, "lines": report})
 
 
 @router.get("/v1/textgen/runs", summary="Native: the served runs' configuration and validation curves")

@@ -2,14 +2,23 @@
 
 Pydantic has checked types and ranges; here come the checks that need the server's settings
 or the model (`--max-length`, `--max-n`, `--max-prompt`, prompt characters x choices against
-`max_prompt_total`, characters outside the vocabulary). Every failure is a 400 naming the
-parameter and the received value.
+`max_prompt_total`, characters outside the vocabulary, a `regex` or `ban` no text can keep to).
+Every failure is a 400 naming the parameter and the received value.
+
+Steering (`regex` / `guided_regex`, `ban`) is compiled here, before anything is submitted, into
+a `constraints.Steering` shared by the choices that ask for it (the last few compiled are
+kept): in completions the generated text must match, in lines mode each line, prompt
+included (the text a client gets back matches). Compiling is CPU work: routes plan a steered
+request off the event loop (`steers`).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
 
+from textgen.errors import ConfigError, TextgenError
 from textgen.serve.envelopes import APIError
 
 
@@ -62,6 +71,57 @@ def check_choices(count: int, settings, param: str = "n") -> None:
                    "prompts x n).", count)
 
 
+def steers(body) -> bool:
+    """Whether `body` asks for steering anywhere (then it is planned off the event loop)."""
+    parts = [body, *(getattr(body, "samples", None) or [])]
+    return any(getattr(p, "regex", None) is not None or getattr(p, "guided_regex", None) is not None
+               or getattr(p, "ban", None) for p in parts) or getattr(body, "lines", None) is not None
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(chars: tuple, regex, ban: tuple, end, includes_prime: bool):
+    from textgen.generation.constraints import steering
+
+    return steering(chars, regex, ban, end=end, includes_prime=includes_prime)
+
+
+_RECEIVED = re.compile(r"Received: ([A-Za-z_][A-Za-z0-9_.\[\]]*)=")
+
+
+def _steering_error(error: ConfigError, prefix: str, field: str) -> APIError:
+    """A constraint the library refused, in the server's words: fields, not options. `field`:
+    where the request gave its pattern (regex or guided_regex), else ban."""
+    message = str(error).replace("--regex", field).replace("--ban", "ban")
+    message = message.replace("The prime", "The prompt").replace("the prime", "the prompt")
+    message = message.replace("Received: length=", "Received: max_tokens=").replace("Received: regex=", f"Received: {field}=")
+    found = _RECEIVED.search(message)
+    name = found.group(1).removeprefix(prefix) if found else ("prompt" if "prompt" in message else field)
+    return APIError(400, message, param=name if name == "prompt" else prefix + name, code="invalid_value")
+
+
+def steering_for(served, steer, prompt: str, length: int, stops, prefix: str = "", lines: bool = False):
+    """The Steering of one choice's `regex` / `guided_regex` / `ban` (None without them), checked
+    against its prompt and length; `lines`: per line, the prompt beginning each line."""
+    from textgen.generation.lines import BOUNDARY
+
+    try:
+        regex = steer.pattern(prefix)
+        ban = tuple(steer.ban or ())
+        if regex is None and not ban:
+            return None
+        if regex is not None and stops:
+            raise _bad(prefix + "stop", "stop does not combine with regex: the pattern decides where a text ends.",
+                       list(stops))
+        chars = tuple(served.info["vocab"])
+        steered = _compiled(chars, regex, ban, BOUNDARY if lines else None, lines)
+        index = {c: i for i, c in enumerate(chars)}
+        steered.cursor([index[c] for c in (BOUNDARY + prompt if lines else prompt)], length)
+    except ConfigError as e:
+        field = "regex" if steer.regex is not None else "guided_regex" if steer.guided_regex is not None else "ban"
+        raise _steering_error(e, prefix, field) from None
+    return steered
+
+
 def new_seed() -> int:
     from textgen.generation.session import random_seed
 
@@ -80,6 +140,7 @@ def plan_completion(body, served, settings, prompts: list[str], max_tokens: int,
     for prompt in dict.fromkeys(prompts):
         check_prompt(prompt, served, settings)
     check_prompt_total([p for p in prompts for _ in range(body.n)], settings)
+    steered = steering_for(served, body, "", max_tokens, body.stop or [])
     seed = new_seed() if body.seed is None else body.seed
     top_p = None if body.top_p is None or body.top_p >= 1 else body.top_p
     temperature = 1.0 if body.temperature is None else body.temperature
@@ -88,7 +149,8 @@ def plan_completion(body, served, settings, prompts: list[str], max_tokens: int,
         for _ in range(body.n):
             specs.append(StreamSpec(prime=prompt, length=max_tokens, temperature=temperature, top_k=body.top_k,
                                     top_p=top_p, stops=list(body.stop or []), seed=seed, index=len(specs),
-                                    logprobs=logprobs, prime_logprobs=bool(echo and logprobs is not None)))
+                                    logprobs=logprobs, prime_logprobs=bool(echo and logprobs is not None),
+                                    steering=steered))
             texts.append(prompt)
     for spec in specs:
         spec.validate()
@@ -99,6 +161,12 @@ def plan_native(body, served, settings) -> Plan:
     """Specs for the native endpoint: each sample its own temperature, length, stops and seed."""
     from textgen.generation.session import StreamSpec
 
+    if body.samples is None:
+        raise APIError(400, "Missing required parameter: 'samples' (it may be left out only with lines).",
+                       param="samples", code="missing_required_parameter")
+    for name in ("novel", "unique"):
+        if getattr(body, name):
+            raise _bad(name, f"{name} picks among sampled lines: give lines too.", True)
     check_choices(len(body.samples), settings, param="samples")
     check_prompt(body.prompt, served, settings)
     check_prompt_total([body.prompt] * len(body.samples), settings)
@@ -106,8 +174,54 @@ def plan_native(body, served, settings) -> Plan:
     specs = []
     for index, sample in enumerate(body.samples):
         check_length(sample.max_tokens, settings, param=f"samples[{index}].max_tokens")
+        steered = steering_for(served, sample, body.prompt, sample.max_tokens, sample.stop or [], f"samples[{index}].")
         specs.append(StreamSpec(prime=body.prompt, length=sample.max_tokens, temperature=sample.temperature,
                                 top_k=sample.top_k, top_p=sample.top_p, stops=list(sample.stop or []),
                                 seed=seed if sample.seed is None else sample.seed, index=index,
-                                logprobs=body.logprobs).validate())
+                                logprobs=body.logprobs, steering=steered).validate())
     return Plan(specs, seed, [body.prompt] * len(specs), len(body.prompt))
+
+
+@dataclass
+class LinesPlan:
+    """Lines mode of the native endpoint: who picks the lines, and every line's settings."""
+
+    picker: object  # textgen.generation.lines.LinePicker
+    sample: object  # the SampleSpec of every line
+    seed: int
+
+
+def plan_lines(body, served, settings) -> LinesPlan:
+    """`lines` complete lines: the checks of textgen sample --lines, as 400s naming the field."""
+    from textgen.generation.lines import LinePicker, check_boundary, training_lines
+    from textgen.serve.schemas import SampleSpec
+
+    for name, given in (("stream", body.stream), ("logprobs", body.logprobs is not None),
+                        ("samples", len(body.samples or []) > 1)):
+        if given:
+            raise _bad(name, "Lines mode answers once every line is judged, with one entry of samples at most "
+                       "(every line's settings) and no logprobs.", getattr(body, name))
+    sample = body.samples[0] if body.samples else SampleSpec()
+    prefix = "samples[0]." if body.samples else ""
+    if sample.stop:
+        raise _bad(prefix + "stop", "Lines mode ends each line at its line end: leave stop out.", sample.stop)
+    check_choices(body.lines, settings, param="lines")
+    check_prompt(body.prompt, served, settings)
+    check_prompt_total([body.prompt] * body.lines, settings)
+    check_length(sample.max_tokens, settings, param=prefix + "max_tokens")
+    try:
+        check_boundary(served.info["vocab"])
+    except ConfigError as e:
+        raise APIError(400, str(e).replace("--lines", "lines"), param="lines", code="invalid_value") from None
+    steered = steering_for(served, sample, body.prompt, sample.max_tokens, (), prefix, lines=True)
+    seen = None
+    if body.novel:
+        try:
+            seen = training_lines(served.info)
+        except TextgenError as e:
+            raise APIError(400, str(e).replace("--novel", "novel"), param="novel", code="invalid_value") from None
+    picker = LinePicker(body.prompt, body.lines, seen, body.unique, steered)
+    seed = new_seed() if body.seed is None else body.seed
+    if sample.seed is not None:
+        seed = sample.seed
+    return LinesPlan(picker, sample, seed)

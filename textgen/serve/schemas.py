@@ -11,7 +11,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from textgen.serve.settings import MAX_STOP_LENGTH, MAX_STOPS
+from textgen.serve.settings import MAX_BAN_LENGTH, MAX_BANS, MAX_REGEX_LENGTH, MAX_STOP_LENGTH, MAX_STOPS
 
 MAX_SEED = 2**63 - 1
 
@@ -46,12 +46,48 @@ def _neutral(value, neutral, name):
     return value
 
 
+def _bans(value):
+    if value is None:
+        return []
+    if any(not word for word in value):
+        raise ValueError("a banned word must not be empty")
+    longest = max((len(word) for word in value), default=0)
+    if longest > MAX_BAN_LENGTH:
+        raise ValueError(f"a banned word may have at most {MAX_BAN_LENGTH} characters; the longest has {longest}")
+    return value
+
+
+class Steered(_Body):
+    """Steering, exact at every character: a mask over the vocabulary before each draw."""
+
+    regex: Optional[str] = Field(None, max_length=MAX_REGEX_LENGTH, description=(
+        "Extension, as vLLM's guided_regex: the generated text (in lines mode each line, prompt included) "
+        "matches this regular expression in full (Python syntax; no anchors, lookarounds or backreferences). "
+        "The text ends at max_tokens or once it is a complete match nothing can extend. Does not combine "
+        "with stop. A pattern no text over the model's characters can match is a 400 before anything runs."))
+    guided_regex: Optional[str] = Field(None, max_length=MAX_REGEX_LENGTH, description="vLLM's name for regex.")
+    ban: Optional[list[str]] = Field(None, max_length=MAX_BANS, description=(
+        f"Extension: up to {MAX_BANS} words (of up to {MAX_BAN_LENGTH} characters) that are never completed "
+        "(their last character is masked)."))
+
+    _ban_list = field_validator("ban")(lambda cls, v: _bans(v))
+
+    def pattern(self, prefix: str = "") -> Optional[str]:
+        """`regex` or its alias `guided_regex` (given both, they must agree; `prefix` names the field)."""
+        if self.regex is not None and self.guided_regex is not None and self.regex != self.guided_regex:
+            from textgen.errors import ConfigError
+
+            raise ConfigError("regex and guided_regex name one pattern: give one, or the same in both. "
+                              f"Received: {prefix}guided_regex={self.guided_regex!r}")
+        return self.regex if self.regex is not None else self.guided_regex
+
+
 class StreamOptions(_Body):
     include_usage: bool = Field(False, description="Send a last chunk with `usage` before `data: [DONE]`.")
 
 
-class Sampling(_Body):
-    """What every text request shares: how to draw characters and when to stop."""
+class Sampling(Steered):
+    """What every text request shares: how to draw characters, what to keep to, and when to stop."""
 
     model: str = Field(description="A served run's name (see GET /v1/models).", max_length=1000)
     temperature: Optional[float] = Field(1.0, ge=0, le=2, description="0 = greedy; higher = more diverse.")
@@ -127,8 +163,8 @@ class ChatCompletionRequest(Sampling):
     top_logprobs: Optional[int] = Field(None, ge=0, le=5, description="With logprobs: this many top alternatives.")
 
 
-class SampleSpec(_Body):
-    """One choice of a native request, with its own settings."""
+class SampleSpec(Steered):
+    """One choice of a native request, with its own settings (in lines mode: every line's)."""
 
     temperature: float = Field(1.0, ge=0, le=10)
     top_k: Optional[int] = Field(None, ge=1)
@@ -145,10 +181,18 @@ class NativeRequest(_Body):
 
     model: str = Field(max_length=1000)
     prompt: str = ""
-    samples: list[SampleSpec] = Field(min_length=1, description="One entry per choice; choice i draws from (its seed, i).")
+    samples: Optional[list[SampleSpec]] = Field(None, min_length=1, description=(
+        "One entry per choice; choice i draws from (its seed, i). Required, except in lines mode, where at "
+        "most one entry gives every line's settings."))
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
     logprobs: Optional[int] = Field(None, ge=0, le=5)
     stream: bool = False
+    lines: Optional[int] = Field(None, ge=1, description=(
+        "Lines mode, for a run trained with --lines: this many complete lines (capped by --max-n), each "
+        "begun from the start of a line with the prompt as its start; max_tokens caps a line. Line i draws "
+        "from (seed, i): the lines of textgen sample --lines for the same seed. Not streamed."))
+    novel: bool = Field(False, description="Lines mode: drop lines of the training text (whitespace stripped).")
+    unique: bool = Field(False, description="Lines mode: drop repeated lines (whitespace stripped).")
 
 
 # ----------------------------------------------------------------------------- responses
@@ -227,12 +271,20 @@ class NativeSample(BaseModel):
     logprobs: Optional[CompletionLogprobs] = None
 
 
+class LinesReport(BaseModel):
+    kept: int
+    sampled: int = Field(description="Lines drawn in all (kept and dropped).")
+    dropped: dict[str, int] = Field(description="Dropped lines by reason: too_long, empty, in_training, repeat.")
+    report: str = Field(description="The same in words (textgen sample's stderr line).")
+
+
 class NativeResponse(BaseModel):
     id: str
     model: str
     checkpoint_step: int
     samples: list[NativeSample]
     usage: Usage
+    lines: Optional[LinesReport] = Field(None, description="Lines mode: what was kept and why the rest was dropped.")
 
 
 class ErrorBody(BaseModel):

@@ -17,6 +17,9 @@ DEFAULT_CHAT_TEMPLATE = "{ROLE}:\n{content}\n\n"
 MAX_BODY_BYTES = 1_000_000
 MAX_STOPS = 4  # stop strings per choice
 MAX_STOP_LENGTH = 64  # characters per stop string (a stream holds back up to this many minus one)
+MAX_REGEX_LENGTH = 1000  # characters of a `regex` (its automaton is capped apart: constraints.MAX_STATES)
+MAX_BANS = 16  # banned words per choice
+MAX_BAN_LENGTH = 64  # characters per banned word
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,190 @@
+"""Steering through `textgen serve`: `regex` (and vLLM's `guided_regex`) and `ban` on the OpenAI
+endpoints and per choice on the native one, lines mode (`lines`, `novel`, `unique`) on the native
+endpoint; the unmodified openai client and httpx on a real server."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+
+import httpx
+import pytest
+from helpers import Server, client, invoke, sse_events
+
+pytestmark = pytest.mark.slow
+PATTERN = "[A-Z][a-z]+ [a-z]+[.?]"
+NATIVE = "/v1/textgen/generate"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run):
+    s = Server(tiny_run.checkpoints, "--run", "tiny", "--chat-template", "{role}: {content}\n")
+    yield s
+    assert s.stop() == 0, s.log()
+
+
+@pytest.fixture(scope="module")
+def names_server(names_run):
+    checkpoints, _ = names_run
+    s = Server(checkpoints, "--run", "names")
+    yield s
+    assert s.stop() == 0, s.log()
+
+
+def _post(server, body, path=NATIVE):
+    return httpx.post(server.url + path, json=body, timeout=60)
+
+
+def _error(answer: httpx.Response, param: str, *fragments: str) -> dict:
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["param"] == param, error
+    assert "\n" not in error["message"] and all(f in error["message"] for f in fragments), error
+    return error
+
+
+def test_every_completion_matches_whole_or_streamed(server):
+    c = client(server)
+    answer = c.completions.create(model="tiny", prompt="ROMEO:", max_tokens=40, n=4, seed=3,
+                                  extra_body={"regex": PATTERN})
+    texts = [choice.text for choice in answer.choices]
+    assert all(re.fullmatch(PATTERN, t) for t in texts), texts
+    assert {choice.finish_reason for choice in answer.choices} <= {"stop", "length"}
+    assert answer.usage.completion_tokens == sum(map(len, texts))
+    streamed = [""] * 4
+    for chunk in c.completions.create(model="tiny", prompt="ROMEO:", max_tokens=40, n=4, seed=3, stream=True,
+                                      extra_body={"guided_regex": PATTERN}):
+        for choice in chunk.choices:
+            streamed[choice.index] += choice.text
+    assert streamed == texts
+
+
+def test_chat_keeps_to_the_pattern_and_skips_the_templates_stop(server):
+    c = client(server)
+    messages = [{"role": "user", "content": "ROMEO"}]
+    pattern = "[a-z]+ [a-z]+\n[A-Z]+:"  # a line end inside: the template's default stop ("\n") would cut it
+    reply = c.chat.completions.create(model="tiny", messages=messages, max_tokens=60, seed=4,
+                                      extra_body={"regex": pattern})
+    assert re.fullmatch(pattern, reply.choices[0].message.content), reply.choices[0].message.content
+    deltas = [ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+        model="tiny", messages=messages, max_tokens=60, seed=4, stream=True, extra_body={"regex": pattern})
+        if ch.choices]
+    assert "".join(deltas) == reply.choices[0].message.content
+
+
+def test_a_banned_word_is_never_completed(server):
+    c = client(server)
+    free = c.completions.create(model="tiny", prompt="ROMEO:", max_tokens=200, n=4, seed=6, temperature=0.5)
+    assert any("the" in choice.text for choice in free.choices)  # so the ban has something to do
+    banned = c.completions.create(model="tiny", prompt="ROMEO:", max_tokens=200, n=4, seed=6, temperature=0.5,
+                                  extra_body={"ban": ["the", "Romeo"]})
+    for choice in banned.choices:
+        assert "the" not in choice.text and "Romeo" not in choice.text and len(choice.text) == 200
+
+
+def test_same_seed_and_constraint_same_text_alone_or_in_a_full_batch(server):
+    c = client(server)
+    steer = {"regex": PATTERN, "ban": ["ee"]}
+    alone = c.completions.create(model="tiny", prompt="O", max_tokens=50, seed=11, temperature=1.2, extra_body=steer)
+    others: list = []
+
+    def busy():  # an unconstrained stream stepping in the same batch meanwhile
+        others.append("".join(ch.choices[0].text for ch in c.completions.create(
+            model="tiny", prompt="JULIET", max_tokens=400, seed=1, stream=True)))
+
+    thread = threading.Thread(target=busy)
+    thread.start()
+    full = c.completions.create(model="tiny", prompt="O", max_tokens=50, n=16, seed=11, temperature=1.2,
+                                extra_body=steer)
+    thread.join(timeout=60)
+    assert full.choices[0].text == alone.choices[0].text and len(others[0]) == 400
+    # per choice on the native endpoint: choice 0 steered among choices that are not, or otherwise
+    one = {"temperature": 1.2, "max_tokens": 50, **steer}
+    native_alone = _post(server, {"model": "tiny", "prompt": "O", "seed": 11, "samples": [one]}).json()
+    mixed = [one, {"max_tokens": 80}, {"max_tokens": 30, "ban": ["the"]}, {"regex": "[a-z ]+", "top_k": 5},
+             {"temperature": 0, "max_tokens": 20}, {"top_p": 0.9}]
+    native = _post(server, {"model": "tiny", "prompt": "O", "seed": 11, "samples": mixed}).json()
+    assert native["samples"][0]["text"] == native_alone["samples"][0]["text"] == alone.choices[0].text
+    assert re.fullmatch("[a-z ]+", native["samples"][3]["text"]) and "the" not in native["samples"][2]["text"]
+    events = sse_events(httpx.post(server.url + NATIVE, json={"model": "tiny", "prompt": "O", "seed": 11,
+                                                              "samples": mixed, "stream": True}, timeout=60).content)
+    texts = [""] * len(mixed)
+    for event in events[:-2]:
+        for sample in event["samples"]:
+            texts[sample["index"]] += sample["text"]
+    assert texts == [s["text"] for s in native["samples"]]
+
+
+@pytest.mark.parametrize("body, param, fragments", [
+    ({"regex": "[xzQ]+"}, "regex", ["No text over the model's 36 characters matches regex"]),
+    ({"regex": "(ab"}, "regex", ["not a valid regular expression"]),
+    ({"guided_regex": "(?=a)b"}, "guided_regex", ["lookahead"]),
+    ({"regex": "[ab]*a[ab]{20}"}, "regex", ["more than 20,000 states"]),
+    ({"regex": "a", "guided_regex": "b"}, "guided_regex", ["give one, or the same in both"]),
+    ({"regex": "[a-z]{30}", "max_tokens": 5}, "max_tokens", ["needs at least 30 more characters"]),
+    ({"regex": "[a-z]+", "stop": "\n"}, "stop", ["stop does not combine with regex"]),
+    ({"ban": ["Zebra"]}, "ban", ["never saw ('Z')", "Received: ban='Zebra'"]),
+    ({"ban": [""]}, "ban", ["must not be empty"]),
+    ({"ban": ["x" * 65]}, "ban", ["at most 64 characters"]),
+])
+def test_constraints_that_cannot_be_kept_are_400_naming_the_field(server, body, param, fragments):
+    for stream in (False, True):  # refused before anything streams
+        answer = _post(server, {"model": "tiny", "prompt": "O", "max_tokens": 40, "stream": stream, **body},
+                       "/v1/completions")
+        assert answer.headers["content-type"].startswith("application/json")
+        _error(answer, param, *fragments)
+    native = {key: value for key, value in body.items() if key != "stream"}
+    answer = _post(server, {"model": "tiny", "prompt": "O", "samples": [{}, {"max_tokens": 40, **native}]})
+    _error(answer, f"samples[1].{param}", *fragments)
+
+
+def test_lines_mode_gives_the_lines_of_textgen_sample(names_server, names_run):
+    checkpoints, names = names_run
+    settings = {"temperature": 0.8, "max_tokens": 40}
+    body = {"model": "names", "lines": 12, "novel": True, "unique": True, "seed": 3, "samples": [settings]}
+    answer = _post(names_server, body).json()
+    lines = [sample["text"] for sample in answer["samples"]]
+    assert len(lines) == 12 and len(set(lines)) == 12 and not set(lines) & names
+    assert all(line.strip() and "\n" not in line for line in lines)
+    report = answer["lines"]
+    assert report["kept"] == 12 and report["sampled"] == 12 + sum(report["dropped"].values())
+    cli = invoke("sample", "--checkpoints", checkpoints, "--run", "names", "--seed", 3, "--lines", 12, "--novel",
+                 "--unique", "--temperature", 0.8, "--length", 40, "--json")
+    assert cli.exit_code == 0, cli.output
+    data = json.loads(cli.stdout)
+    assert data["lines"] == lines and data["dropped"] == report["dropped"]
+    assert report["report"] == cli.stderr.strip()
+    steered = _post(names_server, {"model": "names", "lines": 5, "prompt": "Ma", "seed": 2,
+                                   "samples": [{"regex": "Ma[a-z]{2,4}", "max_tokens": 10}]}).json()
+    assert len(steered["samples"]) == 5
+    assert all(re.fullmatch("Ma[a-z]{2,4}", s["text"]) for s in steered["samples"]), steered
+
+
+def test_lines_mode_refuses_what_it_cannot_do(names_server):
+    _error(_post(names_server, {"model": "names", "lines": 3, "stream": True}), "stream", "Lines mode")
+    _error(_post(names_server, {"model": "names", "lines": 3, "samples": [{}, {}]}), "samples", "Lines mode")
+    _error(_post(names_server, {"model": "names", "lines": 3, "samples": [{"stop": "a"}]}), "samples[0].stop")
+    _error(_post(names_server, {"model": "names", "lines": 17}), "lines", "at most 16")
+    _error(_post(names_server, {"model": "names", "samples": [{}], "novel": True}), "novel", "give lines")
+    _error(_post(names_server, {"model": "names"}), "samples", "Missing required parameter")
+    _error(_post(names_server, {"model": "names", "lines": 2, "samples": [{"regex": "[0-9]+"}]}), "samples[0].regex")
+
+
+def test_lines_need_line_ends_and_novel_needs_the_training_text():
+    from types import SimpleNamespace
+
+    from textgen.serve.envelopes import APIError
+    from textgen.serve.requests import plan_lines
+    from textgen.serve.schemas import NativeRequest
+    from textgen.serve.settings import Settings
+
+    flat = SimpleNamespace(name="flat", info={"vocab": list("abc ")}, chars=frozenset("abc "))
+    with pytest.raises(APIError) as caught:
+        plan_lines(NativeRequest(model="flat", lines=2), flat, Settings())
+    assert caught.value.param == "lines" and "no newline" in caught.value.message
+    gone = SimpleNamespace(name="gone", info={"vocab": list("ab\n"), "corpus": {"source": "/nowhere/names.txt"}},
+                           chars=frozenset("ab\n"))
+    with pytest.raises(APIError) as caught:
+        plan_lines(NativeRequest(model="gone", lines=2, novel=True), gone, Settings())
+    assert caught.value.param == "novel" and "gone or not recorded" in caught.value.message
