@@ -258,7 +258,7 @@ def variant_logits(lib, weights: dict, layers: int, rows: int, steps: int = 30) 
 
 @pytest.mark.parametrize("layers,units,vocab,rows", [(1, 13, 7, 1), (2, 37, 40, 2), (3, 24, 90, 7), (2, 64, 74, 40)])
 def test_the_fma_variants_compute_the_same_bits(lib, layers, units, vocab, rows):
-    """What README.md states: x86-64-v3 and x86-64-v4 give the same numbers bit for bit (every
+    """What docs/sampling.md states: x86-64-v3 and x86-64-v4 give the same numbers bit for bit (every
     output is one chain of fused multiply-adds in the same order), so the same text for a seed;
     the baseline x86-64 (no FMA) and numpy round apart from them, within 2e-5. Each variant
     this CPU runs (v4 needs AVX-512), one and several rows (different tiles)."""
