@@ -1,8 +1,9 @@
 """`textgen.Model`: one checkpoint of a run, loaded for sampling and scoring without TensorFlow.
 
 Every method calls what the CLI calls: `sample` and `stream` write with `write_samples` over a
-`SamplingSession` (so a seed gives `textgen sample`'s text), `score` scores with the sampling
-engine in `textgen evaluate`'s windows, `export` is `textgen export`.
+`SamplingSession` (so a seed gives `textgen sample`'s text, `regex` and `ban` included), `lines`
+with `sample_lines` (`textgen sample --lines`), `score` scores with the sampling engine in
+`textgen evaluate`'s windows, `export` is `textgen export`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ def _temperature(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"temperature must be a number. Received: temperature={value!r}")
     return check_temperature(float(value))
+
+
+class SampledLines(list):
+    """The lines `Model.lines` kept (a list of str), with `sampled` (lines drawn in all),
+    `dropped` ({reason: count}: too_long, empty, in_training, repeat) and `report` (the line
+    ``textgen sample --lines`` writes on stderr)."""
+
+    def __init__(self, result):
+        super().__init__(result.lines)
+        self.sampled, self.dropped, self.report = result.sampled, dict(result.dropped), result.report()
 
 
 class Model:
@@ -105,43 +116,58 @@ class Model:
             raise ConfigError(f"seed must be an integer. Received: seed={seed!r}")
         self._vocab.encode(prime)  # characters the model never saw
 
-    def _events(self, prime, length, temperature, top_k, top_p, seed, stop, n, keep_text):
+    def _steering(self, prime, length, stop, regex, ban, lines: bool = False):
+        """`regex` / `ban` as `textgen sample --regex/--ban` compiles and checks them (None without)."""
+        from textgen.generation.constraints import checked_steering
+
+        ban = [ban] if isinstance(ban, str) else list(ban or ())
+        return checked_steering(self.info["vocab"], regex, ban, _stops(stop), self._vocab.encode(prime).tolist(),
+                                length, lines)
+
+    def _events(self, prime, length, temperature, top_k, top_p, seed, stop, n, keep_text, regex=None, ban=None):
         """Check the settings as `textgen sample` does, then yield `write_samples`' events."""
         from textgen.generation.session import random_seed
         from textgen.generation.writers import write_samples
 
         self._check(prime, length, temperature, top_k, top_p, seed, stop, n)
+        steered = self._steering(prime, length, stop, regex, ban)
         session = self._session(n)
         try:
             seed = random_seed() if seed is None else seed
             yield from write_samples(session, prime, [_temperature(temperature)], n, length, seed, top_k, top_p,
-                                     _stops(stop), keep_text=keep_text)
+                                     _stops(stop), keep_text=keep_text, steering=steered)
         finally:
             session.close()
 
     def sample(self, prime: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int | None = None, stop: str | Sequence[str] | None = None,
-               n: int = 1) -> str | list[str]:
+               n: int = 1, regex: str | None = None, ban: str | Sequence[str] | None = None) -> str | list[str]:
         """The text that follows `prime` (without the prime): a str, or a list of `n` str.
 
         The same settings and seed give the same text as ``textgen sample`` (which prints the
         prime before it); sample i of `n` is stream (seed, i), as the CLI's ``--num-samples``.
         `stop` ends a sample at the first occurrence of a string (left out); `temperature` 0 is greedy.
+        `regex`: the prime and the sample together match it in full (a mask before each draw; the
+        sample ends at `length` or once nothing can extend the match); `ban`: words never
+        completed. A pattern that cannot be kept raises a ConfigError before anything is sampled.
 
         Example:
             >>> model.sample("ROMEO:", length=50, temperature=0.5, seed=7)
             ' I will not see the stars of the world ...'
+            >>> model.sample(length=30, regex="[A-Z][a-z]+ [a-z]+\\.", ban=["the"], seed=7)
         """
         from textgen.generation.writers import Sample
 
-        texts = [event.text for event in self._events(prime, length, temperature, top_k, top_p, seed, stop, n, True)
-                 if isinstance(event, Sample)]
+        texts = [event.text for event in self._events(prime, length, temperature, top_k, top_p, seed, stop, n, True,
+                                                      regex, ban) if isinstance(event, Sample)]
         return texts[0] if n == 1 else texts
 
     def stream(self, prime: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int | None = None,
-               stop: str | Sequence[str] | None = None) -> Iterator[str]:
-        """Yield the text of one sample piece by piece as it is made; the pieces join to `sample`'s text.
+               stop: str | Sequence[str] | None = None, regex: str | None = None,
+               ban: str | Sequence[str] | None = None) -> Iterator[str]:
+        """Yield the text of one sample piece by piece as it is made; the pieces join to `sample`'s
+        text (`regex` and `ban` as there; refused before the first piece).
 
         Example:
             >>> for piece in model.stream("ROMEO:", length=80, seed=1):
@@ -149,9 +175,38 @@ class Model:
         """
         from textgen.generation.writers import Sample
 
-        for event in self._events(prime, length, temperature, top_k, top_p, seed, stop, 1, False):
-            if not isinstance(event, Sample):
-                yield event.text
+        events = self._events(prime, length, temperature, top_k, top_p, seed, stop, 1, False, regex, ban)
+        return (event.text for event in events if not isinstance(event, Sample))
+
+    def lines(self, n: int, prime: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None,
+              top_p: float | None = None, seed: int | None = None, novel: bool = False, unique: bool = False,
+              regex: str | None = None, ban: str | Sequence[str] | None = None) -> SampledLines:
+        """`n` complete lines from a run trained with ``lines=True`` (``--lines``), each begun
+        from the start of a line with `prime` as its start; `length` caps a line. The same as
+        ``textgen sample --lines N`` for the same settings and seed: `novel` drops lines of the
+        training text, `unique` repeats (whitespace stripped), `regex` / `ban` hold per line.
+        Returns a list of str with `sampled`, `dropped` and `report` (see `SampledLines`).
+
+        Example:
+            >>> names = model.lines(10, novel=True, unique=True, seed=3)
+            >>> names.report
+            'lines: kept 10 of 13 sampled; dropped 3 already in the training text'
+        """
+        from textgen.errors import positive_int
+        from textgen.generation.lines import sample_lines, training_lines
+        from textgen.generation.session import random_seed
+
+        positive_int("n", n)
+        self._check(prime, length, temperature, top_k, top_p, seed, None, 1)
+        steered = self._steering(prime, length, None, regex, ban, lines=True)
+        seen = training_lines(self.info) if novel else None
+        session = self._session(n)
+        try:
+            result = sample_lines(session, prime, n, length, _temperature(temperature),
+                                  random_seed() if seed is None else seed, top_k, top_p, steered, seen, unique)
+        finally:
+            session.close()
+        return SampledLines(result)
 
     def shaded(self, prime: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int | None = None, stop: str | Sequence[str] | None = None):

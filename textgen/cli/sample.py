@@ -80,22 +80,6 @@ class _TextSink:
                 self.writer.__exit__(InterruptedError, InterruptedError("sampling did not finish"), None)
 
 
-def _steering(chars, regex, ban, stops, prime_ids, length, lines):
-    """The `--regex` / `--ban` constraint (per line with --lines), checked against the prime and
-    length before sampling."""
-    from textgen.generation.constraints import steering
-    from textgen.generation.lines import BOUNDARY, check_boundary
-
-    if regex is not None and stops:
-        raise ConfigError("--stop does not combine with --regex: the pattern decides where a sample ends.")
-    if lines is not None:
-        check_boundary(chars)
-    steered = steering(chars, regex, ban, end=BOUNDARY if lines is not None else None)
-    if steered is not None:
-        steered.cursor(prime_ids, length)  # a prime or length that leaves no match: an error now
-    return steered
-
-
 def _check_lines(lines, novel, unique, temps, num_samples, stops, interactive, novelty) -> None:
     """--lines and what goes with it (one clear line for what does not)."""
     from textgen.errors import positive_int
@@ -188,6 +172,7 @@ def sample(
     """
     from textgen import checkpoints
     from textgen.errors import positive_int
+    from textgen.generation.constraints import checked_steering
     from textgen.generation.draw import check_stops, check_top_k, check_top_p
     from textgen.generation.loading import load_run, start_id
     from textgen.generation.session import SamplingSession, random_seed
@@ -211,7 +196,8 @@ def sample(
     info, ckpt, engine = load_run(directory, checkpoint, use_previous=use_previous)
     session = SamplingSession(engine, info["vocab"], start_id(info["vocab"]), capacity=num_samples)
     prime_ids = session.vocab.encode(prime)  # characters the model never saw: an error before anything is printed
-    steered = _steering(info["vocab"], regex, [_unescape(w) for w in ban], stops, prime_ids, length, lines)
+    steered = checked_steering(info["vocab"], regex, [_unescape(w) for w in ban], stops, prime_ids.tolist(), length,
+                               lines is not None)
     seed = random_seed() if seed is None else seed
     if "fell_back_from" in ckpt.state:
         err.print(f"[yellow]Newest checkpoint {ckpt.state['fell_back_from']} is damaged; using {ckpt.path.name}.[/]")

@@ -308,6 +308,27 @@ def steering(chars: Sequence[str], regex: str | None = None, ban: Sequence[str] 
     return Steering(automaton, end_id, description, includes_prime)
 
 
+def checked_steering(chars: Sequence[str], regex: str | None, ban: Sequence[str], stops: Sequence[str],
+                     prime_ids: Sequence[int], length: int, lines: bool = False) -> Steering | None:
+    """The steering of `textgen sample --regex/--ban` (per line with `lines`), checked against
+    the prime and length before anything is sampled (one ConfigError for what cannot be kept);
+    the CLI and the Python API both take it from here."""
+    from textgen.generation.lines import BOUNDARY, check_boundary
+
+    if regex is not None and not isinstance(regex, str):
+        raise ConfigError(f"--regex must be a str. Received: regex={regex!r}")
+    if isinstance(ban, str) or any(not isinstance(word, str) for word in ban or ()):
+        raise ConfigError(f"--ban takes a list of words (str). Received: ban={ban!r}")
+    if regex is not None and stops:
+        raise ConfigError("--stop does not combine with --regex: the pattern decides where a sample ends.")
+    if lines:
+        check_boundary(chars)
+    steered = steering(chars, regex, ban, end=BOUNDARY if lines else None)
+    if steered is not None:
+        steered.cursor([*([list(chars).index(BOUNDARY)] if lines else []), *prime_ids], length)
+    return steered
+
+
 def masked_logits(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """`logits` with the ids not `allowed` at -inf (a copy, float64)."""
     return np.where(allowed, np.asarray(logits, dtype=np.float64), -np.inf)
