@@ -69,3 +69,15 @@ def test_the_readme_stays_short_and_points_at_every_page():
     assert len(readme.splitlines()) <= 250, "the README is the front door; the rest belongs in docs/"
     unlinked = [page.name for page in PAGES if page.name != "index.md" and f"(docs/{page.name}" not in readme]
     assert not unlinked, f"pages the README does not link: {unlinked}"
+
+
+def test_the_demos_page_prints_what_textgen_perceptron_prints():
+    """The output shown on docs/demos.md is the command's own (whitespace aside: the terminal
+    wraps the long error line where the page does not)."""
+    from helpers import invoke
+
+    page = (DOCS / "demos.md").read_text(encoding="utf-8")
+    shown = page[page.index("```\nRandom starting weights"):].split("\n```", 1)[0].removeprefix("```\n")
+    result = invoke("perceptron")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert " ".join(result.stdout.split()) == " ".join(shown.split())
