@@ -40,6 +40,10 @@ def test_the_readme_test_command_is_what_ci_runs():
     ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
     after_activate = ci[ci.index(". .venv/bin/activate") + 1:]
     assert [line for line in after_activate if line and not line.startswith("#")] == steps[2:]
+    for page in PAGES:  # where a page repeats the command (Contributing), it is the same one
+        repeated = [line for line in page.read_text(encoding="utf-8").splitlines()
+                    if line.startswith("python3 -m venv") and "pytest" in line]
+        assert all(line == command for line in repeated), f"{page.name} gives another test command"
 
 
 @pytest.mark.parametrize("source", [ROOT / "README.md", *PAGES], ids=lambda p: p.relative_to(ROOT).as_posix())
