@@ -85,3 +85,13 @@ def test_the_demos_page_prints_what_textgen_perceptron_prints():
     result = invoke("perceptron")
     assert result.exit_code == 0, result.stdout + result.stderr
     assert " ".join(result.stdout.split()) == " ".join(shown.split())
+
+
+def test_the_readme_python_is_the_pages_python():
+    """The README's Python (the API's quick start, the openai client) is copied from the pages, so
+    the two cannot drift apart."""
+    blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(encoding="utf-8"), re.M | re.S)
+    pages = "\n".join(page.read_text(encoding="utf-8") for page in PAGES)
+    assert blocks, "the README shows no Python"
+    for block in blocks:
+        assert f"```python\n{block}```" in pages, f"the README's Python is on no page:\n{block}"
