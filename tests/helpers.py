@@ -160,6 +160,19 @@ def wait_until(probe, until=bool, *, what: str | None = None, timeout: float = 6
         time.sleep(interval)
 
 
+def communicate_or_dump(process, timeout: float = 60.0):
+    """`process.communicate(timeout)`, but a process that hangs is killed with SIGABRT and the
+    test fails with what it printed: started with PYTHONFAULTHANDLER=1, its stderr then holds
+    every thread's stack, which says where it hung."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        stdout, stderr = process.communicate(timeout=30)
+        raise AssertionError(f"{process.args} did not end within {timeout:g} s; its stderr after SIGABRT:\n"
+                             f"{stderr.decode(errors='replace')[-6000:]}") from None
+
+
 def wait_js(page, expression: str, timeout: float = 60.0):
     """Poll the JavaScript `expression` in `page` until it is truthy (returned). Playwright's
     wait_for_function evaluates with eval inside the page, which the pages' Content-Security-Policy

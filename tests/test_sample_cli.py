@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from helpers import run_cli, textgen_into, wait_until
+from helpers import communicate_or_dump, run_cli, textgen_into, wait_until
 
 
 def sample(root, *args, **kw):
@@ -260,13 +260,14 @@ def test_ctrl_c_during_a_batch_exits_cleanly_and_leaves_no_output_file(tiny_run,
     output = tmp_path / "o" / "out.txt"
     process = subprocess.Popen([sys.executable, "-m", "textgen", "sample", "--checkpoints", str(tiny_run.checkpoints),
                                 "--num-samples", "32", "--length", "5000000", "--output", str(output)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     # The temporary file is opened once the run is loaded, just before the batch starts: Ctrl-C
     # from then on must leave nothing behind.
     wait_until(lambda: list(output.parent.glob(".out.txt.tmp-*")), what="the output's temporary file", timeout=60,
                process=process)
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
+    stdout, stderr = communicate_or_dump(process, timeout=60)
     # Typer turns Ctrl-C into exit status 130 (silently); what matters: no traceback.
     assert process.returncode == 130 and "Traceback" not in stderr.decode(), stderr
     assert list(output.parent.iterdir()) == []  # FILE never half-written, the temporary file removed

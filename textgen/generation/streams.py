@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# numpy 2 imports numpy.random on first use of `np.random`; a Ctrl-C that lands inside that
+# import (its Cython modules' set-up) is lost, and `textgen sample` would go on sampling. Imported
+# here, it is done when a run is loaded, before any output file is opened.
+import numpy.random  # noqa: F401, E402
+
 from textgen.errors import ConfigError, positive_int
 from textgen.generation.draw import StopFilter, check_stops, check_temperature, check_top_k, check_top_p
 
