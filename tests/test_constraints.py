@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from textgen.errors import ConfigError
-from textgen.generation.constraints import ban_words, compile_regex, steering
+from textgen.generation.constraints import allowed_rows, ban_words, compile_regex, steering
 from textgen.generation.engine import LSTMEngine
 from textgen.generation.session import SamplingSession, StreamSpec
 
@@ -55,6 +55,31 @@ def test_banned_words_are_the_dead_moves():
     assert automaton.table[state, CHARS.index("c")] == automaton.dead  # completes "abc"
     assert automaton.table[state, CHARS.index("d")] == automaton.dead  # completes "bd"
     assert automaton.table[state, CHARS.index("a")] != automaton.dead
+
+
+def test_masks_of_many_rows_at_once_are_each_rows_own_mask():
+    """allowed_rows (the session's batched masks) against Cursor.allowed row by row, and a
+    cursor's "nothing may follow" against its mask, over every state and remaining length."""
+    chars = [*CHARS, "\n"]  # one vocabulary, as in a session
+    plain, lines = steering(chars, "(ab|c)+d?", ["cc"]), steering(chars, "a[bc]*", end="\n")
+    cursors, remaining = [], []
+    for steered in (plain, lines):
+        for state in range(steered.automaton.states):
+            for left in (1, 2, 3, 7):
+                cursor = steered.cursor([], 8)
+                cursor.state = state
+                cursors.append(cursor)
+                remaining.append(left)
+    masks = allowed_rows(cursors, np.array(remaining))
+    for cursor, left, mask in zip(cursors, remaining, masks):
+        assert (mask == cursor.allowed(left)).all()
+        ids = np.flatnonzero(cursor.allowed(left + 1))
+        for char_id in ids:
+            moved = cursor.steering.cursor([], 8)
+            moved.state = cursor.state
+            complete = moved.advance(int(char_id), left)
+            expected = char_id == cursor.steering.end_id or not moved.allowed(left).any()
+            assert complete == expected
 
 
 # ----------------------------------------------------------------------------- sampling under constraints

@@ -42,6 +42,7 @@ class Automaton:
         self.accepting = np.asarray(accepting, dtype=bool)
         self.start = int(start)
         self.distance = _distances(self.table, self.accepting)
+        self.nearest = self.distance[self.table].min(axis=1)  # per state: the closest acceptance one move on
 
     @property
     def states(self) -> int:
@@ -280,8 +281,28 @@ class Cursor:
         nothing may follow with `remaining` characters left)."""
         if char_id == self.steering.end_id:
             return True
-        self.state = int(self.steering.automaton.table[self.state, char_id])
-        return remaining > 0 and not self.allowed(remaining).any()
+        automaton = self.steering.automaton
+        self.state = state = int(automaton.table[self.state, char_id])
+        # `not self.allowed(remaining).any()` without the row: the end-of-line column never moves
+        may_go_on = automaton.nearest[state] < remaining or (self.steering.end_id is not None
+                                                              and automaton.accepting[state])
+        return remaining > 0 and not may_go_on
+
+
+def allowed_rows(cursors: Sequence[Cursor], remaining: np.ndarray) -> np.ndarray:
+    """`Cursor.allowed` of many cursors at once, `remaining[i]` for cursor i: one array
+    operation per steering rather than one per row (the same mask, row for row)."""
+    mask = np.empty((len(cursors), cursors[0].steering.automaton.table.shape[1]), dtype=bool)
+    groups: dict = {}
+    for i, cursor in enumerate(cursors):
+        groups.setdefault(id(cursor.steering), (cursor.steering, []))[1].append(i)
+    for steering, rows in groups.values():
+        automaton = steering.automaton
+        states = np.fromiter((cursors[i].state for i in rows), np.int64, len(rows))
+        mask[rows] = automaton.distance[automaton.table[states]] < np.asarray(remaining)[rows, None]
+        if steering.end_id is not None:
+            mask[rows, steering.end_id] = automaton.accepting[states]
+    return mask
 
 
 def steering(chars: Sequence[str], regex: str | None = None, ban: Sequence[str] = (),

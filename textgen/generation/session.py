@@ -23,8 +23,9 @@ cumulative distribution.
 
 The draw: temperature-only streams are drawn by the compiled `tg_sample` when the engine is
 compiled (the same arithmetic as `sampling.sample`, in C); streams with top-k or top-p, and
-every stream of a numpy engine, by `sampling.sample`; a steered stream (`spec.steering`) one row
-at a time from its masked logits, with the uniform the compiled draw took for it.
+every stream of a numpy engine, by `sampling.sample`; steered streams (`spec.steering`) from their
+masked logits (one `sample` call per set of sampling options: each row is drawn on its own, so
+the batch changes no row's draw), with the uniforms the compiled draw took for them.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import numpy as np
 from textgen.corpus import Vocabulary
 from textgen.errors import ConfigError
 from textgen.generation import kernel
-from textgen.generation.constraints import masked_logits
+from textgen.generation.constraints import allowed_rows, masked_logits
 from textgen.generation.draw import log_softmax, sample
 from textgen.generation.engine import LSTMEngine
 from textgen.generation.priming import Priming, Scores
@@ -247,13 +248,16 @@ class SamplingSession:
             empty = True
         if self._draw is None or self._filtered:
             groups: dict = {}
+            steered: dict = {}  # rows drawn from their masked logits (constraints.py), by sampling options
             for r, s in enumerate(self.streams):
-                if s._cursor is not None:  # steered: its own masked row (constraints.py)
-                    allowed = s._cursor.allowed(s.spec.length - s.generated)
-                    ids[r] = sample(masked_logits(logits[r:r + 1], allowed), s.spec.temperature, u[r:r + 1],
-                                    s.spec.top_k, s.spec.top_p)[0]
+                if s._cursor is not None:
+                    steered.setdefault((s.spec.temperature, s.spec.top_k, s.spec.top_p), []).append(r)
                 elif self._draw is None or not s._plain:
                     groups.setdefault((s.spec.temperature, s.spec.top_k, s.spec.top_p), []).append(r)
+            for (temperature, top_k, top_p), rows in steered.items():
+                streams = [self.streams[r] for r in rows]
+                allowed = allowed_rows([s._cursor for s in streams], [s.spec.length - s.generated for s in streams])
+                ids[rows] = sample(masked_logits(logits[rows], allowed), temperature, u[rows], top_k, top_p)
             for (temperature, top_k, top_p), rows in groups.items():
                 if len(rows) == n:
                     ids[:] = sample(logits, temperature, u, top_k, top_p)
