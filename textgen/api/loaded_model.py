@@ -51,6 +51,15 @@ class SampledLines(list):
         self.sampled, self.dropped, self.report = result.sampled, dict(result.dropped), result.report()
 
 
+class SampledText(str):
+    """A sample that `Model.sample(must_include=...)` kept: a str, with `tries`, the draws it took."""
+
+    def __new__(cls, text: str, tries: int):
+        made = super().__new__(cls, text)
+        made.tries = tries
+        return made
+
+
 class Model:
     """A trained model: one checkpoint of a run, ready to sample, stream, score and export.
 
@@ -141,7 +150,8 @@ class Model:
 
     def sample(self, prime: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int | None = None, stop: str | Sequence[str] | None = None,
-               n: int = 1, regex: str | None = None, ban: str | Sequence[str] | None = None) -> str | list[str]:
+               n: int = 1, regex: str | None = None, ban: str | Sequence[str] | None = None,
+               must_include: str | Sequence[str] | None = None, tries: int = 20) -> str | list[str]:
         """The text that follows `prime` (without the prime): a str, or a list of `n` str.
 
         The same settings and seed give the same text as ``textgen sample`` (which prints the
@@ -150,6 +160,10 @@ class Model:
         `regex`: the prime and the sample together match it in full (a mask before each draw; the
         sample ends at `length` or once nothing can extend the match); `ban`: words never
         completed. A pattern that cannot be kept raises a ConfigError before anything is sampled.
+        `must_include`: words every sample (prime included) contains, by drawing a sample again up
+        to `tries` times (``--must-include``/``--tries``): each kept sample is a `SampledText`
+        whose `tries` says how many draws it took, one that found none is None (all None: a
+        ConfigError).
 
         Example:
             >>> model.sample("ROMEO:", length=50, temperature=0.5, seed=7)
@@ -158,9 +172,31 @@ class Model:
         """
         from textgen.generation.writers import Sample
 
-        texts = [event.text for event in self._events(prime, length, temperature, top_k, top_p, seed, stop, n, True,
-                                                      regex, ban) if isinstance(event, Sample)]
+        if must_include:
+            texts = self._including(prime, length, temperature, top_k, top_p, seed, stop, n, regex, ban,
+                                    must_include, tries)
+        else:
+            texts = [event.text for event in self._events(prime, length, temperature, top_k, top_p, seed, stop, n,
+                                                          True, regex, ban) if isinstance(event, Sample)]
         return texts[0] if n == 1 else texts
+
+    def _including(self, prime, length, temperature, top_k, top_p, seed, stop, n, regex, ban, must_include, tries):
+        """`sample` with `must_include`: `sample_including`, as ``textgen sample --must-include``."""
+        from textgen.generation.session import random_seed
+        from textgen.generation.writers import check_words, sample_including
+
+        self._check(prime, length, temperature, top_k, top_p, seed, stop, n)
+        steered = self._steering(prime, length, stop, regex, ban)
+        words = check_words([must_include] if isinstance(must_include, str) else list(must_include),
+                            self.info["vocab"], prime, length, tries)
+        session = self._session(n)
+        try:
+            included = sample_including(session, prime, _temperature(temperature), n, length,
+                                        random_seed() if seed is None else seed, words, tries, top_k, top_p,
+                                        _stops(stop), steered).check()
+        finally:
+            session.close()
+        return [None if text is None else SampledText(text, count) for text, count in zip(included.texts, included.tries)]
 
     def stream(self, prime: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int | None = None,
@@ -180,11 +216,13 @@ class Model:
 
     def lines(self, n: int, prime: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None,
               top_p: float | None = None, seed: int | None = None, novel: bool = False, unique: bool = False,
-              regex: str | None = None, ban: str | Sequence[str] | None = None) -> SampledLines:
+              regex: str | None = None, ban: str | Sequence[str] | None = None,
+              must_include: str | Sequence[str] | None = None) -> SampledLines:
         """`n` complete lines from a run trained with ``lines=True`` (``--lines``), each begun
         from the start of a line with `prime` as its start; `length` caps a line. The same as
         ``textgen sample --lines N`` for the same settings and seed: `novel` drops lines of the
-        training text, `unique` repeats (whitespace stripped), `regex` / `ban` hold per line.
+        training text, `unique` repeats (whitespace stripped), `must_include` lines without every
+        one of its words, and `regex` / `ban` hold per line.
         Returns a list of str with `sampled`, `dropped` and `report` (see `SampledLines`).
 
         Example:
@@ -195,15 +233,18 @@ class Model:
         from textgen.errors import positive_int
         from textgen.generation.lines import sample_lines, training_lines
         from textgen.generation.session import random_seed
+        from textgen.generation.writers import check_words
 
         positive_int("n", n)
         self._check(prime, length, temperature, top_k, top_p, seed, None, 1)
         steered = self._steering(prime, length, None, regex, ban, lines=True)
+        words = check_words([must_include] if isinstance(must_include, str) else list(must_include or ()),
+                            self.info["vocab"], prime, length, 1)
         seen = training_lines(self.info) if novel else None
         session = self._session(n)
         try:
             result = sample_lines(session, prime, n, length, _temperature(temperature),
-                                  random_seed() if seed is None else seed, top_k, top_p, steered, seen, unique)
+                                  random_seed() if seed is None else seed, top_k, top_p, steered, seen, unique, words)
         finally:
             session.close()
         return SampledLines(result)

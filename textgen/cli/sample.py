@@ -156,6 +156,8 @@ def sample(
     lines: Annotated[Optional[int], typer.Option(help="Write this many complete lines, each begun from the start of a line (a run trained with --lines; --prime starts every line; --length caps a line).")] = None,
     novel: Annotated[bool, typer.Option("--novel", help="With --lines: keep only lines that are not lines of the training text (compared with surrounding whitespace stripped).")] = False,
     unique: Annotated[bool, typer.Option("--unique", help="With --lines: drop lines already written (surrounding whitespace stripped).")] = False,
+    must_include: Annotated[list[str], typer.Option(help="Every sample (prime included; each line with --lines) contains this word: a sample without it is drawn again, up to --tries times, and stderr says how many tries each took (with --lines such lines are dropped and counted). Repeat for several.")] = [],  # noqa: B006
+    tries: Annotated[Optional[int], typer.Option(help="With --must-include: draws per sample at most; a sample that has none with every word is left out and reported. (default: 20)")] = None,
     run: Annotated[Optional[str], typer.Option(help="Run to sample from. (default: the most recently trained)")] = None,
     checkpoint: Annotated[str, typer.Option(help="latest, best, or a checkpoint directory name such as ckpt-00001200.")] = "latest",
     checkpoints_dir: CheckpointsOption = Path("checkpoints"),
@@ -169,6 +171,8 @@ def sample(
     Steered: [bold]textgen sample --regex "[A-Z][a-z]+ [A-Z][a-z]+" --ban "the"[/]
 
     Lines: [bold]textgen sample --lines 20 --novel --unique --regex "[A-Z][a-z]{3,7}"[/]
+
+    Words: [bold]textgen sample --must-include "love" --num-samples 3 --length 200[/]
     """
     from textgen import checkpoints
     from textgen.errors import positive_int
@@ -176,7 +180,7 @@ def sample(
     from textgen.generation.draw import check_stops, check_top_k, check_top_p
     from textgen.generation.loading import load_run, start_id
     from textgen.generation.session import SamplingSession, random_seed
-    from textgen.generation.writers import Sample, write_samples
+    from textgen.generation.writers import MAX_TRIES, Sample, check_words, sample_including, write_samples
 
     temps = _temperatures(temperature)
     positive_int("length", length, option=True)
@@ -189,7 +193,8 @@ def sample(
     if interactive:
         for name, given in (("--json", as_json), ("--output", output is not None), ("--novelty", novelty),
                             ("--prime", bool(prime)), ("--num-samples > 1", num_samples > 1),
-                            ("--regex", regex is not None), ("--ban", bool(ban))):
+                            ("--regex", regex is not None), ("--ban", bool(ban)),
+                            ("--must-include", bool(must_include))):
             if given:
                 raise ConfigError(f"--interactive reads primes from the keyboard; it does not combine with {name}.")
     directory = checkpoints.find_run(checkpoints_dir, run)
@@ -198,6 +203,11 @@ def sample(
     prime_ids = session.vocab.encode(prime)  # characters the model never saw: an error before anything is printed
     steered = checked_steering(info["vocab"], regex, [_unescape(w) for w in ban], stops, prime_ids.tolist(), length,
                                lines is not None)
+    words = check_words([_unescape(w) for w in must_include], info["vocab"], prime, length,
+                        MAX_TRIES if tries is None else tries)
+    if tries is not None and (not words or lines is not None):
+        raise ConfigError("--tries bounds --must-include's draws per sample: give --must-include, without --lines "
+                          "(lines are drawn in rounds).")
     seed = random_seed() if seed is None else seed
     if "fell_back_from" in ckpt.state:
         err.print(f"[yellow]Newest checkpoint {ckpt.state['fell_back_from']} is damaged; using {ckpt.path.name}.[/]")
@@ -209,16 +219,18 @@ def sample(
         seen = training_lines(info) if novel else None
         sink = _TextSink(to_stdout=not as_json, output=output)
         try:
-            result = sample_lines(session, prime, lines, length, temps[0], seed, top_k, top_p, steered, seen, unique)
+            result = sample_lines(session, prime, lines, length, temps[0], seed, top_k, top_p, steered, seen, unique,
+                                  words)
             sink.write("".join(line + "\n" for line in result.lines))
         finally:
             sink.close(keep=True)
             session.close()
-        err.print(result.report(), markup=False, highlight=False)
+        err.print(result.report(), markup=False, highlight=False, soft_wrap=True)
         if as_json:
             emit_json({"run": directory.name, "checkpoint": ckpt.path.name, "step": ckpt.step, "seed": seed,
                        "prime": prime, "length": length, "temperature": temps[0], "top_k": top_k, "top_p": top_p,
-                       "regex": regex, "ban": list(ban), "novel": novel, "unique": unique, "lines": result.lines,
+                       "regex": regex, "ban": list(ban), "must_include": words, "novel": novel, "unique": unique,
+                       "lines": result.lines,
                        "sampled": result.sampled, "dropped": dict(result.dropped)})
         return None
     corpus = None
@@ -226,7 +238,7 @@ def sample(
         from textgen import novelty as novelty_lib
 
         corpus = novelty_lib.training_corpus(info)  # before sampling: a missing corpus fails fast
-    streaming = num_samples == 1 and not as_json
+    streaming = num_samples == 1 and not as_json and not words  # a draw that may be retried is shown once kept
     keep_text = as_json or not streaming or novelty
     sink = _TextSink(to_stdout=not as_json, output=output)
     labelled = num_samples > 1 or len(temps) > 1
@@ -240,8 +252,15 @@ def sample(
                     sink.write(f"--- temperature {t:g} ---\n", to_stdout=False)
                 sink.write(prime)
             samples = []
-            for event in write_samples(session, prime, [t], num_samples, length, seed, top_k, top_p, stops,
-                                       keep_text=keep_text, steering=steered):
+            if words:
+                included = sample_including(session, prime, t, num_samples, length, seed, words,
+                                            MAX_TRIES if tries is None else tries, top_k, top_p, stops, steered)
+                included.check()  # no sample at all: one error line instead of the report
+                err.print(included.report(), markup=False, highlight=False, soft_wrap=True)
+                samples = [{**Sample(i, t, text, stop).record(), "tries": n}
+                           for i, (text, stop, n) in enumerate(zip(included.texts, included.stops, included.tries))]
+            for event in () if words else write_samples(session, prime, [t], num_samples, length, seed, top_k, top_p,
+                                                        stops, keep_text=keep_text, steering=steered):
                 if isinstance(event, Sample):
                     samples.append(event.record())
                 elif streaming:
@@ -250,13 +269,13 @@ def sample(
                 sink.write("\n")
                 sys.stdout.flush()
             for result in samples:
-                if corpus is not None:
+                if corpus is not None and result["text"] is not None:
                     result["novelty"] = novelty_lib.novelty(session.vocab.encode(result["text"]), corpus)
                     if streaming:
                         out.print(f"[dim]{_novelty_line(result['novelty'])}[/]")
             results.extend(samples)
             if not streaming:
-                for r in samples:
+                for r in [r for r in samples if r["text"] is not None]:
                     label = f"sample {r['index'] + 1} · temperature {r['temperature']:g}"
                     if labelled:
                         sink.write(f"--- {label} ---\n", to_stdout=False)
@@ -274,7 +293,7 @@ def sample(
     if as_json:
         emit_json({"run": directory.name, "checkpoint": ckpt.path.name, "step": ckpt.step, "seed": seed,
                    "prime": prime, "length": length, "top_k": top_k, "top_p": top_p, "stop": stops,
-                   "regex": regex, "ban": list(ban), "samples": results})
+                   "regex": regex, "ban": list(ban), "must_include": words, "samples": results})
 
 
 def register(app: typer.Typer) -> None:

@@ -4,7 +4,8 @@ Each line is a stream of its own, begun from the start-of-document state: the ne
 boundary the model learnt with `textgen train --lines`) and then the prime, so the prime is the
 start of every line. A line ends when the model draws the newline; one that reaches `length`
 first is dropped as too long, an empty one as empty. `novel` drops lines that occur in the
-training text and `unique` repeats, comparing lines with surrounding whitespace stripped.
+training text and `unique` repeats, comparing lines with surrounding whitespace stripped, and
+`must_include` lines without every one of its words.
 Streams are drawn in rounds of `count` until `count` lines are kept or `MAX_ROUNDS` rounds have
 run; line i is stream (seed, i), so the same seed gives the same lines.
 """
@@ -22,7 +23,8 @@ from textgen.generation.session import RUN_STEPS, SamplingSession, StreamSpec
 BOUNDARY = "\n"
 MAX_ROUNDS = 20
 DROP_REASONS = {"too_long": "too long (no end of line within --length)", "empty": "empty",
-                "in_training": "already in the training text", "repeat": "repeats"}
+                "in_training": "already in the training text", "repeat": "repeats",
+                "missing_word": "without a --must-include word"}
 
 
 @dataclass
@@ -67,9 +69,11 @@ class LinePicker:
     runs each round as a job): `round_specs` gives the next round's specs (none once `count`
     lines are kept or `MAX_ROUNDS` rounds ran), `judge` takes each finished line in order."""
 
-    def __init__(self, prime: str, count: int, seen: set | None = None, unique: bool = False, steering=None):
+    def __init__(self, prime: str, count: int, seen: set | None = None, unique: bool = False, steering=None,
+                 must_include: Sequence[str] = ()):
         positive_int("lines", count)
         self.prime, self.count, self.seen, self.unique, self.steering = prime, count, seen, unique, steering
+        self.must_include = list(must_include)
         self.result = Lines()
         self.kept: set = set()
         self.index = 0  # line i is stream (seed, i), across rounds
@@ -101,6 +105,8 @@ class LinePicker:
             result.dropped["too_long"] += 1
         elif not key:
             result.dropped["empty"] += 1
+        elif any(word not in line for word in self.must_include):
+            result.dropped["missing_word"] += 1
         elif self.seen is not None and key in self.seen:
             result.dropped["in_training"] += 1
         elif self.unique and key in self.kept:
@@ -112,11 +118,12 @@ class LinePicker:
 
 def sample_lines(session: SamplingSession, prime: str, count: int, length: int, temperature: float, seed: int,
                  top_k: int | None = None, top_p: float | None = None, steering=None,
-                 seen: set | None = None, unique: bool = False) -> Lines:
+                 seen: set | None = None, unique: bool = False, must_include: Sequence[str] = ()) -> Lines:
     """`count` complete lines (fewer if `MAX_ROUNDS` rounds do not find them); see the module
-    docstring. `seen`: the training lines (--novel); `unique`: drop repeats."""
+    docstring. `seen`: the training lines (--novel); `unique`: drop repeats; `must_include`:
+    drop lines without every one of these words."""
     check_boundary(session.chars)
-    picker = LinePicker(prime, count, seen, unique, steering)
+    picker = LinePicker(prime, count, seen, unique, steering, must_include)
     while specs := picker.round_specs(length, temperature, seed, top_k, top_p):
         streams = [session.add(spec) for spec in specs]
         while session.active:

@@ -42,6 +42,7 @@ class StreamSpec:
     keep_text: bool = True  # keep what the stream showed in `Stream.text` (off: constant memory)
     prime_ids: Sequence[int] | None = None  # the prime as ids (a session without characters takes only these)
     steering: object = None  # a constraints.Steering: a mask over the vocabulary before each draw
+    attempt: int = 0  # --must-include's retries: attempt a > 0 of stream (seed, index) draws from (seed, index, a)
 
     def validate(self) -> StreamSpec:
         self.temperature = check_temperature(self.temperature)
@@ -90,7 +91,7 @@ class Stream:
         self.user = None
         self._filter = StopFilter(spec.stops)
         self._pending: list = []  # logprobs of characters held back by the stop filter
-        self._rng = np.random.default_rng([spec.seed, spec.index])
+        self._rng = np.random.default_rng([spec.seed, spec.index, *([spec.attempt] if spec.attempt else [])])
         # a steered stream is drawn in numpy from its masked logits (constraints.py)
         self._cursor = None if spec.steering is None else spec.steering.cursor(prime_ids, spec.length)
         self._plain = spec.top_k is None and (spec.top_p is None or spec.top_p >= 1.0) and self._cursor is None

@@ -1,5 +1,6 @@
-"""What `textgen sample` and the trainer write with a session: finished sample records, and
-streams of character ids for callers that work in ids."""
+"""What `textgen sample` and the trainer write with a session: finished sample records, samples
+that must include given words (bounded retries), and streams of character ids for callers that
+work in ids."""
 
 from __future__ import annotations
 
@@ -46,6 +47,86 @@ def write_samples(session: SamplingSession, prime: str, temperatures: Sequence[f
                     yield piece
         for i, stream in enumerate(streams):
             yield Sample(i, temperature, stream.text if keep_text else None, stream.stop)
+
+
+MAX_TRIES = 20  # --must-include's default bound on draws per sample
+
+
+@dataclass
+class Included:
+    """What `sample_including` made: per sample its text (None when no try had every word) and
+    how many tries it took (or used up)."""
+
+    words: list
+    texts: list
+    tries: list
+    stops: list  # the stop string that ended each kept text (None: none did)
+
+    def report(self) -> str:
+        """One line for stderr: how many samples have every word, and the tries each took."""
+        found = sum(t is not None for t in self.texts)
+        words = ", ".join(map(repr, self.words))
+        line = (f"must-include: {found} of {len(self.texts)} samples contain {words}; tries per sample "
+                f"{', '.join(map(str, self.tries))}")
+        missing = [str(i + 1) for i, t in enumerate(self.texts) if t is None]
+        if missing:
+            line += f" (sample {', '.join(missing)} left out: none of its {max(self.tries)} tries did)"
+        return line
+
+    def check(self) -> Included:
+        """Itself, unless no sample has every word: then one ConfigError that says what to change."""
+        from textgen.errors import ConfigError
+
+        if all(text is None for text in self.texts):
+            raise ConfigError(f"No sample contained every --must-include word ({', '.join(map(repr, self.words))}) "
+                              f"within {max(self.tries)} tries each: give more --tries, a longer --length, or a word "
+                              "the model writes more often.")
+        return self
+
+
+def check_words(words: Sequence[str], chars: Sequence[str], prime: str, length: int, tries: int) -> list:
+    """--must-include's words and --tries, checked before anything is sampled (one ConfigError)."""
+    from textgen.errors import ConfigError
+
+    positive_int("tries", tries)
+    words = list(dict.fromkeys(words))
+    for word in words:
+        if not isinstance(word, str) or not word:
+            raise ConfigError(f"A --must-include word must be a non-empty str. Received: must_include={word!r}")
+        unseen = sorted(set(word) - set(chars))
+        if unseen:
+            raise ConfigError(f"A --must-include word has characters the model never saw "
+                              f"({', '.join(map(repr, unseen))}). Received: must_include={word!r}")
+        if word not in prime and len(word) > length:
+            raise ConfigError(f"A --must-include word is longer than a sample (--length). "
+                              f"Received: must_include={word!r}, length={length}")
+    return words
+
+
+def sample_including(session: SamplingSession, prime: str, temperature: float, num_samples: int, length: int,
+                     seed: int, words: Sequence[str], tries: int = MAX_TRIES, top_k: int | None = None,
+                     top_p: float | None = None, stops: Sequence[str] = (), steering=None) -> Included:
+    """`num_samples` samples whose text (prime included) contains every one of `words`, by
+    drawing again: try 1 of sample i is stream (seed, i), the sample `write_samples` writes; try
+    a + 1 is (seed, i, a). A sample takes its first try that has every word; one with none
+    within `tries` is None. Every pending sample's next try runs in one batch."""
+    positive_int("num_samples", num_samples)
+    result = Included(list(words), [None] * num_samples, [0] * num_samples, [None] * num_samples)
+    pending = list(range(num_samples))
+    for attempt in range(tries):
+        if not pending:
+            break
+        specs = [StreamSpec(prime=prime, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                            stops=stops, seed=seed, index=i, steering=steering, attempt=attempt) for i in pending]
+        streams = [session.add(spec) for spec in specs]
+        while session.active:
+            session.step(RUN_STEPS)
+        for i, stream in zip(list(pending), streams):
+            result.tries[i] = attempt + 1
+            if all(word in prime + stream.text for word in result.words):
+                result.texts[i], result.stops[i] = stream.text, stream.stop
+                pending.remove(i)
+    return result
 
 
 def generate(engine, prime_ids: Sequence[int], length: int, temperature: float, num_samples: int = 1,
