@@ -83,3 +83,28 @@ def test_lines_without_the_word_are_dropped_and_counted(names_run):
 def test_what_cannot_be_kept_is_one_line(tiny_run, args, fragments):
     result = invoke("sample", "--checkpoints", tiny_run.checkpoints, "--run", "tiny", "--seed", 1, *args)
     assert_one_line_error(result, *fragments)
+
+
+def test_kept_lines_are_the_first_that_pass_whatever_the_rounds(names_run):
+    """sample_lines grows its rounds when few lines pass; the lines it keeps are still the first
+    `count` streams (seed, i) that pass, in index order: here against lines drawn one at a time."""
+    from textgen.generation.lines import LinePicker, sample_lines
+    from textgen.generation.loading import load_run, start_id
+    from textgen.generation.session import SamplingSession, StreamSpec
+
+    checkpoints, _ = names_run
+    info, _, engine = load_run(checkpoints / "names", "latest")
+    session = SamplingSession(engine, info["vocab"], start_id(info["vocab"]))
+    grown = sample_lines(session, "", 5, 20, 1.0, 4, must_include=["el"])
+    one_by_one = LinePicker("", 5, must_include=["el"])  # judges; the streams are drawn here, one at a time
+    index = 0
+    while len(one_by_one.result.lines) < 5 and index < 2000:
+        stream = session.add(StreamSpec(prime="\n", length=20, temperature=1.0, stops=["\n"], seed=4, index=index))
+        while session.active:
+            session.step(16)
+        one_by_one.judge(stream.text, stream.finish_reason)
+        index += 1
+    session.close()
+    assert len(grown.lines) == 5 and all("el" in line for line in grown.lines)
+    assert grown.lines == one_by_one.result.lines and grown.sampled == one_by_one.result.sampled
+    assert grown.dropped == one_by_one.result.dropped and grown.dropped["missing_word"] > 5

@@ -22,6 +22,8 @@ from textgen.generation.session import RUN_STEPS, SamplingSession, StreamSpec
 
 BOUNDARY = "\n"
 MAX_ROUNDS = 20
+ROUND_LINES = 256  # a round draws at most this many lines (or the count asked for, if more)
+GROWTH = 8  # and at most this many times the lines it still wants
 DROP_REASONS = {"too_long": "too long (no end of line within --length)", "empty": "empty",
                 "in_training": "already in the training text", "repeat": "repeats",
                 "missing_word": "without a --must-include word"}
@@ -34,11 +36,14 @@ class Lines:
     lines: list = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)
     sampled: int = 0
+    asked: int = 0
 
     def report(self) -> str:
         """One line for stderr: how many were kept of how many, and why the others were dropped."""
         why = ", ".join(f"{n} {DROP_REASONS[k]}" for k, n in sorted(self.dropped.items()))
-        return f"lines: kept {len(self.lines)} of {self.sampled} sampled" + (f"; dropped {why}" if why else "")
+        short = (f" ({self.asked} asked: {MAX_ROUNDS} rounds of drawing did not find more)"
+                 if len(self.lines) < self.asked else "")
+        return f"lines: kept {len(self.lines)} of {self.sampled} sampled" + (f"; dropped {why}" if why else "") + short
 
 
 def check_boundary(chars: Sequence[str]) -> None:
@@ -67,14 +72,19 @@ def training_lines(info: dict) -> set:
 class LinePicker:
     """Which lines to sample next and which to keep, for `sample_lines` and the server (which
     runs each round as a job): `round_specs` gives the next round's specs (none once `count`
-    lines are kept or `MAX_ROUNDS` rounds ran), `judge` takes each finished line in order."""
+    lines are kept or `MAX_ROUNDS` rounds ran), `judge` takes each finished line in order.
+
+    The first round draws `count` lines; a later one the lines still wanted divided by the share
+    kept so far (at most GROWTH times as many, ROUND_LINES, or `most`), so a filter that keeps few lines still finishes
+    in a few rounds. Lines are judged in index order and judging stops at `count`: the kept lines
+    are the first `count` that pass, whatever the rounds' sizes."""
 
     def __init__(self, prime: str, count: int, seen: set | None = None, unique: bool = False, steering=None,
                  must_include: Sequence[str] = ()):
         positive_int("lines", count)
         self.prime, self.count, self.seen, self.unique, self.steering = prime, count, seen, unique, steering
         self.must_include = list(must_include)
-        self.result = Lines()
+        self.result = Lines(asked=count)
         self.kept: set = set()
         self.index = 0  # line i is stream (seed, i), across rounds
         self.rounds = 0
@@ -84,20 +94,27 @@ class LinePicker:
         return len(self.result.lines) >= self.count or self.rounds >= MAX_ROUNDS
 
     def round_specs(self, length: int, temperature: float, seed: int, top_k: int | None = None,
-                    top_p: float | None = None) -> list:
+                    top_p: float | None = None, most: int | None = None) -> list:
         if self.done:
             return []
         wanted = self.count - len(self.result.lines)
+        size = wanted
+        if self.result.sampled:
+            size = -(-wanted * self.result.sampled // max(1, len(self.result.lines)))
+        size = max(wanted, min(size, GROWTH * wanted, max(self.count, ROUND_LINES) if most is None else most))
         specs = [StreamSpec(prime=BOUNDARY + self.prime, length=length, temperature=temperature, top_k=top_k,
                             top_p=top_p, stops=[BOUNDARY], seed=seed, index=self.index + i, steering=self.steering)
-                 for i in range(wanted)]
-        self.index += wanted
+                 for i in range(size)]
+        self.index += size
         self.rounds += 1
         return specs
 
     def judge(self, text: str, finish_reason: str | None) -> None:
-        """Keep or drop one line: `text` as generated (without the prime), and how it ended."""
+        """Keep or drop one line: `text` as generated (without the prime), and how it ended. Once
+        `count` lines are kept, the rest of a round is not looked at (nor counted)."""
         result = self.result
+        if len(result.lines) >= self.count:
+            return
         result.sampled += 1
         line = self.prime + text
         key = line.strip()
@@ -111,7 +128,7 @@ class LinePicker:
             result.dropped["in_training"] += 1
         elif self.unique and key in self.kept:
             result.dropped["repeat"] += 1
-        elif len(result.lines) < self.count:
+        else:
             self.kept.add(key)
             result.lines.append(line)
 

@@ -157,7 +157,8 @@ async def _lines(request: Request, served, body: NativeRequest):
     plan = await _plan(body, plan_lines, served, state.settings)
     sample, picker = plan.sample, plan.picker
     generated, step = 0, served.scheduler.version.step
-    while specs := picker.round_specs(sample.max_tokens, sample.temperature, plan.seed, sample.top_k, sample.top_p):
+    while specs := picker.round_specs(sample.max_tokens, sample.temperature, plan.seed, sample.top_k, sample.top_p,
+                                      most=state.settings.max_n):
         job = Job([spec.validate() for spec in specs], asyncio.get_running_loop(), streamed=False)
         served.scheduler.submit(job)
         try:
