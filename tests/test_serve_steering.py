@@ -155,6 +155,12 @@ def test_lines_mode_gives_the_lines_of_textgen_sample(names_server, names_run):
     data = json.loads(cli.stdout)
     assert data["lines"] == lines and data["dropped"] == report["dropped"]
     assert report["report"] == cli.stderr.strip()
+    worded = _post(names_server, {"model": "names", "lines": 5, "seed": 2, "must_include": ["a"],
+                                  "samples": [{"max_tokens": 20, "temperature": 0.8}]}).json()
+    cli = invoke("sample", "--checkpoints", checkpoints, "--run", "names", "--seed", 2, "--lines", 5, "--length", 20,
+                 "--must-include", "a", "--json")
+    assert [s["text"] for s in worded["samples"]] == json.loads(cli.stdout)["lines"]
+    assert all("a" in s["text"] for s in worded["samples"]) and worded["lines"]["dropped"]["missing_word"] > 0
     steered = _post(names_server, {"model": "names", "lines": 5, "prompt": "Ma", "seed": 2,
                                    "samples": [{"regex": "Ma[a-z]{2,4}", "max_tokens": 10}]}).json()
     assert len(steered["samples"]) == 5
@@ -169,6 +175,11 @@ def test_lines_mode_refuses_what_it_cannot_do(names_server):
     _error(_post(names_server, {"model": "names", "samples": [{}], "novel": True}), "novel", "give lines")
     _error(_post(names_server, {"model": "names"}), "samples", "Missing required parameter")
     _error(_post(names_server, {"model": "names", "lines": 2, "samples": [{"regex": "[0-9]+"}]}), "samples[0].regex")
+    _error(_post(names_server, {"model": "names", "samples": [{}], "must_include": ["a"]}), "must_include", "give lines")
+    _error(_post(names_server, {"model": "names", "lines": 2, "must_include": ["José"]}), "must_include", "never saw")
+    _error(_post(names_server, {"model": "names", "lines": 2, "must_include": [""]}), "must_include", "must not be empty")
+    _error(_post(names_server, {"model": "names", "lines": 2, "must_include": ["abcdef"], "samples": [{"max_tokens": 3}]}),
+           "must_include", "longer than a sample")
 
 
 def test_lines_need_line_ends_and_novel_needs_the_training_text():

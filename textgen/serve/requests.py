@@ -164,9 +164,9 @@ def plan_native(body, served, settings) -> Plan:
     if body.samples is None:
         raise APIError(400, "Missing required parameter: 'samples' (it may be left out only with lines).",
                        param="samples", code="missing_required_parameter")
-    for name in ("novel", "unique"):
+    for name in ("novel", "unique", "must_include"):
         if getattr(body, name):
-            raise _bad(name, f"{name} picks among sampled lines: give lines too.", True)
+            raise _bad(name, f"{name} picks among sampled lines: give lines too.", getattr(body, name))
     check_choices(len(body.samples), settings, param="samples")
     check_prompt(body.prompt, served, settings)
     check_prompt_total([body.prompt] * len(body.samples), settings)
@@ -194,6 +194,7 @@ class LinesPlan:
 def plan_lines(body, served, settings) -> LinesPlan:
     """`lines` complete lines: the checks of textgen sample --lines, as 400s naming the field."""
     from textgen.generation.lines import LinePicker, check_boundary, training_lines
+    from textgen.generation.writers import check_words
     from textgen.serve.schemas import SampleSpec
 
     for name, given in (("stream", body.stream), ("logprobs", body.logprobs is not None),
@@ -220,7 +221,12 @@ def plan_lines(body, served, settings) -> LinesPlan:
             seen = training_lines(served.info)
         except TextgenError as e:
             raise APIError(400, str(e).replace("--novel", "novel"), param="novel", code="invalid_value") from None
-    picker = LinePicker(body.prompt, body.lines, seen, body.unique, steered)
+    try:
+        words = check_words(body.must_include or [], served.info["vocab"], body.prompt, sample.max_tokens, 1)
+    except ConfigError as e:
+        raise APIError(400, str(e).replace("--must-include", "must_include").replace("--length", prefix + "max_tokens"),
+                       param="must_include", code="invalid_value") from None
+    picker = LinePicker(body.prompt, body.lines, seen, body.unique, steered, words)
     seed = new_seed() if body.seed is None else body.seed
     if sample.seed is not None:
         seed = sample.seed

@@ -46,14 +46,14 @@ def _neutral(value, neutral, name):
     return value
 
 
-def _bans(value):
+def _words(value, what: str = "a banned word"):
     if value is None:
         return []
     if any(not word for word in value):
-        raise ValueError("a banned word must not be empty")
+        raise ValueError(f"{what} must not be empty")
     longest = max((len(word) for word in value), default=0)
     if longest > MAX_BAN_LENGTH:
-        raise ValueError(f"a banned word may have at most {MAX_BAN_LENGTH} characters; the longest has {longest}")
+        raise ValueError(f"{what} may have at most {MAX_BAN_LENGTH} characters; the longest has {longest}")
     return value
 
 
@@ -70,7 +70,7 @@ class Steered(_Body):
         f"Extension: up to {MAX_BANS} words (of up to {MAX_BAN_LENGTH} characters) that are never completed "
         "(their last character is masked)."))
 
-    _ban_list = field_validator("ban")(lambda cls, v: _bans(v))
+    _ban_list = field_validator("ban")(lambda cls, v: _words(v))
 
     def pattern(self, prefix: str = "") -> Optional[str]:
         """`regex` or its alias `guided_regex` (given both, they must agree; `prefix` names the field)."""
@@ -193,6 +193,11 @@ class NativeRequest(_Body):
         "from (seed, i): the lines of textgen sample --lines for the same seed. Not streamed."))
     novel: bool = Field(False, description="Lines mode: drop lines of the training text (whitespace stripped).")
     unique: bool = Field(False, description="Lines mode: drop repeated lines (whitespace stripped).")
+    must_include: Optional[list[str]] = Field(None, max_length=MAX_BANS, description=(
+        "Lines mode: drop lines without every one of these words (counted as missing_word); lines are "
+        "drawn in rounds until `lines` are kept, as textgen sample --lines --must-include."))
+
+    _word_list = field_validator("must_include")(lambda cls, v: _words(v, "a must_include word"))
 
 
 # ----------------------------------------------------------------------------- responses
