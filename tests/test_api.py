@@ -158,6 +158,19 @@ def test_cards_escape_run_text(tiny_run, tmp_path):
     assert "<script>" not in shown and "&lt;b&gt;x&lt;/b&gt;" in shown and "&lt;script&gt;x" in shown
 
 
+def test_card_curve_is_labelled_and_the_run_card_drops_the_stop_reasons_loss_in_nats():
+    from textgen.api.cards import curve_svg, run_card
+
+    svg = curve_svg([(10, 4.8), (30, float("nan")), (50, 4.414)])  # a non-finite point is left out
+    assert "max 4.800" in svg and "step 10" in svg and ">50</text>" in svg and ">4.414</text>" in svg
+    assert curve_svg([(10, 4.8)]) == ""
+    figures = {"size": "2x16", "parameters": 10, "corpus": "c", "step": 50, "val_bpc": 4.4137,
+               "best_val_bpc": 4.4137, "curve": [(10, 4.8), (50, 4.4137)]}
+    shown = run_card("r", "time limit reached: 30 s (best 3.0594 at step 50)", figures)
+    assert "time limit reached: 30 s</span>" in shown and "3.0594" not in shown and "4.4137 (best 4.4137)" in shown
+    assert 'text-align:left' in shown  # Jupyter's right-aligned table cells lose to the card's own style
+
+
 @pytest.mark.slow
 def test_train_on_a_str_then_sample_and_resume(tmp_path):
     text = TINY_TEXT * 20

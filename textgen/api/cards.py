@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 
 from textgen.summary import describe
 
@@ -26,26 +27,38 @@ def run_figures(info: dict, state: dict) -> dict:
             "curve": curve}
 
 
-def curve_svg(points: list, width: int = 240, height: int = 60) -> str:
-    """The validation bpc against the step as a small inline SVG line (empty without two points)."""
+def curve_svg(points: list, width: int = 320, height: int = 84) -> str:
+    """The validation bpc against the step as a small inline SVG line (empty without two points):
+    a caption above, the first and last steps below, the latest value beside the line's end."""
     points = [(float(x), float(y)) for x, y in points if math.isfinite(x) and math.isfinite(y)]
     if len(points) < 2:
         return ""
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x_span, y_span = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
-    pad = 4
-    coords = " ".join(f"{pad + (x - min(xs)) / x_span * (width - 2 * pad):.1f},"
-                      f"{pad + (max(ys) - y) / y_span * (height - 2 * pad):.1f}" for x, y in points)
+    left, right, top, bottom = 4, width - 70, 18, height - 18  # the plot area; labels outside it
+    placed = [(left + (x - min(xs)) / x_span * (right - left), top + (max(ys) - y) / y_span * (bottom - top))
+              for x, y in points]
+    coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in placed)
+    end_x, end_y = placed[-1]
+    grey = 'font-size="10" fill="#666"'
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-            f'aria-label="validation bits per character by step">'
+            f'aria-label="validation bits per character by step" style="display:block;margin-top:6px">'
+            f'<text x="{left}" y="10" {grey}>validation bits per character (max {max(ys):.3f})</text>'
+            f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#ddd"/>'
             f'<polyline fill="none" stroke="#1f77b4" stroke-width="1.5" points="{coords}"/>'
-            f'<text x="{width - pad}" y="{height - pad}" font-size="10" text-anchor="end" fill="#666">'
-            f'{ys[-1]:.3f} bpc</text></svg>')
+            f'<circle cx="{end_x:.1f}" cy="{end_y:.1f}" r="2.5" fill="#1f77b4"/>'
+            f'<text x="{end_x + 6:.1f}" y="{end_y + 4:.1f}" font-size="11" fill="#1f77b4">{ys[-1]:.3f}</text>'
+            f'<text x="{left}" y="{height - 4}" {grey}>step {min(xs):,.0f}</text>'
+            f'<text x="{right}" y="{height - 4}" {grey} text-anchor="end">{max(xs):,.0f}</text></svg>')
+
+
+# Inline styles on every cell: Jupyter's own table styles (right-aligned cells, striped rows) lose to them.
+CELL = "text-align:left;border:none;padding:1px 12px 1px 0"
 
 
 def _row(label: str, value) -> str:
-    return (f'<tr><td style="color:#666;padding-right:12px">{html.escape(label)}</td>'
-            f"<td>{html.escape(str(value))}</td></tr>")
+    return (f'<tr style="background:none"><td style="{CELL};color:#666">{html.escape(label)}</td>'
+            f'<td style="{CELL}">{html.escape(str(value))}</td></tr>')
 
 
 def _number(value, spec: str) -> str:
@@ -62,9 +75,11 @@ def card(title: str, subtitle: str, figures: dict, sample: str = "") -> str:
             _row("val bpc", f"{_number(figures['val_bpc'], '.4f')} (best {_number(figures['best_val_bpc'], '.4f')})")]
     parts = [f'<div class="textgen-card" style="{STYLE}">',
              f"<b>{html.escape(title)}</b> <span style=\"color:#666\">{html.escape(subtitle)}</span>",
-             f"<table>{''.join(rows)}</table>", curve_svg(figures.get("curve", []))]
+             f'<table style="border-collapse:collapse;margin:4px 0 0">{"".join(rows)}</table>',
+             curve_svg(figures.get("curve", []))]
     if sample:
-        parts.append('<pre style="white-space:pre-wrap;background:#f6f6f6;padding:6px;margin:6px 0 0">'
+        parts.append('<div style="color:#666;font-size:10px;margin-top:6px">a short sample</div>'
+                     '<pre style="white-space:pre-wrap;background:#f6f6f6;padding:6px;margin:2px 0 0">'
                      f"{html.escape(sample)}</pre>")
     parts.append("</div>")
     return "".join(parts)
@@ -76,8 +91,9 @@ def model_card(name: str, checkpoint: str, figures: dict, sample: str) -> str:
 
 
 def run_card(name: str, stopped: str | None, figures: dict) -> str:
-    """The card of a `Run`: its figures at the latest checkpoint and why it stopped."""
-    return card(f"textgen.Run {name}", stopped or "", figures)
+    """The card of a `Run`: its figures at the latest checkpoint and why it stopped (without the stop
+    reason's "(best <loss> at step N)": that loss is in nats, the card's figures give it in bpc)."""
+    return card(f"textgen.Run {name}", re.sub(r"\s*\(best [^()]*\)$", "", stopped or ""), figures)
 
 
 class ShadedText:
