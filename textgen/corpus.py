@@ -161,6 +161,7 @@ class PreparedCorpus:
     chunk_starts: list[int] | None = None  # first character index of each prepared chunk
     first_chunk: list[int] | None = None  # per vocabulary id: the chunk it first occurs in
     lines: bool = False  # prepared with --lines: each non-empty line a document, "\n" before and after each
+    documents: dict | None = None  # prepared from files as documents (textgen.documents): what was read
 
     @property
     def ids_path(self) -> Path:
@@ -177,7 +178,7 @@ class PreparedCorpus:
                    encoding=meta["encoding"], vocab=meta["vocab"], num_chars=meta["num_chars"],
                    dtype=meta["dtype"], counts=meta["counts"],
                    chunk_starts=meta.get("chunk_starts"), first_chunk=meta.get("first_chunk"),
-                   lines=bool(meta.get("lines", False)))
+                   lines=bool(meta.get("lines", False)), documents=meta.get("documents"))
 
 
 def _cache_key(path: Path, encoding: str, lines: bool = False) -> str:
@@ -205,12 +206,29 @@ def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | 
             return PreparedCorpus.load(directory)
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rebuilt below
+    hasher = hashlib.sha256()
+    texts = iter_text(path, encoding, chunk_bytes, hasher=hasher, check_nul=False)
+    empty = f"Corpus has {'no non-empty lines (--lines)' if lines else 'no characters after decoding'}. " \
+            f"Received: {str(path)!r}"
+    return encode(directory, line_documents(texts) if lines else texts, hasher.hexdigest,
+                  {"source": str(path.resolve()), "encoding": encoding, **({"lines": True} if lines else {})},
+                  empty=empty, least=1 if lines else 0, binary=lambda: _binary(path, encoding))
+
+
+def encode(directory: Path, texts: Iterator[str], digest, meta: dict, empty, least: int = 0,
+           binary=None) -> PreparedCorpus:
+    """Encode the chunks `texts` into `directory` (ids.bin and meta.json) in two passes and load it.
+
+    `digest()` gives the sha256 recorded, once `texts` are consumed; `meta` is recorded beside
+    the vocabulary (source, encoding, ...). A text of at most `least` characters is a CorpusError
+    saying `empty` (a str, or a function giving it once `texts` are consumed); a NUL character is `binary()` (a CorpusError), or refused as the vocabulary's
+    U+0000 when `binary` is None.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     remove_dead_temporaries(directory)  # of earlier prepares that died (a live one keeps its own)
 
-    # Pass 1 (the only decoding pass): hash the bytes, count the code points, note the
-    # chunk each one first occurs in, and keep the code points in a temporary file.
-    hasher = hashlib.sha256()
+    # Pass 1 (the only decoding pass): count the code points, note the chunk each one first
+    # occurs in, and keep the code points in a temporary file (the caller's iterator hashes).
     counts = np.zeros(0, dtype=np.int64)
     first_chunk = np.zeros(0, dtype=np.int64)
     chunks: list[tuple[int, np.dtype]] = []
@@ -220,8 +238,7 @@ def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | 
     tmp_ids = directory / f".ids.bin.tmp-{pid}"
     try:
         with open(tmp_cps, "wb") as cps_file:
-            texts = iter_text(path, encoding, chunk_bytes, hasher=hasher, check_nul=False)
-            for text in (line_documents(texts) if lines else texts):
+            for text in texts:
                 cps = _code_points(text)
                 chunk_counts = np.bincount(cps)
                 if len(chunk_counts) > len(counts):
@@ -238,16 +255,15 @@ def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | 
                 cps.tofile(cps_file)
                 chunks.append((len(cps), cps.dtype))
                 total += len(cps)
-        if total <= (1 if lines else 0):
-            what = "no non-empty lines (--lines)" if lines else "no characters after decoding"
-            raise CorpusError(f"Corpus has {what}. Received: {str(path)!r}")
+        if total <= least:
+            raise CorpusError(empty() if callable(empty) else empty)
         if counts[0] > 0:
-            raise _binary(path, encoding)
+            raise binary() if binary else CorpusError("The text has NUL characters (a binary file?).")
         code_points = np.flatnonzero(counts)
         if len(code_points) > MAX_VOCAB:
             raise CorpusError(
                 f"Corpus has more than {MAX_VOCAB} distinct characters; textgen stores ids as "
-                f"uint16. Received: {len(code_points)} distinct characters in {str(path)!r}"
+                f"uint16. Received: {len(code_points)} distinct characters in {meta['source']!r}"
             )
         dtype = np.uint8 if len(code_points) <= 256 else np.uint16
         lookup = np.zeros(int(code_points[-1]) + 1, dtype=dtype)
@@ -260,7 +276,7 @@ def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | 
                 cps = np.fromfile(cps_file, dtype=chunk_dtype, count=size)
                 if len(cps) != size:
                     raise CorpusError(f"Temporary file {str(tmp_cps)!r} was truncated while "
-                                      f"{str(path)!r} was being prepared; run prepare again.")
+                                      f"{meta['source']!r} was being prepared; run prepare again.")
                 ids = buffer[:size]
                 np.take(lookup, cps, out=ids)
                 ids.tofile(out)
@@ -272,16 +288,14 @@ def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | 
     vocab = [chr(int(c)) for c in code_points]
     chunk_starts = np.concatenate([[0], np.cumsum([size for size, _ in chunks])[:-1]])
     meta = {
-        "source": str(path.resolve()),
-        "sha256": hasher.hexdigest(),
-        "encoding": encoding,
+        **meta,
+        "sha256": digest(),
         "vocab": vocab,
         "num_chars": int(total),
         "dtype": np.dtype(dtype).name,
         "counts": [int(counts[c]) for c in code_points],
         "chunk_starts": [int(x) for x in chunk_starts],
         "first_chunk": [int(first_chunk[c]) for c in code_points],
-        **({"lines": True} if lines else {}),
     }
     atomic_write_json(directory / "meta.json", meta)
     return PreparedCorpus.load(directory)

@@ -176,6 +176,9 @@ def training_corpus(info: dict) -> Corpus:
 
     recorded = info.get("corpus") or {}
     source = recorded.get("source")
+    if recorded.get("documents"):
+        raise CorpusError("--novelty compares with one training file; this run was trained on "
+                          f"{recorded['documents'].get('count', 0)} documents. Sample without --novelty.")
     if not source:
         raise CorpusError("This run does not record its training corpus, so --novelty cannot compare with it.")
     path = Path(source)

@@ -141,6 +141,10 @@ class Run:
         from textgen.api.training import train
 
         recorded = self.corpus
+        documents = recorded.get("documents")
+        if corpus is None and documents:  # the files and folders it was given, and its glob
+            corpus = documents.get("given")
+            options.setdefault("glob", documents.get("glob"))
         if corpus is None:  # the file it was trained on, else its catalog name
             source = Path(recorded.get("source") or "")
             corpus = source if recorded.get("source") and source.is_file() else recorded.get("name")

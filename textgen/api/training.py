@@ -120,7 +120,7 @@ def _progress(progress):
 
 def train(corpus=None, *, run: str | None = None, checkpoints=None, time_limit: float | None = None,
           progress: bool | None = None, resume: bool = False, use_previous: bool = False,
-          encoding: str = "utf-8", lines: bool = False, **options):
+          encoding: str = "utf-8", lines: bool = False, glob: str | None = None, **options):
     """Train a character-level LSTM on `corpus` and return its `Run`, as ``textgen train`` does.
 
     `corpus`: a path, a named corpus ("shakespeare", the default) or a str of text (see
@@ -129,6 +129,8 @@ def train(corpus=None, *, run: str | None = None, checkpoints=None, time_limit: 
     not given textgen chooses and records in the run (`Run.chosen`). `progress`: True shows it
     (Rich on stderr; a line in a notebook), False shows nothing, None (default) shows it in a
     terminal or a notebook only. `lines=True` is ``--lines`` (each non-empty line a document).
+    A list of paths, a folder, or `glob` (e.g. ``"*.py"``, for the files found in folders) trains
+    on documents, one per file, as ``textgen train a.txt some/dir --glob '*.py'``.
     Ctrl-C (interrupting the kernel) stops at the next step with a checkpoint, like Ctrl-C in
     the CLI; `Run.resume` continues.
 
@@ -139,11 +141,19 @@ def train(corpus=None, *, run: str | None = None, checkpoints=None, time_limit: 
     from textgen import corpus as corpus_lib
     from textgen.api import checkpoints_dir
     from textgen.api.trained_run import Run
+    from textgen.documents import prepare_corpus
     from textgen.options import run_options
 
     model_options, train_options = run_options(time_limit=time_limit, **options)
-    path, name = resolve_corpus(corpus)
-    prepared = corpus_lib.prepare(path, encoding=encoding, lines=lines)
+    folder = isinstance(corpus, os.PathLike) or (isinstance(corpus, str) and "\n" not in corpus)
+    if isinstance(corpus, (list, tuple)) or glob is not None or (folder and Path(corpus).is_dir()):
+        paths = list(corpus) if isinstance(corpus, (list, tuple)) else [corpus]
+        if not all(isinstance(p, (str, os.PathLike)) for p in paths):
+            raise ConfigError(f"corpus must be a list of paths to train on documents. Received: {corpus!r}")
+        prepared, name = prepare_corpus(paths, glob=glob, encoding=encoding, lines=lines)
+    else:
+        path, name = resolve_corpus(corpus)
+        prepared = corpus_lib.prepare(path, encoding=encoding, lines=lines)
     from textgen.training.opening import open_run
 
     trainer = open_run(prepared, name, checkpoints_dir(checkpoints), run, model_options=model_options,

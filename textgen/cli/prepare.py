@@ -8,11 +8,12 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from textgen.cli.common import JsonOption, emit_json, out
+from textgen.cli.common import JsonOption, emit_json, err, out
 
 
 def prepare(
-    corpus: Annotated[Optional[str], typer.Argument(help="A text file, or a named corpus (default: shakespeare).")] = None,
+    corpus: Annotated[Optional[list[str]], typer.Argument(help="A text file, or a named corpus (default: shakespeare); or several files and folders, each file a document.", show_default=False)] = None,
+    glob: Annotated[Optional[str], typer.Option(help="With folders: read only the files whose names match this pattern, e.g. '*.py'.")] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = "utf-8",
     val_fraction: Annotated[float, typer.Option(help="Share of the corpus (its tail) kept for validation.")] = 0.1,
     as_json: JsonOption = False,
@@ -20,15 +21,22 @@ def prepare(
     """Encode a corpus into the cache and show its statistics, without training.
 
     Example: [bold]textgen prepare my_corpus.txt --val-fraction 0.05[/]
-    """
-    from textgen import catalog as named
-    from textgen import corpus as corpus_lib
 
-    path, name = named.resolve(corpus)
+    Several files or folders: [bold]textgen prepare notes.txt poems/ --glob '*.txt'[/] (each file a document).
+    """
+    from textgen import corpus as corpus_lib
+    from textgen import documents
+
     start = time.time()
-    prepared = corpus_lib.prepare(path, encoding=encoding)
+    prepared, name = documents.prepare_corpus(corpus, glob=glob, encoding=encoding)
+    for line in documents.reports(prepared, skipped_only=as_json):
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
     stats = corpus_lib.split_stats(prepared, val_fraction)
     stats = {"corpus": name, **stats, "seconds": round(time.time() - start, 2)}
+    if prepared.documents:
+        train_end, val_start, validation = documents.corpus_split(prepared, val_fraction)
+        stats.update(documents=prepared.documents, validation=validation, train_chars=train_end,
+                     val_chars=prepared.num_chars - val_start - (validation != "tail"))
     if as_json:
         emit_json(stats)
         return
@@ -38,7 +46,8 @@ def prepare(
     table.add_row("characters", f"{stats['characters']:,}")
     table.add_row("vocabulary", f"{stats['vocab_size']:,} distinct characters")
     table.add_row("train", f"{stats['train_chars']:,}")
-    table.add_row("validation", f"{stats['val_chars']:,} (last {val_fraction:.0%})")
+    table.add_row("validation", f"{stats['val_chars']:,} (" + (
+        "whole documents" if stats.get("validation") == "whole documents" else f"last {val_fraction:.0%}") + ")")
     unseen = stats["val_chars_unseen_in_train"]
     shown = "".join(stats["val_unseen_vocab"][:20])
     table.add_row("validation chars never seen in training", f"{unseen:,}" + (f"  {shown!r}" if unseen else ""))

@@ -98,7 +98,7 @@ class RichProgress:
         self.progress.stop()
 
 def train(
-    corpus: Annotated[Optional[str], typer.Argument(help="A text file, or a named corpus. Default: shakespeare.")] = None,
+    corpus: Annotated[Optional[list[str]], typer.Argument(help="A text file, or a named corpus (default: shakespeare); or several files and folders, each file a document.", show_default=False)] = None,
     run: Annotated[Optional[str], typer.Option(help="Run name (a directory under --checkpoints). Default: run-<date>-<time>.")] = None,
     checkpoints_dir: CheckpointsOption = Path("checkpoints"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run (default: the latest) exactly where it stopped.")] = False,
@@ -132,6 +132,7 @@ def train(
     strategy: Annotated[Optional[str], typer.Option(help=f"auto, one-device, mirrored (all local GPUs) or multi-worker (hosts in TF_CONFIG; only the chief writes checkpoints); tf.distribute, TensorFlow backend. auto = mirrored with 2+ GPUs. {default(TRAINING['strategy'])}")] = None,
     seed: Annotated[Optional[int], typer.Option(help=f"Random seed (weights, data order, dropout). {default(TRAINING['seed'])}")] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus file.")] = "utf-8",
+    glob: Annotated[Optional[str], typer.Option(help="With folders: read only the files whose names match this pattern, e.g. '*.py' (files read as documents).")] = None,
     lines: Annotated[bool, typer.Option("--lines", help="Each non-empty line of the corpus is a document (names, titles): the model learns where a line begins and ends; sample them with textgen sample --lines N.")] = False,
     as_json: JsonOption = False,
 ):
@@ -139,10 +140,11 @@ def train(
 
     Example: [bold]textgen train my_corpus.txt --time-limit 600[/]
 
+    Several files or folders: [bold]textgen train notes.txt poems/ --glob '*.txt'[/] (each file a document).
+
     Ctrl-C or SIGTERM saves a checkpoint; continue with [bold]textgen train --resume[/].
     """
-    from textgen import catalog as named
-    from textgen import corpus as corpus_lib
+    from textgen import documents
 
     model_options, train_options = run_options(
         size=size, layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout, seq_len=seq_len,
@@ -152,8 +154,7 @@ def train(
         sample_every=sample_every, sample_temperature=sample_temperature, state_reset=state_reset,
         tensorboard=tensorboard, checkpoint_seconds=checkpoint_seconds, precision=precision,
         mixed_precision=mixed_precision, jit=jit, strategy=strategy)
-    path, name = named.resolve(corpus)
-    prepared = corpus_lib.prepare(path, encoding=encoding, lines=lines)
+    prepared, name = documents.prepare_corpus(corpus, glob=glob, encoding=encoding, lines=lines)
     from textgen.training.opening import open_run
 
     progress = RichProgress(enabled=not as_json)
@@ -162,6 +163,9 @@ def train(
         model_options=model_options, train_options=train_options,
         resume=resume, callbacks=progress, use_previous=use_previous,
     )
+    for line in documents.reports(prepared, skipped_only=as_json) + [trainer.validation] * (not as_json):
+        if line:  # what was read and skipped, and what validation holds (documents only)
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
     for warning in trainer.warnings:
         err.print(f"[bold yellow]Warning:[/] {warning}")
     summary = trainer.run()

@@ -92,6 +92,7 @@ def from_weights(weights: dict, info: dict, run: str) -> ModelArrays:
     """ModelArrays from a checkpoint's `weights.npz` arrays and the run's `run.json`."""
     from textgen import __version__
     from textgen.errors import CheckpointError
+    from textgen.generation.loading import start_id
 
     def get(name):
         if name not in weights:
@@ -107,7 +108,7 @@ def from_weights(weights: dict, info: dict, run: str) -> ModelArrays:
         recurrents=[get(p + "recurrent_kernel") for p in prefixes],
         biases=[get(p + "bias") for p in prefixes],
         out_kernel=get("logits/kernel"), out_bias=get("logits/bias"),
-        vocab=vocab, start_id=vocab.index("\n") if "\n" in vocab else 0,
+        vocab=vocab, start_id=start_id(vocab),
         run=run, version=__version__,
     )
 

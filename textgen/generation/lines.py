@@ -59,6 +59,9 @@ def training_lines(info: dict) -> set:
 
     recorded = info.get("corpus") or {}
     source = recorded.get("source")
+    if recorded.get("documents"):
+        raise CorpusError("--novel compares with one training file; this run was trained on "
+                          f"{recorded['documents'].get('count', 0)} documents.")
     if not source or not Path(source).is_file():
         raise CorpusError(f"--novel compares with the run's training text, which is gone or not recorded. "
                           f"Received: source={source!r}")

@@ -79,5 +79,12 @@ def checked_weights(path: Path, model: dict) -> dict:
 
 
 def start_id(chars: Sequence[str]) -> int:
-    """The id fed when there is no prime: the corpus' newline if it has one, else 0."""
-    return list(chars).index("\n") if "\n" in chars else 0
+    """The id fed when there is no prime: the document boundary of a run trained on documents
+    (so a sample begins like a new document), else the corpus' newline if it has one, else 0."""
+    from textgen.documents import BOUNDARY
+
+    chars = list(chars)
+    for start in (BOUNDARY, "\n"):
+        if start in chars:
+            return chars.index(start)
+    return 0

@@ -6,6 +6,12 @@ segment of `seq_len` characters, so the LSTM state carried from one batch to the
 the state of the preceding text. Every position is a target. Each epoch starts the streams
 at a different offset in [0, seq_len) drawn from (seed, epoch), so an epoch's batches are a
 pure function of (seed, epoch, step): resuming needs only those three numbers.
+
+Documents (`textgen.documents`) are streamed the same way: a stream runs on across the
+boundary symbol between two documents, and its state is not zeroed there. Zeroing the state
+at a position inside a segment would need a per-step mask, which the fused (cuDNN) LSTM does
+not take; instead the model sees the boundary before every document and learns to start
+afresh after it, as it learns any other context switch.
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ from pathlib import Path
 from textgen import checkpoints, devices, files
 from textgen.backend import quiet_import_keras
 from textgen.config import ModelConfig, TrainConfig, resumed_configs
-from textgen.corpus import PreparedCorpus, split_point
+from textgen.corpus import PreparedCorpus
 from textgen.defaults import choose_defaults
+from textgen.documents import corpus_split, validation_report
 from textgen.errors import CheckpointError, ConfigError, CorpusError
 from textgen.training import distribute
 from textgen.training.batches import StreamBatches
@@ -54,7 +55,7 @@ def build_trainer(directory: Path, model_config: ModelConfig, config: TrainConfi
             "(or pip install tensorboard)."
         )
     ids = corpus.ids()
-    split = split_point(corpus.num_chars, config.val_fraction)
+    split, val_start, validation = corpus_split(corpus, config.val_fraction)
     if split < 2:
         raise CorpusError(
             f"Corpus too short to split: {corpus.num_chars} characters with --val-fraction {config.val_fraction}"
@@ -75,9 +76,33 @@ def build_trainer(directory: Path, model_config: ModelConfig, config: TrainConfi
     with distribution.scope():
         model = build_training_model(model_config, config, distributed=distribution.strategy is not None)
         warnings += devices.cudnn.cudnn_warnings(devices.cudnn.cudnn_report(model))
-    return Trainer(directory, model_config, config, model, distribution, batches,
-                   ids[split: split + config.eval_chars + 1], corpus.vocab,
-                   callbacks=callbacks or TrainingCallbacks(), resume=resume, chosen=chosen or {}, warnings=warnings)
+    trainer = Trainer(directory, model_config, config, model, distribution, batches,
+                      ids[val_start: val_start + config.eval_chars + 1], corpus.vocab,
+                      callbacks=callbacks or TrainingCallbacks(), resume=resume, chosen=chosen or {},
+                      warnings=warnings)
+    trainer.validation = validation_report(corpus, val_start, validation) if corpus.documents else None
+    return trainer
+
+
+def documents_record(corpus: PreparedCorpus, train_options: dict) -> dict:
+    """run.json's corpus fields of a run trained on documents: what was read (count, bytes, paths,
+    skipped, the glob), and how validation was split ("whole documents" or "tail")."""
+    if not corpus.documents:
+        return {}
+    val_fraction = train_options.get("val_fraction")
+    _, _, validation = corpus_split(corpus, TrainConfig.val_fraction if val_fraction is None else val_fraction)
+    return {"documents": corpus.documents, "validation": validation}
+
+
+def check_same_documents(name: str, info: dict, corpus: PreparedCorpus) -> None:
+    """A resumed documents run must read the same files with the same contents (its SHA-256)."""
+    recorded = info.get("corpus") or {}
+    if (recorded.get("documents") or corpus.documents) and recorded.get("sha256") != corpus.sha256:
+        was = (recorded.get("documents") or {}).get("count", 0)
+        raise CheckpointError(
+            f"The documents differ from those run {name!r} was trained on ({was} documents then, "
+            f"{(corpus.documents or {}).get('count', 0)} now, or their contents changed: the SHA-256 differs). "
+            "Resume with the same files, or train a new run.")
 
 
 def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | None,
@@ -127,7 +152,7 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
             "vocab": corpus.vocab,
             "corpus": {"name": corpus_name, "source": corpus.source, "sha256": corpus.sha256,
                        "encoding": corpus.encoding, "characters": corpus.num_chars,
-                       **({"lines": True} if corpus.lines else {})},
+                       **({"lines": True} if corpus.lines else {}), **documents_record(corpus, train_options)},
             "versions": files.versions(keras.backend.backend(), installed_only=True),
         }
     if not chief:
@@ -144,6 +169,7 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
         ckpt = None
         if resume:
             model_config, config = resumed_configs(directory.name, info, corpus.vocab, given_model, given_train)
+            check_same_documents(directory.name, info, corpus)
             checkpoints.clean_temporaries(directory)
             # A run stopped before its first checkpoint restarts from step 0 with its own config.
             if checkpoints.list_checkpoints(directory):
