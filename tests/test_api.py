@@ -260,7 +260,8 @@ def test_textgen_train_takes_every_option_of_the_cli():
     from textgen.cli.train import train as cli_train
     from textgen.options import OPTION_NAMES
 
-    own = {"corpus", "run", "checkpoints_dir", "resume", "use_previous", "encoding", "lines", "as_json", "time_limit"}
+    own = {"corpus", "run", "checkpoints_dir", "resume", "use_previous", "encoding", "lines", "as_json", "time_limit",
+           "glob", "jsonl", "text_field", "label_field", "csv", "text_column", "label_column"}
     cli = set(inspect.signature(cli_train).parameters)
     api = set(inspect.signature(train).parameters) - {"options", "progress", "checkpoints"}
     assert cli - own <= set(OPTION_NAMES), cli - own - set(OPTION_NAMES)

@@ -308,7 +308,7 @@ def split_point(num_chars: int, val_fraction: float) -> int:
     return num_chars - int(round(num_chars * val_fraction))
 
 
-def split_stats(corpus: PreparedCorpus, val_fraction: float) -> dict:
+def split_stats(corpus: PreparedCorpus, val_fraction: float, split: int | None = None) -> dict:
     """Statistics shown by `prepare`: sizes and validation characters never seen in training.
 
     A character whose first occurrence is at or after the split point occurs only in the
@@ -318,7 +318,7 @@ def split_stats(corpus: PreparedCorpus, val_fraction: float) -> dict:
     without that record are scanned in full.
     """
     ids = corpus.ids()
-    split = split_point(corpus.num_chars, val_fraction)
+    split = split_point(corpus.num_chars, val_fraction) if split is None else split  # documents: their own
     vocab_size = len(corpus.vocab)
     if corpus.first_chunk is not None and corpus.chunk_starts is not None:
         starts = np.asarray(corpus.chunk_starts, dtype=np.int64)

@@ -124,6 +124,8 @@ def document_texts(files: list[Path], encoding: str, chunk_bytes: int, hasher, r
                 pending, size = [], 0
         if length == 0:
             skipped["empty"] = skipped.get("empty", 0) + 1
+            if len(named) < NAMED_SKIPS:
+                named.append(str(path))
             continue
         pending.append(BOUNDARY)
         size += 1
@@ -179,17 +181,22 @@ def skipped_report(documents: dict) -> str | None:
         return None
     total = sum(skipped.values())
     why = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items()))
+    noun = "record" if documents.get("format") else "file"
     named = ", ".join(documents.get("skipped_named", []))
-    more = " …" if total > len(documents.get("skipped_named", [])) else ""
-    return f"skipped {total} file{'s' if total != 1 else ''} ({why}): {named}{more}"
+    more = " …" if named and total > len(documents.get("skipped_named", [])) else ""
+    return f"skipped {total} {noun}{'s' if total != 1 else ''} ({why})" + (f": {named}{more}" if named else "")
 
 
 def read_report(corpus: PreparedCorpus) -> str:
     """One line: the documents read and their size."""
     documents = corpus.documents or {}
     count = documents.get("count", 0)
-    return (f"{count:,} document{'s' if count != 1 else ''}, {documents.get('bytes', 0):,} bytes, "
-            f"{corpus.num_chars:,} characters with the boundaries")
+    noun = "record" if documents.get("format") else "document"
+    labels = documents.get("labels")
+    shown = "" if labels is None else "; labels " + ", ".join(f"{k} ({n:,})" for k, n in list(labels.items())[:10]) + (
+        " …" if len(labels) > 10 or documents.get("more_labels") else "")
+    return (f"{count:,} {noun}{'s' if count != 1 else ''}, {documents.get('bytes', 0):,} bytes, "
+            f"{corpus.num_chars:,} characters with the boundaries{shown}")
 
 
 def boundary_near(ids: np.ndarray, boundary_id: int, target: int, window: int = 1 << 20) -> int | None:
@@ -245,14 +252,23 @@ def validation_report(corpus: PreparedCorpus, val_start: int, kind: str) -> str:
 
 
 def prepare_corpus(corpus: Sequence[str | os.PathLike] | None, glob: str | None = None, encoding: str = "utf-8",
-                   lines: bool = False) -> tuple[PreparedCorpus, str]:
+                   lines: bool = False, table=None) -> tuple[PreparedCorpus, str]:
     """(prepared corpus, display name) for `textgen train`/`prepare`'s arguments: one file or named
-    corpus is one stream (as always); several paths, a folder or a `glob` are documents."""
+    corpus is one stream (as always); several paths, a folder or a `glob` are documents; a
+    `tables.Table` (--jsonl/--csv) is one document per record."""
     from textgen import catalog
     from textgen.corpus import prepare
     from textgen.errors import ConfigError
 
     corpus = [os.fspath(c) for c in corpus or []]
+    if table is not None:
+        from textgen.tables import prepare_table
+
+        if corpus or glob is not None or lines:
+            given = "a corpus path" if corpus else "--glob" if glob is not None else "--lines"
+            raise ConfigError(f"{table.option} FILE is the corpus: it does not combine with {given}. "
+                              f"Received: {', '.join(corpus) or glob or '--lines'}")
+        return prepare_table(table, encoding=encoding), str(table.path)
     if len(corpus) > 1 or glob is not None or (corpus and Path(corpus[0]).is_dir()):
         if lines:
             raise ConfigError("--lines reads one file (each line a document); with several files or a folder "

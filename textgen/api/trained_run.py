@@ -142,10 +142,15 @@ class Run:
 
         recorded = self.corpus
         documents = recorded.get("documents")
-        if corpus is None and documents:  # the files and folders it was given, and its glob
+        if corpus is None and documents and documents.get("format"):  # its --jsonl/--csv file and fields
+            names = ("jsonl", "text_field", "label_field") if documents["format"] == "jsonl" else \
+                ("csv", "text_column", "label_column")
+            for name, value in zip(names, (documents["paths"][0], documents["text_field"], documents.get("label_field"))):
+                options.setdefault(name, value)
+        elif corpus is None and documents:  # the files and folders it was given, and its glob
             corpus = documents.get("given")
             options.setdefault("glob", documents.get("glob"))
-        if corpus is None:  # the file it was trained on, else its catalog name
+        elif corpus is None:  # the file it was trained on, else its catalog name
             source = Path(recorded.get("source") or "")
             corpus = source if recorded.get("source") and source.is_file() else recorded.get("name")
         options.setdefault("lines", bool(recorded.get("lines")))

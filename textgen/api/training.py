@@ -120,7 +120,9 @@ def _progress(progress):
 
 def train(corpus=None, *, run: str | None = None, checkpoints=None, time_limit: float | None = None,
           progress: bool | None = None, resume: bool = False, use_previous: bool = False,
-          encoding: str = "utf-8", lines: bool = False, glob: str | None = None, **options):
+          encoding: str = "utf-8", lines: bool = False, glob: str | None = None, jsonl=None,
+          text_field: str | None = None, label_field: str | None = None, csv=None, text_column: str | None = None,
+          label_column: str | None = None, **options):
     """Train a character-level LSTM on `corpus` and return its `Run`, as ``textgen train`` does.
 
     `corpus`: a path, a named corpus ("shakespeare", the default) or a str of text (see
@@ -131,6 +133,8 @@ def train(corpus=None, *, run: str | None = None, checkpoints=None, time_limit: 
     terminal or a notebook only. `lines=True` is ``--lines`` (each non-empty line a document).
     A list of paths, a folder, or `glob` (e.g. ``"*.py"``, for the files found in folders) trains
     on documents, one per file, as ``textgen train a.txt some/dir --glob '*.py'``.
+    `jsonl` + `text_field` (or `csv` + `text_column`), with an optional `label_field` /
+    `label_column`: one document per record, as ``textgen train --jsonl FILE --text-field F``.
     Ctrl-C (interrupting the kernel) stops at the next step with a checkpoint, like Ctrl-C in
     the CLI; `Run.resume` continues.
 
@@ -143,14 +147,17 @@ def train(corpus=None, *, run: str | None = None, checkpoints=None, time_limit: 
     from textgen.api.trained_run import Run
     from textgen.documents import prepare_corpus
     from textgen.options import run_options
+    from textgen.tables import table_option
 
     model_options, train_options = run_options(time_limit=time_limit, **options)
+    table = table_option(jsonl, csv, text_field, text_column, label_field, label_column)
     folder = isinstance(corpus, os.PathLike) or (isinstance(corpus, str) and "\n" not in corpus)
-    if isinstance(corpus, (list, tuple)) or glob is not None or (folder and Path(corpus).is_dir()):
-        paths = list(corpus) if isinstance(corpus, (list, tuple)) else [corpus]
+    if table is not None or isinstance(corpus, (list, tuple)) or glob is not None or (
+            folder and Path(corpus).is_dir()):
+        paths = list(corpus) if isinstance(corpus, (list, tuple)) else [] if corpus is None else [corpus]
         if not all(isinstance(p, (str, os.PathLike)) for p in paths):
             raise ConfigError(f"corpus must be a list of paths to train on documents. Received: {corpus!r}")
-        prepared, name = prepare_corpus(paths, glob=glob, encoding=encoding, lines=lines)
+        prepared, name = prepare_corpus(paths, glob=glob, encoding=encoding, lines=lines, table=table)
     else:
         path, name = resolve_corpus(corpus)
         prepared = corpus_lib.prepare(path, encoding=encoding, lines=lines)

@@ -31,11 +31,11 @@ def prepare(
     prepared, name = documents.prepare_corpus(corpus, glob=glob, encoding=encoding)
     for line in documents.reports(prepared, skipped_only=as_json):
         err.print(line, markup=False, highlight=False, soft_wrap=True)
-    stats = corpus_lib.split_stats(prepared, val_fraction)
+    train_end, val_start, validation = documents.corpus_split(prepared, val_fraction)
+    stats = corpus_lib.split_stats(prepared, val_fraction, split=train_end)
     stats = {"corpus": name, **stats, "seconds": round(time.time() - start, 2)}
-    if prepared.documents:
-        train_end, val_start, validation = documents.corpus_split(prepared, val_fraction)
-        stats.update(documents=prepared.documents, validation=validation, train_chars=train_end,
+    if prepared.documents:  # validation from the boundary (an input, not a target) to the end
+        stats.update(documents=prepared.documents, validation=validation,
                      val_chars=prepared.num_chars - val_start - (validation != "tail"))
     if as_json:
         emit_json(stats)

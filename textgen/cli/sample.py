@@ -158,6 +158,7 @@ def sample(
     unique: Annotated[bool, typer.Option("--unique", help="With --lines: drop lines already written (surrounding whitespace stripped).")] = False,
     must_include: Annotated[list[str], typer.Option(help="Every sample (prime included; each line with --lines) contains this word: a sample without it is drawn again, up to --tries times, and stderr says how many tries each took (with --lines such lines are dropped and counted). Repeat for several.")] = [],  # noqa: B006
     tries: Annotated[Optional[int], typer.Option(help="With --must-include: draws per sample at most; a sample that has none with every word is left out and reported. (default: 20)")] = None,
+    record_label: Annotated[Optional[str], typer.Option("--label", help="A run trained with --label-field/--label-column: write a new record of this label (the label is read first, not printed).")] = None,
     run: Annotated[Optional[str], typer.Option(help="Run to sample from. (default: the most recently trained)")] = None,
     checkpoint: Annotated[str, typer.Option(help="latest, best, or a checkpoint directory name such as ckpt-00001200.")] = "latest",
     checkpoints_dir: CheckpointsOption = Path("checkpoints"),
@@ -181,6 +182,7 @@ def sample(
     from textgen.generation.loading import load_run, start_id
     from textgen.generation.session import SamplingSession, random_seed
     from textgen.generation.writers import MAX_TRIES, Sample, check_words, sample_including, write_samples
+    from textgen.tables import label_lead
 
     temps = _temperatures(temperature)
     positive_int("length", length, option=True)
@@ -200,6 +202,9 @@ def sample(
     directory = checkpoints.find_run(checkpoints_dir, run)
     info, ckpt, engine = load_run(directory, checkpoint, use_previous=use_previous)
     session = SamplingSession(engine, info["vocab"], start_id(info["vocab"]), capacity=num_samples)
+    if record_label is not None and lines is not None:
+        raise ConfigError("--label writes records, --lines lines: give one of them.")
+    session.lead = tuple(label_lead(info, info["vocab"], record_label))
     prime_ids = session.vocab.encode(prime)  # characters the model never saw: an error before anything is printed
     steered = checked_steering(info["vocab"], regex, [_unescape(w) for w in ban], stops, prime_ids.tolist(), length,
                                lines is not None)
@@ -292,7 +297,7 @@ def sample(
         session.close()
     if as_json:
         emit_json({"run": directory.name, "checkpoint": ckpt.path.name, "step": ckpt.step, "seed": seed,
-                   "prime": prime, "length": length, "top_k": top_k, "top_p": top_p, "stop": stops,
+                   "prime": prime, "label": record_label, "length": length, "top_k": top_k, "top_p": top_p, "stop": stops,
                    "regex": regex, "ban": list(ban), "must_include": words, "samples": results})
 
 

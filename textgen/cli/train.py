@@ -133,6 +133,12 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help=f"Random seed (weights, data order, dropout). {default(TRAINING['seed'])}")] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus file.")] = "utf-8",
     glob: Annotated[Optional[str], typer.Option(help="With folders: read only the files whose names match this pattern, e.g. '*.py' (files read as documents).")] = None,
+    jsonl: Annotated[Optional[Path], typer.Option(help="A JSON Lines file: each record's --text-field is a document (instead of a corpus path).", show_default=False)] = None,
+    text_field: Annotated[Optional[str], typer.Option(help="With --jsonl: the field holding each record's text.")] = None,
+    label_field: Annotated[Optional[str], typer.Option(help="With --jsonl: a field whose value labels the record; the model learns to write for a label (textgen sample --label X).")] = None,
+    csv: Annotated[Optional[Path], typer.Option(help="A CSV file with a header row: each row's --text-column is a document.", show_default=False)] = None,
+    text_column: Annotated[Optional[str], typer.Option(help="With --csv: the column holding each row's text.")] = None,
+    label_column: Annotated[Optional[str], typer.Option(help="With --csv: a column whose value labels the row (textgen sample --label X).")] = None,
     lines: Annotated[bool, typer.Option("--lines", help="Each non-empty line of the corpus is a document (names, titles): the model learns where a line begins and ends; sample them with textgen sample --lines N.")] = False,
     as_json: JsonOption = False,
 ):
@@ -142,9 +148,12 @@ def train(
 
     Several files or folders: [bold]textgen train notes.txt poems/ --glob '*.txt'[/] (each file a document).
 
+    Records: [bold]textgen train --jsonl reviews.jsonl --text-field text --label-field stars[/]
+
     Ctrl-C or SIGTERM saves a checkpoint; continue with [bold]textgen train --resume[/].
     """
     from textgen import documents
+    from textgen.tables import table_option
 
     model_options, train_options = run_options(
         size=size, layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout, seq_len=seq_len,
@@ -154,7 +163,8 @@ def train(
         sample_every=sample_every, sample_temperature=sample_temperature, state_reset=state_reset,
         tensorboard=tensorboard, checkpoint_seconds=checkpoint_seconds, precision=precision,
         mixed_precision=mixed_precision, jit=jit, strategy=strategy)
-    prepared, name = documents.prepare_corpus(corpus, glob=glob, encoding=encoding, lines=lines)
+    table = table_option(jsonl, csv, text_field, text_column, label_field, label_column)
+    prepared, name = documents.prepare_corpus(corpus, glob=glob, encoding=encoding, lines=lines, table=table)
     from textgen.training.opening import open_run
 
     progress = RichProgress(enabled=not as_json)

@@ -67,6 +67,7 @@ class SamplingSession:
         self.vocab = None if self.ids_only else Vocabulary(chars)
         self.chars = ("",) * engine.vocab_size if self.ids_only else self.vocab.chars
         self.start_id = start_id
+        self.lead: tuple = ()  # ids fed before every prime (`tables.label_lead`; not scored), else start_id alone
         self.streams: list = []  # row r of the state belongs to streams[r]
         self.state = None
         self._filtered = 0  # live streams with top-k or top-p (sampled by numpy, not the compiled draw)
@@ -117,7 +118,7 @@ class SamplingSession:
         for spec in specs:
             spec.validate()
             ids = self._prime_ids(spec)
-            key = tuple(ids or [self.start_id])
+            key = (*self.lead, *ids) if self.lead else tuple(ids or [self.start_id])
             score = (spec.logprobs or 0) if spec.prime_logprobs else None
             before = wanted[key][1] if key in wanted else None
             if before is not None:
