@@ -285,3 +285,21 @@ def reports(corpus: PreparedCorpus, skipped_only: bool = False) -> list[str]:
         return []
     skipped = skipped_report(corpus.documents)
     return ([] if skipped_only else [f"read {read_report(corpus)}"]) + ([skipped] if skipped else [])
+
+
+def recorded_corpus(root, run: str | None) -> tuple[list[str], str | None, object, bool]:
+    """(paths, glob, table, lines) that run `run` under `root` was trained on, from its run.json,
+    for `textgen train --resume` given no corpus: its files and glob, its table, or its file."""
+    from textgen import checkpoints
+    from textgen.tables import Table
+
+    recorded = checkpoints.read_run_file(checkpoints.find_run(Path(root), run)).get("corpus") or {}
+    documents = recorded.get("documents") or {}
+    if documents.get("format"):
+        return [], None, Table(Path(documents["paths"][0]), documents["format"], documents["text_field"],
+                               documents.get("label_field")), False
+    if documents:
+        return list(documents.get("given", [])), documents.get("glob"), None, False
+    source = recorded.get("source")
+    name = source if source and Path(source).is_file() else recorded.get("name")
+    return ([name] if name else []), None, None, bool(recorded.get("lines"))

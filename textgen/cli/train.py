@@ -98,7 +98,7 @@ class RichProgress:
         self.progress.stop()
 
 def train(
-    corpus: Annotated[Optional[list[str]], typer.Argument(help="A text file, or a named corpus (default: shakespeare); or several files and folders, each file a document.", show_default=False)] = None,
+    corpus: Annotated[Optional[list[str]], typer.Argument(help="A text file, or a named corpus (default: shakespeare; with --resume, the run's own); or several files and folders, each file a document.", show_default=False)] = None,
     run: Annotated[Optional[str], typer.Option(help="Run name (a directory under --checkpoints). Default: run-<date>-<time>.")] = None,
     checkpoints_dir: CheckpointsOption = Path("checkpoints"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run (default: the latest) exactly where it stopped.")] = False,
@@ -164,6 +164,8 @@ def train(
         tensorboard=tensorboard, checkpoint_seconds=checkpoint_seconds, precision=precision,
         mixed_precision=mixed_precision, jit=jit, strategy=strategy)
     table = table_option(jsonl, csv, text_field, text_column, label_field, label_column)
+    if resume and not corpus and table is None and glob is None:  # what the run was trained on
+        corpus, glob, table, lines = documents.recorded_corpus(checkpoints_dir, run)
     prepared, name = documents.prepare_corpus(corpus, glob=glob, encoding=encoding, lines=lines, table=table)
     from textgen.training.opening import open_run
 
