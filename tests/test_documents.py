@@ -86,6 +86,20 @@ def test_a_large_file_is_checked_before_it_is_read(tmp_path):
     assert small.sha256 == prepared.sha256
 
 
+def test_documents_are_streamed_in_bounded_chunks(tmp_path):
+    import hashlib
+
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(60):
+        (root / f"{i:03d}.txt").write_text(f"{i:03d} " + "lorem ipsum " * 25, encoding="utf-8")  # 304 characters
+    record = {}
+    chunks = list(documents.document_texts(documents.collect([root]), "utf-8", 1000, hashlib.sha256(), record))
+    assert record["count"] == 60 and len(chunks) > 10
+    assert max(map(len, chunks)) < 1000 + 305  # never more than a chunk and one file's text at a time
+    assert "".join(chunks).count(BOUNDARY) == 61
+
+
 def test_the_cache_follows_the_files(tmp_path, monkeypatch):
     root = write_folder(tmp_path / "docs", english=3, russian=1)
     first = documents.prepare_documents([root], glob="*.txt")
@@ -188,3 +202,17 @@ def test_the_api_trains_on_documents(tmp_path):
     assert resumed.corpus["documents"]["count"] == 3
     with pytest.raises(textgen.TextgenError, match="Corpus path not found"):
         textgen.train([root / "en00.txt", root / "nope"], progress=False)
+
+
+def test_what_needs_one_training_file_says_so_for_documents(tmp_path):
+    from textgen.errors import CorpusError
+    from textgen.export.quality import validation_ids
+    from textgen.generation.lines import training_lines
+    from textgen.novelty import training_corpus
+
+    info = {"name": "docs", "vocab": list("ab"), "corpus": {"source": str(tmp_path), "documents": {"count": 12}}}
+    assert validation_ids(info) == (None, "the run was trained on documents, so the bpc change was not measured")
+    with pytest.raises(CorpusError, match="--novelty compares with one training file; this run was trained on 12"):
+        training_corpus(info)
+    with pytest.raises(CorpusError, match="--novel compares with one training file; this run was trained on 12"):
+        training_lines(info)

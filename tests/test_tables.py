@@ -85,7 +85,8 @@ def test_the_cache_follows_the_file_and_the_fields(tmp_path):
     (["--csv", "{short}", "--text-column", "review"], ["Record 2 of", "no column 'review'"]),
     (["--jsonl", "{empty}", "--text-field", "review"], ["No records with text in", "1 empty"]),
 ])
-def test_bad_tables_are_one_line(tmp_path, args, fragments):
+@pytest.mark.parametrize("command", ["train", "prepare"])
+def test_bad_tables_are_one_line(tmp_path, args, fragments, command):
     files = {"jsonl": write_jsonl(tmp_path / "r.jsonl"), "missing": tmp_path / "missing.jsonl",
              "late": write_jsonl(tmp_path / "late.jsonl", extra=['{"text": "no review"}']),
              "broken": write_jsonl(tmp_path / "broken.jsonl", extra=['{"review": ']),
@@ -94,7 +95,8 @@ def test_bad_tables_are_one_line(tmp_path, args, fragments):
     files["csv"].write_text("stars,review\ngood,Fine.\n", encoding="utf-8")
     files["short"].write_text("stars,review\ngood,Fine.\nbad\n", encoding="utf-8")
     args = [arg.format(**files) for arg in args]
-    assert_one_line_error(invoke("train", *args, *TINY_SIZE, "--epochs", 1), *fragments)
+    assert_one_line_error(invoke(command, *args, *([*TINY_SIZE, "--epochs", 1] if command == "train" else [])),
+                          *fragments)
 
 
 def test_a_label_is_fed_before_the_prime_and_not_written():

@@ -26,6 +26,8 @@ def validation_ids(info: dict) -> tuple[np.ndarray | None, str | None]:
     source = recorded.get("source")
     if not source:
         return None, "the run does not record its corpus, so the bpc change was not measured"
+    if recorded.get("documents"):  # several files or a table: not one file to read again here
+        return None, "the run was trained on documents, so the bpc change was not measured"
     if not Path(source).is_file():
         return None, f"the run's corpus {source!r} is gone, so the bpc change was not measured"
     try:
