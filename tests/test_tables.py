@@ -144,6 +144,16 @@ def test_train_on_labelled_records_and_sample_a_label(tmp_path):
         assert sampled.exit_code == 0, sampled.output
         data = json.loads(sampled.stdout)
         assert data["label"] == label and data["samples"][0]["text"] == answer  # the label is read, not printed
+    import textgen
+
+    model = textgen.load("answers", checkpoints=tmp_path / "ck")
+    assert model.sample(label="good", length=4, temperature=0, stop=BOUNDARY) == "yes!"  # the API, as the CLI
+    assert model.sample(label="bad", length=12, temperature=0.5, seed=2, n=2) == [
+        s["text"] for s in json.loads(invoke("sample", "--checkpoints", tmp_path / "ck", "--label", "bad", "--length",
+                                             12, "--seed", 2, "--num-samples", 2, "--temperature", 0.5,
+                                             "--json").stdout)["samples"]]
+    with pytest.raises(textgen.TextgenError, match="Unknown label: run 'answers' knows"):
+        model.sample(label="meh")
     assert_one_line_error(invoke("sample", "--checkpoints", tmp_path / "ck", "--label", "meh"),
                           "Unknown label: run 'answers' knows", "Received: label='meh'")
     assert_one_line_error(invoke("sample", "--checkpoints", tmp_path / "ck", "--label", "good", "--lines", 2),

@@ -101,10 +101,14 @@ class Model:
         """The characters the model knows, in id order."""
         return list(self.info["vocab"])
 
-    def _session(self, capacity: int):
+    def _session(self, capacity: int, label: str | None = None):
         from textgen.generation.session import SamplingSession
+        from textgen.tables import label_lead
 
-        return SamplingSession(self._engine, self.info["vocab"], self._start_id, capacity=capacity)
+        lead = tuple(label_lead(self.info, self.info["vocab"], label))  # an unknown label: before anything is made
+        session = SamplingSession(self._engine, self.info["vocab"], self._start_id, capacity=capacity)
+        session.lead = lead
+        return session
 
     def _check(self, prime, length, temperature, top_k, top_p, seed, stop, n) -> None:
         """Refuse what `textgen sample` refuses, with its messages, before anything is made."""
@@ -133,14 +137,15 @@ class Model:
         return checked_steering(self.info["vocab"], regex, ban, _stops(stop), self._vocab.encode(prime).tolist(),
                                 length, lines)
 
-    def _events(self, prime, length, temperature, top_k, top_p, seed, stop, n, keep_text, regex=None, ban=None):
+    def _events(self, prime, length, temperature, top_k, top_p, seed, stop, n, keep_text, regex=None, ban=None,
+                label=None):
         """Check the settings as `textgen sample` does, then yield `write_samples`' events."""
         from textgen.generation.session import random_seed
         from textgen.generation.writers import write_samples
 
         self._check(prime, length, temperature, top_k, top_p, seed, stop, n)
         steered = self._steering(prime, length, stop, regex, ban)
-        session = self._session(n)
+        session = self._session(n, label)
         try:
             seed = random_seed() if seed is None else seed
             yield from write_samples(session, prime, [_temperature(temperature)], n, length, seed, top_k, top_p,
@@ -151,7 +156,8 @@ class Model:
     def sample(self, prime: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int | None = None, stop: str | Sequence[str] | None = None,
                n: int = 1, regex: str | None = None, ban: str | Sequence[str] | None = None,
-               must_include: str | Sequence[str] | None = None, tries: int = 20) -> str | list[str]:
+               must_include: str | Sequence[str] | None = None, tries: int = 20,
+               label: str | None = None) -> str | list[str]:
         """The text that follows `prime` (without the prime): a str, or a list of `n` str.
 
         The same settings and seed give the same text as ``textgen sample`` (which prints the
@@ -163,7 +169,8 @@ class Model:
         `must_include`: words every sample (prime included) contains, by drawing a sample again up
         to `tries` times (``--must-include``/``--tries``): each kept sample is a `SampledText`
         whose `tries` says how many draws it took, one that found none is None (all None: a
-        ConfigError).
+        ConfigError). `label`: for a run trained with a label field, a new record of that label
+        (``--label``; the label is read first, not returned; an unknown one is a ConfigError).
 
         Example:
             >>> model.sample("ROMEO:", length=50, temperature=0.5, seed=7)
@@ -174,13 +181,14 @@ class Model:
 
         if must_include:
             texts = self._including(prime, length, temperature, top_k, top_p, seed, stop, n, regex, ban,
-                                    must_include, tries)
+                                    must_include, tries, label)
         else:
             texts = [event.text for event in self._events(prime, length, temperature, top_k, top_p, seed, stop, n,
-                                                          True, regex, ban) if isinstance(event, Sample)]
+                                                          True, regex, ban, label) if isinstance(event, Sample)]
         return texts[0] if n == 1 else texts
 
-    def _including(self, prime, length, temperature, top_k, top_p, seed, stop, n, regex, ban, must_include, tries):
+    def _including(self, prime, length, temperature, top_k, top_p, seed, stop, n, regex, ban, must_include, tries,
+                   label=None):
         """`sample` with `must_include`: `sample_including`, as ``textgen sample --must-include``."""
         from textgen.generation.session import random_seed
         from textgen.generation.writers import check_words, sample_including
@@ -189,7 +197,7 @@ class Model:
         steered = self._steering(prime, length, stop, regex, ban)
         words = check_words([must_include] if isinstance(must_include, str) else list(must_include),
                             self.info["vocab"], prime, length, tries)
-        session = self._session(n)
+        session = self._session(n, label)
         try:
             included = sample_including(session, prime, _temperature(temperature), n, length,
                                         random_seed() if seed is None else seed, words, tries, top_k, top_p,
