@@ -187,6 +187,22 @@ def _cache_key(path: Path, encoding: str, lines: bool = False) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
 
 
+def cache_entry(cache_dir: Path | None, name: str) -> Path:
+    """The directory of the cache entry `name`, under `cache_dir` or the cache root."""
+    return (Path(cache_dir) if cache_dir is not None else cache_root()) / name
+
+
+def cached(directory: Path, force: bool = False) -> PreparedCorpus | None:
+    """The corpus prepared in `directory`, or None when it must be (re)built: `force`, no entry,
+    or a damaged one."""
+    if not force and (directory / "meta.json").exists():
+        try:
+            return PreparedCorpus.load(directory)
+        except (OSError, ValueError, KeyError):
+            pass
+    return None
+
+
 def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | None = None,
             force: bool = False, chunk_bytes: int = CHUNK_BYTES, lines: bool = False) -> PreparedCorpus:
     """Encode `path` into the cache (or re-use the cached encoding) and return it.
@@ -199,13 +215,10 @@ def prepare(path: str | os.PathLike, encoding: str = "utf-8", cache_dir: Path | 
     path = Path(path)
     _check_source(path)
     encoding = _check_encoding(encoding)
-    root = Path(cache_dir) if cache_dir is not None else cache_root()
-    directory = root / f"{path.stem[:40]}-{_cache_key(path, encoding, lines)}"
-    if not force and (directory / "meta.json").exists():
-        try:
-            return PreparedCorpus.load(directory)
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache entry is rebuilt below
+    directory = cache_entry(cache_dir, f"{path.stem[:40]}-{_cache_key(path, encoding, lines)}")
+    found = cached(directory, force)
+    if found is not None:
+        return found
     hasher = hashlib.sha256()
     texts = iter_text(path, encoding, chunk_bytes, hasher=hasher, check_nul=False)
     empty = f"Corpus has {'no non-empty lines (--lines)' if lines else 'no characters after decoding'}. " \

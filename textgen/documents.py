@@ -27,7 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
-from textgen.corpus import CHUNK_BYTES, PreparedCorpus, _check_encoding, cache_root, encode, iter_text, split_point
+from textgen.corpus import (
+    CHUNK_BYTES,
+    PreparedCorpus,
+    _check_encoding,
+    cache_entry,
+    cached,
+    encode,
+    iter_text,
+    split_point,
+)
 from textgen.errors import CorpusError
 
 BOUNDARY = "\x1e"  # U+001E RECORD SEPARATOR, between documents
@@ -151,14 +160,11 @@ def prepare_documents(paths: Sequence[str | os.PathLike], glob: str | None = Non
     """
     files = collect(paths, glob)
     encoding = _check_encoding(encoding)
-    root = Path(cache_dir) if cache_dir is not None else cache_root()
     first = Path(paths[0]).resolve().name or "documents"
-    directory = root / f"{first[:40]}-docs-{_cache_key(files, encoding, glob)}"
-    if not force and (directory / "meta.json").exists():
-        try:
-            return PreparedCorpus.load(directory)
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache entry is rebuilt below
+    directory = cache_entry(cache_dir, f"{first[:40]}-docs-{_cache_key(files, encoding, glob)}")
+    found = cached(directory, force)
+    if found is not None:
+        return found
     # what was given (to read the same files again on resume), then what was read
     record = {"given": [str(Path(p).resolve()) for p in paths], **({"glob": glob} if glob else {})}
     hasher = hashlib.sha256()

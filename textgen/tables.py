@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from textgen.corpus import CHUNK_BYTES, PreparedCorpus, _check_encoding, cache_root, encode
+from textgen.corpus import CHUNK_BYTES, PreparedCorpus, _check_encoding, cache_entry, cached, encode
 from textgen.documents import BOUNDARY
 from textgen.errors import ConfigError, CorpusError
 
@@ -163,13 +163,10 @@ def prepare_table(table: Table, encoding: str = "utf-8", cache_dir: Path | None 
     encoding = _check_encoding(encoding)
     st = path.stat()
     key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{table.format}|{table.text}|{table.label}|{encoding}|v1"
-    directory = (Path(cache_dir) if cache_dir is not None else cache_root()) / \
-        f"{path.stem[:40]}-{table.format}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-    if not force and (directory / "meta.json").exists():
-        try:
-            return PreparedCorpus.load(directory)
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache entry is rebuilt below
+    directory = cache_entry(cache_dir, f"{path.stem[:40]}-{table.format}-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
+    found = cached(directory, force)
+    if found is not None:
+        return found
     hasher = hashlib.sha256()
     record = {"format": table.format, "text_field": table.text,
               **({"label_field": table.label} if table.label is not None else {})}

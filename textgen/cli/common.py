@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -122,6 +122,15 @@ CheckpointsOption = Annotated[
     Path, typer.Option("--checkpoints", help="Directory holding the runs.", envvar="TEXTGEN_CHECKPOINTS")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
+
+# What a corpus is read from besides files and folders (`textgen prepare` and `textgen train`).
+GlobOption = Annotated[Optional[str], typer.Option(help="With folders: read only the files whose names match this pattern, e.g. '*.py' (each file a document).")]
+JsonlOption = Annotated[Optional[Path], typer.Option(help="A JSON Lines file: each record's --text-field is a document (instead of a corpus path).", show_default=False)]
+TextFieldOption = Annotated[Optional[str], typer.Option(help="With --jsonl: the field holding each record's text.")]
+LabelFieldOption = Annotated[Optional[str], typer.Option(help="With --jsonl: a field whose value labels the record; the model learns to write for a label (textgen sample --label X).")]
+CsvOption = Annotated[Optional[Path], typer.Option(help="A CSV file with a header row: each row's --text-column is a document.", show_default=False)]
+TextColumnOption = Annotated[Optional[str], typer.Option(help="With --csv: the column holding each row's text.")]
+LabelColumnOption = Annotated[Optional[str], typer.Option(help="With --csv: a column whose value labels the row (textgen sample --label X).")]
 
 
 def emit_json(obj) -> None:

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
+from textgen.cli import common
 from textgen.cli.common import JsonOption, emit_json, err, out
 
 
 def prepare(
     corpus: Annotated[Optional[list[str]], typer.Argument(help="A text file, or a named corpus (default: shakespeare); or several files and folders, each file a document.", show_default=False)] = None,
-    glob: Annotated[Optional[str], typer.Option(help="With folders: read only the files whose names match this pattern, e.g. '*.py'.")] = None,
-    jsonl: Annotated[Optional[Path], typer.Option(help="A JSON Lines file: each record's --text-field is a document.", show_default=False)] = None,
-    text_field: Annotated[Optional[str], typer.Option(help="With --jsonl: the field holding each record's text.")] = None,
-    label_field: Annotated[Optional[str], typer.Option(help="With --jsonl: a field whose value labels the record.")] = None,
-    csv: Annotated[Optional[Path], typer.Option(help="A CSV file with a header row: each row's --text-column is a document.", show_default=False)] = None,
-    text_column: Annotated[Optional[str], typer.Option(help="With --csv: the column holding each row's text.")] = None,
-    label_column: Annotated[Optional[str], typer.Option(help="With --csv: a column whose value labels the row.")] = None,
+    glob: common.GlobOption = None,
+    jsonl: common.JsonlOption = None,
+    text_field: common.TextFieldOption = None,
+    label_field: common.LabelFieldOption = None,
+    csv: common.CsvOption = None,
+    text_column: common.TextColumnOption = None,
+    label_column: common.LabelColumnOption = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = "utf-8",
     val_fraction: Annotated[float, typer.Option(help="Share of the corpus (its tail) kept for validation.")] = 0.1,
     as_json: JsonOption = False,

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from textgen.cli import common
 from textgen.cli.common import CheckpointsOption, JsonOption, emit_json, err, out
 from textgen.config import DEFAULT_PRESET, PRESETS, ModelConfig, TrainConfig, defaults
 from textgen.defaults import CORPUS_RULES, MANY_PASSES, MANY_PASSES_MIN_DROPOUT, NO_BUDGET_PATIENCE, PASS_RULES
@@ -132,13 +133,13 @@ def train(
     strategy: Annotated[Optional[str], typer.Option(help=f"auto, one-device, mirrored (all local GPUs) or multi-worker (hosts in TF_CONFIG; only the chief writes checkpoints); tf.distribute, TensorFlow backend. auto = mirrored with 2+ GPUs. {default(TRAINING['strategy'])}")] = None,
     seed: Annotated[Optional[int], typer.Option(help=f"Random seed (weights, data order, dropout). {default(TRAINING['seed'])}")] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus file.")] = "utf-8",
-    glob: Annotated[Optional[str], typer.Option(help="With folders: read only the files whose names match this pattern, e.g. '*.py' (files read as documents).")] = None,
-    jsonl: Annotated[Optional[Path], typer.Option(help="A JSON Lines file: each record's --text-field is a document (instead of a corpus path).", show_default=False)] = None,
-    text_field: Annotated[Optional[str], typer.Option(help="With --jsonl: the field holding each record's text.")] = None,
-    label_field: Annotated[Optional[str], typer.Option(help="With --jsonl: a field whose value labels the record; the model learns to write for a label (textgen sample --label X).")] = None,
-    csv: Annotated[Optional[Path], typer.Option(help="A CSV file with a header row: each row's --text-column is a document.", show_default=False)] = None,
-    text_column: Annotated[Optional[str], typer.Option(help="With --csv: the column holding each row's text.")] = None,
-    label_column: Annotated[Optional[str], typer.Option(help="With --csv: a column whose value labels the row (textgen sample --label X).")] = None,
+    glob: common.GlobOption = None,
+    jsonl: common.JsonlOption = None,
+    text_field: common.TextFieldOption = None,
+    label_field: common.LabelFieldOption = None,
+    csv: common.CsvOption = None,
+    text_column: common.TextColumnOption = None,
+    label_column: common.LabelColumnOption = None,
     lines: Annotated[bool, typer.Option("--lines", help="Each non-empty line of the corpus is a document (names, titles): the model learns where a line begins and ends; sample them with textgen sample --lines N.")] = False,
     as_json: JsonOption = False,
 ):
