@@ -67,7 +67,7 @@ def test_lines_are_the_clis_lines(names_run, names_model):
     (lambda m: m.sample(ban=["Zed"]), ["never saw ('Z')"]),
     (lambda m: next(m.stream(regex="a{20}", length=10)), ["needs at least 20 more characters"]),
     (lambda m: m.lines(0), ["n must be a positive integer"]),
-    (lambda m: m.lines(3, regex="[0-9]"), ["No text over the model's"]),
+    (lambda m: m.lines(3, regex="[0-9]"), ["--lines needs a run trained on lines", "train FILE --lines"]),
 ])
 def test_what_the_cli_refuses_the_api_refuses(model, call, fragments):
     with pytest.raises(ConfigError) as caught:

@@ -193,8 +193,8 @@ def test_lines_need_line_ends_and_novel_needs_the_training_text():
     flat = SimpleNamespace(name="flat", info={"vocab": list("abc ")}, chars=frozenset("abc "))
     with pytest.raises(APIError) as caught:
         plan_lines(NativeRequest(model="flat", lines=2), flat, Settings())
-    assert caught.value.param == "lines" and "no newline" in caught.value.message
-    gone = SimpleNamespace(name="gone", info={"vocab": list("ab\n"), "corpus": {"source": "/nowhere/names.txt"}},
+    assert caught.value.param == "lines" and "lines needs a run trained on lines" in caught.value.message
+    gone = SimpleNamespace(name="gone", info={"vocab": list("ab\n"), "corpus": {"source": "/nowhere/names.txt", "lines": True}},
                            chars=frozenset("ab\n"))
     with pytest.raises(APIError) as caught:
         plan_lines(NativeRequest(model="gone", lines=2, novel=True), gone, Settings())

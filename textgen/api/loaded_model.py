@@ -43,7 +43,7 @@ def _temperature(value) -> float:
 
 class SampledLines(list):
     """The lines `Model.lines` kept (a list of str), with `sampled` (lines drawn in all),
-    `dropped` ({reason: count}: too_long, empty, in_training, repeat) and `report` (the line
+    `dropped` ({reason: count}: too_long, empty, in_training, repeat, missing_word) and `report` (the line
     ``textgen sample --lines`` writes on stderr)."""
 
     def __init__(self, result):
@@ -132,8 +132,9 @@ class Model:
     def _steering(self, prime, length, stop, regex, ban, lines: bool = False):
         """`regex` / `ban` as `textgen sample --regex/--ban` compiles and checks them (None without)."""
         from textgen.generation.constraints import checked_steering
+        from textgen.generation.writers import word_list
 
-        ban = [ban] if isinstance(ban, str) else list(ban or ())
+        ban = word_list(ban, "ban")
         return checked_steering(self.info["vocab"], regex, ban, _stops(stop), self._vocab.encode(prime).tolist(),
                                 length, lines)
 
@@ -156,7 +157,7 @@ class Model:
     def sample(self, prime: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int | None = None, stop: str | Sequence[str] | None = None,
                n: int = 1, regex: str | None = None, ban: str | Sequence[str] | None = None,
-               must_include: str | Sequence[str] | None = None, tries: int = 20,
+               must_include: str | Sequence[str] | None = None, tries: int | None = None,
                label: str | None = None) -> str | list[str]:
         """The text that follows `prime` (without the prime): a str, or a list of `n` str.
 
@@ -177,9 +178,12 @@ class Model:
             ' I will not see the stars of the world ...'
             >>> model.sample(length=30, regex="[A-Z][a-z]+ [a-z]+\\.", ban=["the"], seed=7)
         """
-        from textgen.generation.writers import Sample
+        from textgen.generation.writers import Sample, word_list
 
-        if must_include:
+        if tries is not None and not word_list(must_include):
+            raise ConfigError(f"tries bounds must_include's draws per sample: give must_include too. "
+                              f"Received: tries={tries!r}")
+        if word_list(must_include):
             texts = self._including(prime, length, temperature, top_k, top_p, seed, stop, n, regex, ban,
                                     must_include, tries, label)
         else:
@@ -191,12 +195,12 @@ class Model:
                    label=None):
         """`sample` with `must_include`: `sample_including`, as ``textgen sample --must-include``."""
         from textgen.generation.session import random_seed
-        from textgen.generation.writers import check_words, sample_including
+        from textgen.generation.writers import MAX_TRIES, check_words, sample_including, word_list
 
         self._check(prime, length, temperature, top_k, top_p, seed, stop, n)
         steered = self._steering(prime, length, stop, regex, ban)
-        words = check_words([must_include] if isinstance(must_include, str) else list(must_include),
-                            self.info["vocab"], prime, length, tries)
+        tries = MAX_TRIES if tries is None else tries
+        words = check_words(word_list(must_include), self.info["vocab"], prime, length, tries, steered)
         session = self._session(n, label)
         try:
             included = sample_including(session, prime, _temperature(temperature), n, length,
@@ -239,15 +243,18 @@ class Model:
             'lines: kept 10 of 13 sampled; dropped 3 already in the training text'
         """
         from textgen.errors import positive_int
-        from textgen.generation.lines import sample_lines, training_lines
+        from textgen.generation.lines import check_lines_run, sample_lines, training_lines
         from textgen.generation.session import random_seed
-        from textgen.generation.writers import check_words
+        from textgen.generation.writers import check_words, word_list
 
         positive_int("n", n)
         self._check(prime, length, temperature, top_k, top_p, seed, None, 1)
+        for name, value in (("novel", novel), ("unique", unique)):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be True or False. Received: {name}={value!r}")
+        check_lines_run(self.info, prime)
         steered = self._steering(prime, length, None, regex, ban, lines=True)
-        words = check_words([must_include] if isinstance(must_include, str) else list(must_include or ()),
-                            self.info["vocab"], prime, length, 1)
+        words = check_words(word_list(must_include), self.info["vocab"], prime, length, 1, steered, lines=True)
         seen = training_lines(self.info) if novel else None
         session = self._session(n)
         try:
@@ -255,7 +262,7 @@ class Model:
                                   random_seed() if seed is None else seed, top_k, top_p, steered, seen, unique, words)
         finally:
             session.close()
-        return SampledLines(result)
+        return SampledLines(result.check())
 
     def shaded(self, prime: str = "", length: int = 200, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, seed: int | None = None, stop: str | Sequence[str] | None = None):

@@ -192,6 +192,9 @@ def sample(
     prime = _unescape(prime)
     stops = check_stops([_unescape(s) for s in stop])
     _check_lines(lines, novel, unique, temps, num_samples, stops, interactive, novelty)
+    if tries is not None and lines is not None:
+        raise ConfigError("--tries does not apply with --lines: lines are drawn in rounds, and a line without "
+                          "every --must-include word is dropped and counted.")
     if interactive:
         for name, given in (("--json", as_json), ("--output", output is not None), ("--novelty", novelty),
                             ("--prime", bool(prime)), ("--num-samples > 1", num_samples > 1),
@@ -205,14 +208,17 @@ def sample(
     if record_label is not None and lines is not None:
         raise ConfigError("--label writes records, --lines lines: give one of them.")
     session.lead = tuple(label_lead(info, info["vocab"], record_label))
+    if lines is not None:
+        from textgen.generation.lines import check_lines_run
+
+        check_lines_run(info, prime)
     prime_ids = session.vocab.encode(prime)  # characters the model never saw: an error before anything is printed
     steered = checked_steering(info["vocab"], regex, [_unescape(w) for w in ban], stops, prime_ids.tolist(), length,
                                lines is not None)
     words = check_words([_unescape(w) for w in must_include], info["vocab"], prime, length,
-                        MAX_TRIES if tries is None else tries)
-    if tries is not None and (not words or lines is not None):
-        raise ConfigError("--tries bounds --must-include's draws per sample: give --must-include, without --lines "
-                          "(lines are drawn in rounds).")
+                        MAX_TRIES if tries is None else tries, steered, lines is not None)
+    if tries is not None and not words:
+        raise ConfigError("--tries bounds --must-include's draws per sample: give --must-include too.")
     seed = random_seed() if seed is None else seed
     if "fell_back_from" in ckpt.state:
         err.print(f"[yellow]Newest checkpoint {ckpt.state['fell_back_from']} is damaged; using {ckpt.path.name}.[/]")
@@ -223,19 +229,29 @@ def sample(
 
         seen = training_lines(info) if novel else None
         sink = _TextSink(to_stdout=not as_json, output=output)
+        kept = [] if as_json else None  # --json prints them at the end; otherwise each is written once judged
+
+        def write(line: str) -> None:
+            sink.write(line + "\n")
+            if kept is not None:
+                kept.append(line)
+            elif sink.to_stdout:
+                sys.stdout.flush()
+
+        result = None
         try:
             result = sample_lines(session, prime, lines, length, temps[0], seed, top_k, top_p, steered, seen, unique,
-                                  words)
-            sink.write("".join(line + "\n" for line in result.lines))
+                                  words, write=write)
         finally:
-            sink.close(keep=True)
+            sink.close(keep=result is not None and result.kept > 0)
             session.close()
+        result.check()  # no line kept: one error line (exit 1) instead of the report
         err.print(result.report(), markup=False, highlight=False, soft_wrap=True)
         if as_json:
             emit_json({"run": directory.name, "checkpoint": ckpt.path.name, "step": ckpt.step, "seed": seed,
                        "prime": prime, "length": length, "temperature": temps[0], "top_k": top_k, "top_p": top_p,
                        "regex": regex, "ban": list(ban), "must_include": words, "novel": novel, "unique": unique,
-                       "lines": result.lines,
+                       "lines": kept,
                        "sampled": result.sampled, "dropped": dict(result.dropped)})
         return None
     corpus = None

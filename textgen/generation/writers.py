@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from textgen.errors import positive_int
+from textgen.errors import ConfigError, positive_int
 from textgen.generation.session import RUN_STEPS, SamplingSession, StreamSpec, random_seed
 
 
@@ -50,6 +50,7 @@ def write_samples(session: SamplingSession, prime: str, temperatures: Sequence[f
 
 
 MAX_TRIES = 20  # --must-include's default bound on draws per sample
+TRIES_LIMIT = 1_000  # --tries above this is refused: a word that needs more is better asked for another way
 
 
 @dataclass
@@ -69,30 +70,50 @@ class Included:
         line = (f"must-include: {found} of {len(self.texts)} samples contain {words}; tries per sample "
                 f"{', '.join(map(str, self.tries))}")
         missing = [str(i + 1) for i, t in enumerate(self.texts) if t is None]
-        if missing:
-            line += f" (sample {', '.join(missing)} left out: none of its {max(self.tries)} tries did)"
+        if len(missing) == 1:
+            line += f" (sample {missing[0]} left out: none of its {max(self.tries)} tries had every word)"
+        elif missing:
+            listed = ", ".join(missing[:-1]) + " and " + missing[-1]
+            line += f" (samples {listed} left out: none of their {max(self.tries)} tries had every word)"
         return line
 
     def check(self) -> Included:
         """Itself, unless no sample has every word: then one ConfigError that says what to change."""
-        from textgen.errors import ConfigError
-
         if all(text is None for text in self.texts):
+            more = "more --tries, " if max(self.tries) < TRIES_LIMIT else ""
             raise ConfigError(f"No sample contained every --must-include word ({', '.join(map(repr, self.words))}) "
-                              f"within {max(self.tries)} tries each: give more --tries, a longer --length, or a word "
+                              f"within {max(self.tries)} tries each: give {more}a longer --length, or a word "
                               "the model writes more often.")
         return self
 
 
-def check_words(words: Sequence[str], chars: Sequence[str], prime: str, length: int, tries: int) -> list:
-    """--must-include's words and --tries, checked before anything is sampled (one ConfigError)."""
-    from textgen.errors import ConfigError
+def word_list(value, option: str = "must-include") -> list:
+    """A word or a list of words (None: none) as a list of str, else one ConfigError."""
+    name = option.replace("-", "_")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(word, str) for word in value):
+        return list(value)
+    raise ConfigError(f"--{option} takes a list of words (str), or one word. Received: {name}={value!r}")
 
-    positive_int("tries", tries)
-    words = list(dict.fromkeys(words))
+
+def check_words(words: Sequence[str], chars: Sequence[str], prime: str, length: int, tries: int,
+                steering=None, lines: bool = False) -> list:
+    """--must-include's words and --tries, checked before anything is sampled (one ConfigError):
+    a word must be one the steering (--regex, --ban) lets a sample contain after the prime."""
+    positive_int("tries", tries, option=True)
+    if tries > TRIES_LIMIT:
+        raise ConfigError(f"--tries must be at most {TRIES_LIMIT:,} (each try draws the sample again). "
+                          f"Received: tries={tries}")
+    words = list(dict.fromkeys(word_list(words)))
     for word in words:
-        if not isinstance(word, str) or not word:
-            raise ConfigError(f"A --must-include word must be a non-empty str. Received: must_include={word!r}")
+        if not word:
+            raise ConfigError("A --must-include word must not be empty. Received: must_include=''")
+        if lines and "\n" in word:
+            raise ConfigError(f"With --lines a --must-include word cannot hold a line end: a line has none. "
+                              f"Received: must_include={word!r}")
         unseen = sorted(set(word) - set(chars))
         if unseen:
             raise ConfigError(f"A --must-include word has characters the model never saw "
@@ -100,7 +121,39 @@ def check_words(words: Sequence[str], chars: Sequence[str], prime: str, length: 
         if word not in prime and len(word) > length:
             raise ConfigError(f"A --must-include word is longer than a sample (--length). "
                               f"Received: must_include={word!r}, length={length}")
+        if steering is not None and not _can_contain(steering, word, chars, prime):
+            raise ConfigError(f"No text that {steering.description} can contain the --must-include word "
+                              f"{word!r}: the two ask for opposite things.")
     return words
+
+
+def _can_contain(steering, word: str, chars: Sequence[str], prime: str) -> bool:
+    """Whether some text the steering accepts, after `prime`, contains `word`: the product of
+    the steering's automaton with "contains word" still reaches acceptance."""
+    from textgen.generation.constraints import UNREACHABLE, Automaton, product
+
+    prefixes = {word[:k]: k for k in range(len(word))}
+    found, dead = len(word), len(word) + 1
+    table = np.full((dead + 1, len(chars)), dead, dtype=np.int64)
+    table[found] = found
+    for prefix, state in prefixes.items():
+        for i, char in enumerate(chars):
+            text = prefix + char
+            table[state, i] = found if text.endswith(word) else next(
+                prefixes[text[k:]] for k in range(len(text) + 1) if text[k:] in prefixes)
+    accepting = np.zeros(dead + 1, dtype=bool)
+    accepting[found] = True
+    try:
+        both = product(steering.automaton, Automaton(table, accepting, 0))
+    except ConfigError:  # too many states to tell: sampling will say
+        return True
+    state = both.start
+    ids = {c: i for i, c in enumerate(chars)}
+    for char in prime if steering.includes_prime else "":
+        if char not in ids:  # a prime the model cannot read is refused elsewhere
+            return True
+        state = int(both.table[state, ids[char]])
+    return bool(both.distance[state] < UNREACHABLE)
 
 
 def sample_including(session: SamplingSession, prime: str, temperature: float, num_samples: int, length: int,

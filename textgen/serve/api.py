@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from textgen.serve import chat, failures, sse
+from textgen.serve.envelopes import APIError
 from textgen.serve.jobs import Job
 from textgen.serve.requests import plan_completion, plan_lines, plan_native, steers
 from textgen.serve.schemas import (
@@ -180,6 +181,9 @@ async def _lines(request: Request, served, body: NativeRequest):
             picker.judge(text, reason)
         step = job.checkpoint_step
     result = picker.result
+    if result.kept == 0:  # valid, but nothing could be kept: as textgen sample --lines, an error
+        raise APIError(422, result.report().replace("lines: kept 0", "No line was kept: kept 0"), param="lines",
+                       code="no_line_kept")
     samples = [{"index": i, "text": line, "finish_reason": "stop", "seed": plan.seed, "logprobs": None}
                for i, line in enumerate(result.lines)]
     report = {"kept": len(result.lines), "sampled": result.sampled, "dropped": dict(result.dropped),

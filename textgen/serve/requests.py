@@ -193,15 +193,17 @@ class LinesPlan:
 
 def plan_lines(body, served, settings) -> LinesPlan:
     """`lines` complete lines: the checks of textgen sample --lines, as 400s naming the field."""
-    from textgen.generation.lines import LinePicker, check_boundary, training_lines
+    from textgen.generation.lines import BOUNDARY, LinePicker, check_lines_run, training_lines
     from textgen.generation.writers import check_words
     from textgen.serve.schemas import SampleSpec
 
     for name, given in (("stream", body.stream), ("logprobs", body.logprobs is not None),
                         ("samples", len(body.samples or []) > 1)):
         if given:
-            raise _bad(name, "Lines mode answers once every line is judged, with one entry of samples at most "
-                       "(every line's settings) and no logprobs.", getattr(body, name))
+            received = f"{len(body.samples)} entries" if name == "samples" else getattr(body, name)
+            raise APIError(400, "Lines mode answers once every line is judged, with one entry of samples at most "
+                           f"(every line's settings) and no logprobs or stream. Received: {name}={received}",
+                           param=name, code="invalid_value")
     sample = body.samples[0] if body.samples else SampleSpec()
     prefix = "samples[0]." if body.samples else ""
     if sample.stop:
@@ -211,9 +213,12 @@ def plan_lines(body, served, settings) -> LinesPlan:
     check_prompt_total([body.prompt] * body.lines, settings)
     check_length(sample.max_tokens, settings, param=prefix + "max_tokens")
     try:
-        check_boundary(served.info["vocab"])
+        check_lines_run(served.info, "")
     except ConfigError as e:
-        raise APIError(400, str(e).replace("--lines", "lines"), param="lines", code="invalid_value") from None
+        raise APIError(400, str(e).replace("--lines needs", "lines needs"), param="lines",
+                       code="invalid_value") from None
+    if BOUNDARY in body.prompt:
+        raise _bad("prompt", "In lines mode the prompt starts every line, so it cannot hold a line end.", body.prompt)
     steered = steering_for(served, sample, body.prompt, sample.max_tokens, (), prefix, lines=True)
     seen = None
     if body.novel:
@@ -222,10 +227,12 @@ def plan_lines(body, served, settings) -> LinesPlan:
         except TextgenError as e:
             raise APIError(400, str(e).replace("--novel", "novel"), param="novel", code="invalid_value") from None
     try:
-        words = check_words(body.must_include or [], served.info["vocab"], body.prompt, sample.max_tokens, 1)
+        words = check_words(body.must_include or [], served.info["vocab"], body.prompt, sample.max_tokens, 1,
+                            steered, lines=True)
     except ConfigError as e:
-        raise APIError(400, str(e).replace("--must-include", "must_include").replace("--length", prefix + "max_tokens"),
-                       param="must_include", code="invalid_value") from None
+        message = str(e).replace("--must-include", "must_include").replace("--length", prefix + "max_tokens")
+        message = message.replace("--regex", "regex").replace("--lines", "lines mode")
+        raise APIError(400, message, param="must_include", code="invalid_value") from None
     picker = LinePicker(body.prompt, body.lines, seen, body.unique, steered, words)
     seed = new_seed() if body.seed is None else body.seed
     if sample.seed is not None:

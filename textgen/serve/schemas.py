@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
 from textgen.serve.settings import MAX_BAN_LENGTH, MAX_BANS, MAX_REGEX_LENGTH, MAX_STOP_LENGTH, MAX_STOPS
 
@@ -187,12 +187,13 @@ class NativeRequest(_Body):
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
     logprobs: Optional[int] = Field(None, ge=0, le=5)
     stream: bool = False
-    lines: Optional[int] = Field(None, ge=1, description=(
-        "Lines mode, for a run trained with --lines: this many complete lines (capped by --max-n), each "
-        "begun from the start of a line with the prompt as its start; max_tokens caps a line. Line i draws "
-        "from (seed, i): the lines of textgen sample --lines for the same seed. Not streamed."))
-    novel: bool = Field(False, description="Lines mode: drop lines of the training text (whitespace stripped).")
-    unique: bool = Field(False, description="Lines mode: drop repeated lines (whitespace stripped).")
+    lines: Optional[StrictInt] = Field(None, ge=1, description=(
+        "Lines mode, for a run trained with --lines: this many complete lines (an integer, at most --max-n), "
+        "each begun from the start of a line with the prompt (no line end in it) as its start; max_tokens "
+        "caps a line. Line i draws from (seed, i): the lines of textgen sample --lines for the same seed. Not "
+        "streamed. Fewer kept than asked: 200 with the kept lines and `lines.report`; none kept: 422."))
+    novel: StrictBool = Field(False, description="Lines mode: drop lines of the training text (whitespace stripped).")
+    unique: StrictBool = Field(False, description="Lines mode: drop repeated lines (whitespace stripped).")
     must_include: Optional[list[str]] = Field(None, max_length=MAX_BANS, description=(
         "Lines mode: drop lines without every one of these words (counted as missing_word); lines are "
         "drawn in rounds until `lines` are kept, as textgen sample --lines --must-include."))
@@ -279,7 +280,8 @@ class NativeSample(BaseModel):
 class LinesReport(BaseModel):
     kept: int
     sampled: int = Field(description="Lines drawn in all (kept and dropped).")
-    dropped: dict[str, int] = Field(description="Dropped lines by reason: too_long, empty, in_training, repeat.")
+    dropped: dict[str, int] = Field(description="Dropped lines by reason: too_long, empty, in_training, repeat, "
+                                    "missing_word (without a must_include word).")
     report: str = Field(description="The same in words (textgen sample's stderr line).")
 
 
