@@ -199,3 +199,22 @@ def test_lines_need_line_ends_and_novel_needs_the_training_text():
     with pytest.raises(APIError) as caught:
         plan_lines(NativeRequest(model="gone", lines=2, novel=True), gone, Settings())
     assert caught.value.param == "novel" and "gone or not recorded" in caught.value.message
+
+
+def test_lines_mode_refuses_unsatisfiable_and_loose_requests(names_server, server):
+    none = _post(names_server, {"model": "names", "lines": 4, "must_include": ["zz"], "samples": [{"max_tokens": 20}]})
+    assert none.status_code == 422, none.text  # valid, but no line could be kept: as the CLI's exit 1
+    error = none.json()["error"]
+    assert error["param"] == "lines" and error["code"] == "no_line_kept" and "No line was kept" in error["message"]
+    _error(_post(server, {"model": "tiny", "lines": 2}), "lines", "lines needs a run trained on lines")
+    _error(_post(names_server, {"model": "names", "lines": 2, "prompt": "Jo\n"}), "prompt", "cannot hold a line end")
+    two = _error(_post(names_server, {"model": "names", "lines": 3, "samples": [{}, {}]}), "samples",
+                 "Received: samples=2 entries")
+    assert "SampleSpec" not in two["message"]
+    _error(_post(names_server, {"model": "names", "lines": 2, "must_include": ["Jo"],
+                                "samples": [{"ban": ["Jo"]}]}), "must_include", "opposite")
+    for loose in ("3", True, 2.0):
+        answer = _post(names_server, {"model": "names", "lines": loose})
+        assert answer.status_code == 400 and answer.json()["error"]["param"] == "lines", answer.text
+    answer = _post(names_server, {"model": "names", "lines": 2, "novel": "yes"})
+    assert answer.status_code == 400 and answer.json()["error"]["param"] == "novel", answer.text
