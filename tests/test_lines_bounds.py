@@ -67,6 +67,10 @@ def test_kept_lines_are_written_as_they_are_judged_and_are_the_same_lines(names_
     (["--lines", 4, "--must-include", "zz", "--length", 20], ["No line was kept", "without a --must-include word"]),
     (["--lines", 3, "--length", 1], ["No line was kept", "too long"]),
     (["--lines", 3, "--prime", "Jo\\n"], ["cannot hold a line end", "prime='Jo\\n'"]),
+    (["--lines", 3, "--regex", "a\nb"], ["a line cannot contain a line end", "regex='a\\nb'"]),
+    (["--regex", "Zo\\u00eb.*"], ["\\u, \\U and \\N escapes are not supported; type the character itself"]),
+    (["--regex", "[[:alpha:]]+"], ["does not support POSIX classes"]),
+    (["--lines", 3, "--novelty"], ["--novel drops lines of the training text"]),
 ])
 def test_what_cannot_be_kept_is_refused_in_one_line(names_run, args, fragments):
     assert_one_line_error(names(names_run, "--length", 30, *args), *fragments)
@@ -116,3 +120,16 @@ def test_the_api_refuses_lines_from_a_run_not_trained_on_lines(tiny_run):
     model = textgen.load("tiny", checkpoints=tiny_run.checkpoints)
     with pytest.raises(ConfigError, match="--lines needs a run trained on lines"):
         model.lines(2)
+
+
+def test_resuming_a_run_not_trained_on_lines_as_lines_is_refused(copy_tiny_run, isolated):
+    info = json.loads((isolated / "checkpoints" / "tiny" / "run.json").read_text(encoding="utf-8"))
+    result = invoke("train", info["corpus"]["source"], "--run", "tiny", "--resume", "--lines", "--epochs", 2)
+    assert_one_line_error(result, "Run 'tiny' was trained without --lines", "train a new run")
+
+
+@pytest.mark.parametrize("flag", ["lines", "resume", "use_previous"])
+def test_train_refuses_a_flag_that_is_not_a_bool(isolated, flag):
+    with pytest.raises(ConfigError, match=f"{flag} must be True or False. Received: {flag}='yes'"):
+        textgen.train("Ann\nBob\n" * 50, run="flagged", **{flag: "yes"})
+    assert not (isolated / "checkpoints" / "flagged").exists()

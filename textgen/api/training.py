@@ -149,6 +149,9 @@ def train(corpus=None, *, run: str | None = None, checkpoints=None, time_limit: 
     from textgen.options import run_options
     from textgen.tables import table_option
 
+    for flag, value in (("lines", lines), ("resume", resume), ("use_previous", use_previous)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{flag} must be True or False. Received: {flag}={value!r}")
     model_options, train_options = run_options(time_limit=time_limit, **options)
     table = table_option(jsonl, csv, text_field, text_column, label_field, label_column)
     folder = isinstance(corpus, os.PathLike) or (isinstance(corpus, str) and "\n" not in corpus)

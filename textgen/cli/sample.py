@@ -89,10 +89,15 @@ def _check_lines(lines, novel, unique, temps, num_samples, stops, interactive, n
             raise ConfigError(f"--{'novel' if novel else 'unique'} picks among sampled lines: give --lines N too.")
         return
     positive_int("lines", lines, option=True)
-    for name, given in (("several --temperature values", len(temps) > 1), ("--num-samples", num_samples > 1),
-                        ("--stop", bool(stops)), ("--interactive", interactive), ("--novelty", novelty)):
+    for name, given, why in (
+            ("several --temperature values", len(temps) > 1, "it writes N lines at one temperature"),
+            ("--num-samples", num_samples > 1, "it writes N lines, each a sample of its own"),
+            ("--stop", bool(stops), "each line ends at its line end"),
+            ("--interactive", interactive, "it writes N lines from one prime"),
+            ("--novelty", novelty, "--novelty measures copied spans of running text; --novel drops lines of the "
+                                   "training text")):
         if given:
-            raise ConfigError(f"--lines does not combine with {name}: it writes N lines at one temperature.")
+            raise ConfigError(f"--lines does not combine with {name}: {why}.")
 
 
 def _novelty_line(report: dict) -> str:

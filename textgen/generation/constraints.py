@@ -21,6 +21,7 @@ or in a batch.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -78,8 +79,16 @@ def _distances(table: np.ndarray, accepting: np.ndarray) -> np.ndarray:
 
 def _check_syntax(pattern: str) -> None:
     """A Python syntax error, or a construct no automaton can hold, as one clear line."""
+    if re.search(r"\[:[a-z]+:\]", pattern):
+        raise ConfigError(f"--regex does not support POSIX classes such as [:alpha:]; write the set itself, such as "
+                          f"[A-Za-z]. Received: regex={pattern!r}")
+    if re.search(r"(?<!\\)(\\\\)*\\[uUN]", pattern):
+        raise ConfigError(f"--regex: \\u, \\U and \\N escapes are not supported; type the character itself. "
+                          f"Received: regex={pattern!r}")
     try:
-        parsed = re._parser.parse(pattern)  # the parser behind re.compile
+        with warnings.catch_warnings():  # Python's FutureWarnings (nested sets) are not for the user
+            warnings.simplefilter("ignore")
+            parsed = re._parser.parse(pattern)  # the parser behind re.compile
     except re.error as e:
         raise ConfigError(f"--regex is not a valid regular expression ({e}). Received: regex={pattern!r}") from None
     if parsed.state.flags & ~re.UNICODE:
@@ -153,11 +162,13 @@ def compile_regex(pattern: str, chars: Sequence[str], exclude: Sequence[str] = (
 
     interegular.fsm.crawl = _bounded_crawl
     try:
-        fsm = interegular.parse_pattern(pattern).to_fsm()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fsm = interegular.parse_pattern(pattern).to_fsm()
     except _TooManyStates:
         raise ConfigError(f"--regex compiles to more than {MAX_STATES:,} states. Received: regex={pattern!r}") from None
     except Exception as e:  # interegular's InvalidSyntax / Unsupported, and anything it cannot build
-        raise ConfigError(f"--regex uses something textgen cannot compile ({e or type(e).__name__}). "
+        raise ConfigError(f"--regex uses something textgen cannot compile ({str(e).rstrip('.') or type(e).__name__}). "
                           f"Received: regex={pattern!r}") from None
     names = {state: i for i, state in enumerate(sorted(fsm.states))}
     if len(names) > MAX_STATES:
@@ -165,16 +176,22 @@ def compile_regex(pattern: str, chars: Sequence[str], exclude: Sequence[str] = (
                           f"Received: regex={pattern!r}")
     dead = len(names)
     table = np.full((dead + 1, len(chars)), dead, dtype=np.int64)
-    symbols = [None if c in exclude else fsm.alphabet[c] for c in chars]
+    symbols = [fsm.alphabet[c] for c in chars]
     for state, moves in fsm.map.items():
         row = table[names[state]]
         for i, symbol in enumerate(symbols):
-            if symbol is not None and symbol in moves:
+            if symbol in moves:
                 row[i] = names[moves[symbol]]
     accepting = np.zeros(dead + 1, dtype=bool)
     accepting[[names[s] for s in fsm.finals]] = True
+    excluded = [i for i, c in enumerate(chars) if c in exclude]
+    whole = table.copy()
+    table[:, excluded] = dead
     automaton = Automaton(table, accepting, names[fsm.initial])
     if automaton.distance[automaton.start] >= UNREACHABLE:
+        if excluded and Automaton(whole, accepting, names[fsm.initial]).distance[names[fsm.initial]] < UNREACHABLE:
+            raise ConfigError(f"With --lines a line cannot contain a line end, and every text --regex matches has "
+                              f"one. Received: regex={pattern!r}")
         raise ConfigError(f"No text over the model's {len(chars)} characters matches --regex "
                           f"(it needs characters the model never saw). Received: regex={pattern!r}")
     return automaton

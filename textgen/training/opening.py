@@ -105,6 +105,16 @@ def check_same_documents(name: str, info: dict, corpus: PreparedCorpus) -> None:
             "Resume with the same files, or train a new run.")
 
 
+def check_same_lines(name: str, info: dict, corpus: PreparedCorpus) -> None:
+    """A resumed run keeps how its text was read: by lines (--lines) or as running text."""
+    was = bool((info.get("corpus") or {}).get("lines"))
+    if was != bool(corpus.lines):
+        how = ("with --lines (each line a document); resume it with --lines too" if was else
+               "without --lines (running text), so resuming cannot make it a lines run; train a new run with "
+               "textgen train FILE --lines --run NAME")
+        raise ConfigError(f"Run {name!r} was trained {how}.")
+
+
 def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | None,
              model_options: dict, train_options: dict, resume: bool,
              callbacks: TrainingCallbacks | None = None, use_previous: bool = False) -> Trainer:
@@ -170,6 +180,7 @@ def open_run(corpus: PreparedCorpus, corpus_name: str, root: Path, run: str | No
         if resume:
             model_config, config = resumed_configs(directory.name, info, corpus.vocab, given_model, given_train)
             check_same_documents(directory.name, info, corpus)
+            check_same_lines(directory.name, info, corpus)
             checkpoints.clean_temporaries(directory)
             # A run stopped before its first checkpoint restarts from step 0 with its own config.
             if checkpoints.list_checkpoints(directory):
