@@ -133,3 +133,17 @@ def test_train_refuses_a_flag_that_is_not_a_bool(isolated, flag):
     with pytest.raises(ConfigError, match=f"{flag} must be True or False. Received: {flag}='yes'"):
         textgen.train("Ann\nBob\n" * 50, run="flagged", **{flag: "yes"})
     assert not (isolated / "checkpoints" / "flagged").exists()
+
+
+def test_the_help_steered_example_runs_and_keeps_its_ban(names_run):
+    import re
+    import shlex
+
+    from textgen.cli.sample import sample
+
+    example = re.search(r"Steered: \[bold\]textgen sample (.*?)\[/\]", sample.__doc__).group(1)
+    assert "--ban" in example and "--length" in example
+    result = names(names_run, *shlex.split(example), "--seed", 3)
+    assert result.exit_code == 0, result.output
+    text = result.stdout.strip()
+    assert re.fullmatch(r"[A-Z][a-z]+( [A-Z][a-z]+)*", text) and "the" not in text, text

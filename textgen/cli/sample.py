@@ -155,14 +155,14 @@ def sample(
     top_p: Annotated[Optional[float], typer.Option(help="Sample only from the smallest set of characters with probability mass >= p, p in (0, 1].")] = None,
     output: Annotated[Optional[Path], typer.Option(help="Also write the text to this file (replaced atomically when sampling ends).")] = None,
     novelty: Annotated[bool, typer.Option("--novelty", help="Report, per sample, the longest span copied verbatim from the training text and the share of characters in copied spans of 20+.")] = False,
-    interactive: Annotated[bool, typer.Option("--interactive", help="Prompt for a prime, stream its continuation, repeat; Ctrl-D or Ctrl-C to leave.")] = False,
+    interactive: Annotated[bool, typer.Option("--interactive", help="Prompt for a prime, stream its continuation, repeat; Ctrl-D or Ctrl-C to leave. Not with --regex, --ban, --must-include or --lines.")] = False,
     regex: Annotated[Optional[str], typer.Option(help="Every sample (prime included) matches this regular expression in full: a mask before each draw, exact at every character. A sample ends at --length or once it is a complete match nothing can extend.")] = None,
     ban: Annotated[list[str], typer.Option(help="Never complete this word (its last character is masked). Repeat for several.")] = [],  # noqa: B006
     lines: Annotated[Optional[int], typer.Option(help="Write this many complete lines, each begun from the start of a line (a run trained with --lines; --prime starts every line; --length caps a line).")] = None,
     novel: Annotated[bool, typer.Option("--novel", help="With --lines: keep only lines that are not lines of the training text (compared with surrounding whitespace stripped).")] = False,
     unique: Annotated[bool, typer.Option("--unique", help="With --lines: drop lines already written (surrounding whitespace stripped).")] = False,
     must_include: Annotated[list[str], typer.Option(help="Every sample (prime included; each line with --lines) contains this word: a sample without it is drawn again, up to --tries times, and stderr says how many tries each took (with --lines such lines are dropped and counted). Repeat for several.")] = [],  # noqa: B006
-    tries: Annotated[Optional[int], typer.Option(help="With --must-include: draws per sample at most; a sample that has none with every word is left out and reported. (default: 20)")] = None,
+    tries: Annotated[Optional[int], typer.Option(help="With --must-include: draws per sample at most (1 to 1,000); a sample that has none with every word is left out and reported. Not with --lines (lines are drawn in rounds). (default: 20)")] = None,
     record_label: Annotated[Optional[str], typer.Option("--label", help="A run trained with --label-field/--label-column: write a new record of this label (the label is read first, not printed).")] = None,
     run: Annotated[Optional[str], typer.Option(help="Run to sample from. (default: the most recently trained)")] = None,
     checkpoint: Annotated[str, typer.Option(help="latest, best, or a checkpoint directory name such as ckpt-00001200.")] = "latest",
@@ -174,7 +174,7 @@ def sample(
 
     Example: [bold]textgen sample --temperature 0.7 --length 500 --prime "ROMEO:" --stop "\\n\\n"[/]
 
-    Steered: [bold]textgen sample --regex "[A-Z][a-z]+ [A-Z][a-z]+" --ban "the"[/]
+    Steered: [bold]textgen sample --regex "[A-Z][a-z]+( [A-Z][a-z]+)*" --ban "the" --length 80[/]
 
     Lines: [bold]textgen sample --lines 20 --novel --unique --regex "[A-Z][a-z]{3,7}"[/]
 
