@@ -206,6 +206,7 @@ def test_lines_mode_refuses_unsatisfiable_and_loose_requests(names_server, serve
     assert none.status_code == 422, none.text  # valid, but no line could be kept: as the CLI's exit 1
     error = none.json()["error"]
     assert error["param"] == "lines" and error["code"] == "no_line_kept" and "No line was kept" in error["message"]
+    assert "without a must_include word" in error["message"] and "--" not in error["message"], error
     _error(_post(server, {"model": "tiny", "lines": 2}), "lines", "lines needs a run trained on lines")
     _error(_post(names_server, {"model": "names", "lines": 2, "prompt": "Jo\n"}), "prompt", "cannot hold a line end")
     two = _error(_post(names_server, {"model": "names", "lines": 3, "samples": [{}, {}]}), "samples",

@@ -182,8 +182,9 @@ async def _lines(request: Request, served, body: NativeRequest):
         step = job.checkpoint_step
     result = picker.result
     if result.kept == 0:  # valid, but nothing could be kept: as textgen sample --lines, an error
-        raise APIError(422, result.report().replace("lines: kept 0", "No line was kept: kept 0"), param="lines",
-                       code="no_line_kept")
+        message = result.report().replace("lines: kept 0", "No line was kept: kept 0")
+        message = message.replace("--must-include", "must_include").replace("--length", "max_tokens")
+        raise APIError(422, message, param="lines", code="no_line_kept")
     samples = [{"index": i, "text": line, "finish_reason": "stop", "seed": plan.seed, "logprobs": None}
                for i, line in enumerate(result.lines)]
     report = {"kept": len(result.lines), "sampled": result.sampled, "dropped": dict(result.dropped),
