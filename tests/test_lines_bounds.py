@@ -65,7 +65,7 @@ def test_kept_lines_are_written_as_they_are_judged_and_are_the_same_lines(names_
     (["--lines", 3, "--must-include", "el", "--tries", 5], ["--tries does not apply with --lines", "in rounds"]),
     (["--tries", 5], ["--tries bounds --must-include's draws per sample: give --must-include too."]),
     (["--lines", 4, "--must-include", "zz", "--length", 20], ["No line was kept", "without a --must-include word"]),
-    (["--lines", 3, "--length", 1], ["No line was kept", "too long"]),
+    (["--lines", 3, "--length", 1], ["No line was kept", "too long", "try a longer --length"]),
     (["--lines", 3, "--prime", "Jo\\n"], ["cannot hold a line end", "prime='Jo\\n'"]),
     (["--lines", 3, "--regex", "a\nb"], ["a line cannot contain a line end", "regex='a\\nb'"]),
     (["--regex", "Zo\\u00eb.*"], ["\\u, \\U and \\N escapes are not supported; type the character itself"]),
@@ -81,6 +81,14 @@ def test_a_word_the_pattern_allows_is_not_refused(names_run):
                    "--seed", 1, "--json")
     assert result.exit_code == 0, result.output
     assert all(line.startswith("Jo") and "an" in line for line in json.loads(result.stdout)["lines"])
+
+
+def test_no_line_kept_leaves_no_output_file(names_run, tmp_path):
+    output = tmp_path / "names.txt"
+    assert_one_line_error(names(names_run, "--lines", 3, "--length", 1, "--output", output), "No line was kept")
+    assert not output.exists()
+    kept = names(names_run, "--lines", 3, "--length", 12, "--seed", 1, "--output", output)
+    assert kept.exit_code == 0 and output.read_text(encoding="utf-8") == kept.stdout
 
 
 def test_fewer_lines_than_asked_are_written_with_exit_0_and_the_report(names_run):

@@ -235,20 +235,21 @@ def sample(
         seen = training_lines(info) if novel else None
         sink = _TextSink(to_stdout=not as_json, output=output)
         kept = [] if as_json else None  # --json prints them at the end; otherwise each is written once judged
+        written = [0]
 
         def write(line: str) -> None:
             sink.write(line + "\n")
+            written[0] += 1
             if kept is not None:
                 kept.append(line)
             elif sink.to_stdout:
                 sys.stdout.flush()
 
-        result = None
         try:
             result = sample_lines(session, prime, lines, length, temps[0], seed, top_k, top_p, steered, seen, unique,
                                   words, write=write)
         finally:
-            sink.close(keep=result is not None and result.kept > 0)
+            sink.close(keep=written[0] > 0)  # Ctrl-C keeps the lines written so far in --output
             session.close()
         result.check()  # no line kept: one error line (exit 1) instead of the report
         err.print(result.report(), markup=False, highlight=False, soft_wrap=True)

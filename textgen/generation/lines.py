@@ -29,6 +29,9 @@ GROWTH = 8  # and at most this many times the lines it still wants
 DROP_REASONS = {"too_long": "too long (no end of line within --length)", "empty": "empty",
                 "in_training": "already in the training text", "repeat": "repeats",
                 "missing_word": "without a --must-include word"}
+ADVICE = {"too_long": "a longer --length", "empty": "another --prime or --temperature",
+          "in_training": "leaving out --novel", "repeat": "leaving out --unique or a higher --temperature",
+          "missing_word": "a --must-include word the model writes more often"}
 
 
 @dataclass
@@ -53,8 +56,8 @@ class Lines:
         """Itself, unless no line was kept: then one ConfigError that says why and what to change."""
         if self.kept == 0:
             why = ", ".join(f"{n} {DROP_REASONS[k]}" for k, n in sorted(self.dropped.items())) or "none"
-            raise ConfigError(f"No line was kept: all {self.sampled} lines sampled were dropped ({why}). Give a "
-                              "longer --length, a looser --regex or --must-include, or leave out --novel/--unique.")
+            advice = " or ".join(ADVICE[k] for k, _ in self.dropped.most_common(2)) or ADVICE["empty"]
+            raise ConfigError(f"No line was kept: all {self.sampled} lines sampled were dropped ({why}); try {advice}.")
         return self
 
 
