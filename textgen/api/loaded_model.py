@@ -234,7 +234,9 @@ class Model:
         from the start of a line with `prime` as its start; `length` caps a line. The same as
         ``textgen sample --lines N`` for the same settings and seed: `novel` drops lines of the
         training text, `unique` repeats (whitespace stripped), `must_include` lines without every
-        one of its words, and `regex` / `ban` hold per line.
+        one of its words, and `regex` / `ban` hold per line. Lines are drawn in rounds of at most
+        256; fewer than `n` come back when 20 rounds in a row keep none (`report` says so), and a
+        TextgenError is raised when none is kept.
         Returns a list of str with `sampled`, `dropped` and `report` (see `SampledLines`).
 
         Example:
