@@ -137,6 +137,12 @@ def test_resuming_a_run_not_trained_on_lines_as_lines_is_refused(copy_tiny_run, 
     assert_one_line_error(result, "Run 'tiny' was trained without --lines", "train a new run")
 
 
+def test_resuming_without_a_corpus_keeps_the_runs_own_and_refuses_lines(copy_tiny_run, isolated):
+    # `--resume` without a corpus reads what the run was trained on; --lines cannot turn it into a lines run
+    result = invoke("train", "--run", "tiny", "--resume", "--lines", "--epochs", 2)
+    assert_one_line_error(result, "Run 'tiny' was trained without --lines", "train a new run")
+
+
 @pytest.mark.parametrize("flag", ["lines", "resume", "use_previous"])
 def test_train_refuses_a_flag_that_is_not_a_bool(isolated, flag):
     with pytest.raises(ConfigError, match=f"{flag} must be True or False. Received: {flag}='yes'"):

@@ -278,7 +278,7 @@ def prepare_corpus(corpus: Sequence[str | os.PathLike] | None, glob: str | None 
     if len(corpus) > 1 or glob is not None or (corpus and Path(corpus[0]).is_dir()):
         if lines:
             raise ConfigError("--lines reads one file (each line a document); with several files or a folder "
-                              f"each file is a document already. Received: {len(corpus)} paths with --lines")
+                              f"each file is a document already. Received: {', '.join(corpus)} with --lines")
         prepared = prepare_documents(corpus, glob=glob, encoding=encoding)
         return prepared, prepared.source
     path, name = catalog.resolve(corpus[0] if corpus else None)

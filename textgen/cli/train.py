@@ -166,7 +166,8 @@ def train(
         mixed_precision=mixed_precision, jit=jit, strategy=strategy)
     table = table_option(jsonl, csv, text_field, text_column, label_field, label_column)
     if resume and not corpus and table is None and glob is None:  # what the run was trained on
-        corpus, glob, table, lines = documents.recorded_corpus(checkpoints_dir, run)
+        corpus, glob, table, recorded_lines = documents.recorded_corpus(checkpoints_dir, run)
+        lines = lines or recorded_lines  # --lines on a run trained without it is refused by open_run
     prepared, name = documents.prepare_corpus(corpus, glob=glob, encoding=encoding, lines=lines, table=table)
     from textgen.training.opening import open_run
 
