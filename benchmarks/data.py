@@ -6,8 +6,10 @@
 What it does, in one run:
 1. (lines) takes the census first names (tests/data/first_names.txt: the list PyPI's `names`
    0.3.0 ships, 5,163 names) and trains the same 2x128 LSTM on it twice with `textgen train`
-   for --seconds each: once with `--lines`, once without (one stream, as before). From each run
-   `textgen sample --lines N --novel` writes N lines; it reports the share of sampled lines kept
+   for --seconds each: once with `--lines`, once without (one stream, as before). From the first,
+   `textgen sample --lines N --novel` writes N lines; from the second (which `--lines` refuses),
+   64 samples of running text cut at their newlines give the first N lines, judged alike. It
+   reports the share of sampled lines kept
    (dropped: already in the list, empty, too long), whether every kept line is well formed (one
    line, only the list's alphabet), and how many have a name's shape (`[A-Z][a-z]+`).
 2. (match) `textgen sample --regex '[A-Z][a-z]{2,8}' --num-samples N` on the --lines run, and
@@ -94,6 +96,23 @@ def lines_figures(run: str, count: int, alphabet: set, env: dict) -> dict:
             "first": lines[:8], "report": report}
 
 
+def running_text_figures(run: str, count: int, names: list, alphabet: set, env: dict) -> dict:
+    """The same judgment for a run trained without --lines (which `sample --lines` refuses): running
+    text from the start of a line, cut at its newlines (each sample's unfinished last line left
+    out), the first `count` lines judged as --novel would: empty or already a name is dropped."""
+    data, _ = sample_json(env, "--run", run, "--num-samples", 64, "--length", max(200, 40 * count // 32),
+                          "--temperature", 0.8, "--seed", 1)
+    judged = [line.strip() for s in data["samples"] for line in s["text"].split("\n")[:-1]][:count]
+    known = set(names)
+    dropped = {"empty": sum(not x for x in judged), "in_training": sum(bool(x) and x in known for x in judged)}
+    lines = [x for x in judged if x and x not in known]
+    well_formed = [x for x in lines if set(x) <= alphabet]
+    return {"kept": len(lines), "sampled": len(judged), "kept_pct": 100 * len(lines) / max(1, len(judged)),
+            "dropped": {k: v for k, v in dropped.items() if v}, "well_formed_pct": 100 * len(well_formed) / max(1, len(lines)),
+            "name_shaped_pct": 100 * sum(bool(re.fullmatch("[A-Z][a-z]+", x)) for x in lines) / max(1, len(lines)),
+            "first": lines[:8], "report": "running text cut at newlines"}
+
+
 def match_figures(run: str, count: int, env: dict) -> dict:
     data, _ = sample_json(env, "--run", run, "--regex", SIMPLE, "--num-samples", count, "--length", 12,
                           "--temperature", 1.0, "--seed", 2)
@@ -178,8 +197,9 @@ def main() -> None:
                    "model": " ".join(MODEL), "runs": {}}
         for run, lines in (("names-lines", True), ("names-plain", False)):
             trained = train(corpus, run, args.seconds, lines, env)
-            figures["runs"][run] = {"steps": trained.get("step"), "val_bpc": trained.get("val_bpc"),
-                                    **lines_figures(run, args.lines, alphabet, env)}
+            judge = (lines_figures(run, args.lines, alphabet, env) if lines
+                     else running_text_figures(run, args.lines, names, alphabet, env))
+            figures["runs"][run] = {"steps": trained.get("step"), "val_bpc": trained.get("val_bpc"), **judge}
         figures["match"] = match_figures("names-lines", args.samples, env)
         train(corpus, "cost-2x512", 1.0 if args.quick else 2.0, False, env, BIG)
         figures["cost"] = [*cost_curve(workdir / "checkpoints" / "names-lines", names, args.length, args.repeats, "2x128"),
