@@ -310,6 +310,14 @@ def test_runs_into_a_closed_pipe_exits_quietly(trained):
     assert data.stdout.startswith(b"{") and len(data.stdout) == 10
 
 
+@pytest.mark.parametrize("args", [["--help"], ["sample", "--help"], ["train", "--help"]])
+def test_help_into_a_closed_pipe_exits_quietly(args):
+    """Typer prints help through its own Rich console, which exits with status 1 when the reader has
+    gone; `true` closes the pipe before textgen has started, so every write meets a closed pipe."""
+    result = textgen_into("true", *args)
+    assert (result.returncode, result.stderr.decode()) == (0, "")
+
+
 @pytest.mark.parametrize("value,shown", [(0, "0"), (950, "950"), (12_345, "12K"), (1_812_345, "1.8M"),
                                          (999_960, "1.0M"), (3_300_000_000, "3.3G"), (None, "0")])
 def test_compact_count(value, shown):

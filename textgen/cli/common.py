@@ -44,6 +44,25 @@ out = _Console(highlight=False)
 err = _Console(stderr=True, highlight=False)
 
 
+def _quiet_help_consoles() -> None:
+    """Typer prints `--help` through a Rich console of its own, which exits with status 1 when the
+    reader has gone (`textgen --help | head -1`); give its consoles our quiet exit. Done when the
+    CLI runs, not on import, so a program that imports textgen keeps Rich as it was."""
+    from typer import rich_utils
+
+    make = rich_utils._get_rich_console
+    if getattr(make, "quiet_pipe", False):
+        return
+
+    def console(stderr: bool = False) -> Console:
+        made = make(stderr)
+        made.on_broken_pipe = _Console.on_broken_pipe.__get__(made)
+        return made
+
+    console.quiet_pipe = True
+    rich_utils._get_rich_console = console
+
+
 def fail(message: str, code: int = 1):
     """Print one line to stderr and exit with `code`."""
     try:
@@ -93,6 +112,7 @@ class OneLineErrors(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if hasattr(signal, "SIGXFSZ"):  # a file-size limit must surface as an error message, not a crash
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        _quiet_help_consoles()
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
