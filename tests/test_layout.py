@@ -53,3 +53,17 @@ def test_no_two_modules_share_a_name():
         seen.setdefault(path.name, []).append(path.relative_to(ROOT).as_posix())
     shared = {name: paths for name, paths in seen.items() if len(paths) > 1}
     assert not shared, f"modules of one name: {shared}"
+
+
+def test_a_missing_system_part_fails_under_ci_and_skips_elsewhere(monkeypatch):
+    """`helpers.missing` is the one place a test may skip: on a laptop without the part; under
+    CI=true the same call must fail the test instead."""
+    import pytest
+    from helpers import missing
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="required under CI"):
+        missing("chromium", "apt-get install chromium")
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        missing("chromium", "apt-get install chromium")
