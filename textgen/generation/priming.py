@@ -99,9 +99,12 @@ class Priming:
                 rows[j] = logits[0]
         self.position += count
         if rows is not None:
-            scored = min(count, len(self.ids) - 1 - start)  # the last character's logits score nothing
-            if scored > 0:
-                self.scores.write(start, rows[:scored])
+            # fed[p] is prime character p - lead (a label's lead comes first); the logits after it score
+            # the next prime character, and the last character's score nothing
+            lead = len(self.fed) - len(self.ids)
+            first, last = max(start, lead), min(start + count, lead + len(self.ids) - 1)
+            if last > first:
+                self.scores.write(first - lead, rows[first - start:last - start])
         if self.done:
             self.logits = np.array(logits, dtype=np.float32)
         return count

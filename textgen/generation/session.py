@@ -67,7 +67,8 @@ class SamplingSession:
         self.vocab = None if self.ids_only else Vocabulary(chars)
         self.chars = ("",) * engine.vocab_size if self.ids_only else self.vocab.chars
         self.start_id = start_id
-        self.lead: tuple = ()  # ids fed before every prime (`tables.label_lead`; not scored), else start_id alone
+        self.lead: tuple = ()  # ids fed before every prime without a `spec.lead` (`tables.label_lead`; not scored);
+        # with no lead at all, an empty prime feeds start_id alone
         self.streams: list = []  # row r of the state belongs to streams[r]
         self.state = None
         self._filtered = 0  # live streams with top-k or top-p (sampled by numpy, not the compiled draw)
@@ -118,7 +119,8 @@ class SamplingSession:
         for spec in specs:
             spec.validate()
             ids = self._prime_ids(spec)
-            key = (*self.lead, *ids) if self.lead else tuple(ids or [self.start_id])
+            lead = tuple(spec.lead) or self.lead  # a stream's own lead (the server's per-request label)
+            key = (*lead, *ids) if lead else tuple(ids or [self.start_id])
             score = (spec.logprobs or 0) if spec.prime_logprobs else None
             before = wanted[key][1] if key in wanted else None
             if before is not None:

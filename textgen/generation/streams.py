@@ -43,6 +43,7 @@ class StreamSpec:
     prime_ids: Sequence[int] | None = None  # the prime as ids (a session without characters takes only these)
     steering: object = None  # a constraints.Steering: a mask over the vocabulary before each draw
     attempt: int = 0  # --must-include's retries: attempt a > 0 of stream (seed, index) draws from (seed, index, a)
+    lead: Sequence[int] = ()  # ids fed before this prime (a label's, `tables.label_lead`); (): the session's lead
 
     def validate(self) -> StreamSpec:
         self.temperature = check_temperature(self.temperature)

@@ -138,7 +138,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
              responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE with stream=true"}})
 async def generate(body: NativeRequest, request: Request):
     """What the OpenAI API cannot say: each sample has its own temperature, top-k, top-p,
-    length, stop strings, seed (choice i draws from (its seed, i)), regex and banned words.
+    length, stop strings, seed (choice i draws from (its seed, i)), regex, banned words and label
+    (a run trained on a labelled table; the request's `label` is every sample's default).
     Streams as SSE events `{"id", "samples": [{"index", "text", "finish_reason", "seed"}]}`,
     then one with `usage`. With `lines: N` (a run trained with --lines): N complete lines, as
     `textgen sample --lines N` writes them, and `lines` saying what was dropped and why."""

@@ -2,8 +2,8 @@
 
 Pydantic has checked types and ranges; here come the checks that need the server's settings
 or the model (`--max-length`, `--max-n`, `--max-prompt`, prompt characters x choices against
-`max_prompt_total`, characters outside the vocabulary, a `regex` or `ban` no text can keep to).
-Every failure is a 400 naming the parameter and the received value.
+`max_prompt_total`, characters outside the vocabulary, a `regex` or `ban` no text can keep to,
+a `label` the run does not have). Every failure is a 400 naming the parameter and the received value.
 
 Steering (`regex` / `guided_regex`, `ban`) is compiled here, before anything is submitted, into
 a `constraints.Steering` shared by the choices that ask for it (the last few compiled are
@@ -122,6 +122,19 @@ def steering_for(served, steer, prompt: str, length: int, stops, prefix: str = "
     return steered
 
 
+def label_ids(served, label: str | None, param: str = "label") -> tuple:
+    """The ids fed before a choice's prompt for `label` (`tables.label_lead`, as textgen sample
+    --label; () without one): a run without labels, or a label it does not know, is a 400 in the
+    CLI's words (the unknown label's lists the labels the run knows)."""
+    from textgen.tables import label_lead
+
+    try:
+        return tuple(label_lead(served.info, served.info["vocab"], label))
+    except ConfigError as e:
+        message = str(e).replace("--label needs", "label needs").replace("Received: label=", f"Received: {param}=")
+        raise APIError(400, message, param=param, code="invalid_value") from None
+
+
 def new_seed() -> int:
     from textgen.generation.session import random_seed
 
@@ -141,6 +154,7 @@ def plan_completion(body, served, settings, prompts: list[str], max_tokens: int,
         check_prompt(prompt, served, settings)
     check_prompt_total([p for p in prompts for _ in range(body.n)], settings)
     steered = steering_for(served, body, "", max_tokens, body.stop or [])
+    lead = label_ids(served, getattr(body, "label", None))
     seed = new_seed() if body.seed is None else body.seed
     top_p = None if body.top_p is None or body.top_p >= 1 else body.top_p
     temperature = 1.0 if body.temperature is None else body.temperature
@@ -150,7 +164,7 @@ def plan_completion(body, served, settings, prompts: list[str], max_tokens: int,
             specs.append(StreamSpec(prime=prompt, length=max_tokens, temperature=temperature, top_k=body.top_k,
                                     top_p=top_p, stops=list(body.stop or []), seed=seed, index=len(specs),
                                     logprobs=logprobs, prime_logprobs=bool(echo and logprobs is not None),
-                                    steering=steered))
+                                    steering=steered, lead=lead))
             texts.append(prompt)
     for spec in specs:
         spec.validate()
@@ -171,14 +185,16 @@ def plan_native(body, served, settings) -> Plan:
     check_prompt(body.prompt, served, settings)
     check_prompt_total([body.prompt] * len(body.samples), settings)
     seed = new_seed() if body.seed is None else body.seed
-    specs = []
+    specs, leads = [], {None: label_ids(served, body.label)}
     for index, sample in enumerate(body.samples):
         check_length(sample.max_tokens, settings, param=f"samples[{index}].max_tokens")
         steered = steering_for(served, sample, body.prompt, sample.max_tokens, sample.stop or [], f"samples[{index}].")
+        if sample.label not in leads:
+            leads[sample.label] = label_ids(served, sample.label, f"samples[{index}].label")
         specs.append(StreamSpec(prime=body.prompt, length=sample.max_tokens, temperature=sample.temperature,
                                 top_k=sample.top_k, top_p=sample.top_p, stops=list(sample.stop or []),
                                 seed=seed if sample.seed is None else sample.seed, index=index,
-                                logprobs=body.logprobs, steering=steered).validate())
+                                logprobs=body.logprobs, steering=steered, lead=leads[sample.label]).validate())
     return Plan(specs, seed, [body.prompt] * len(specs), len(body.prompt))
 
 
@@ -206,6 +222,10 @@ def plan_lines(body, served, settings) -> LinesPlan:
                            param=name, code="invalid_value")
     sample = body.samples[0] if body.samples else SampleSpec()
     prefix = "samples[0]." if body.samples else ""
+    if body.label is not None or sample.label is not None:
+        name = "label" if body.label is not None else prefix + "label"
+        raise _bad(name, "label writes records, lines mode lines: give one of them.",
+                   body.label if body.label is not None else sample.label)
     if sample.stop:
         raise _bad(prefix + "stop", "Lines mode ends each line at its line end: leave stop out.", sample.stop)
     check_choices(body.lines, settings, param="lines")

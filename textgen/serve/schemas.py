@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 from textgen.serve.settings import MAX_BAN_LENGTH, MAX_BANS, MAX_REGEX_LENGTH, MAX_STOP_LENGTH, MAX_STOPS
 
 MAX_SEED = 2**63 - 1
+MAX_LABEL_LENGTH = 1000
+LABEL = ("A run trained on a table with --label-field/--label-column: write a new record of this label, as "
+         "textgen sample --label (the label is read before the prompt and not returned; an unknown one is a "
+         "400 listing the labels the run knows).")
 
 
 class _Body(BaseModel):
@@ -122,6 +126,7 @@ class CompletionRequest(Sampling):
     logprobs: Optional[int] = Field(None, ge=0, le=5, description="Each character's log-probability and this many top alternatives.")
     echo: bool = Field(False, description="Return the prompt before the completion (with its log-probabilities when asked).")
     best_of: Optional[int] = Field(None, description="Only 1 (or equal to n) is accepted.")
+    label: Optional[StrictStr] = Field(None, max_length=MAX_LABEL_LENGTH, description="Extension: " + LABEL)
     suffix: Optional[str] = Field(None, description="Not supported; must be null.")
 
     @field_validator("prompt")
@@ -172,6 +177,7 @@ class SampleSpec(Steered):
     max_tokens: int = Field(16, ge=1)
     stop: Union[str, list[str], None] = None
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, description="Default: the request's seed.")
+    label: Optional[StrictStr] = Field(None, max_length=MAX_LABEL_LENGTH, description="Default: the request's label.")
 
     _stop_list = field_validator("stop")(lambda cls, v: _stops(v))
 
@@ -185,6 +191,8 @@ class NativeRequest(_Body):
         "One entry per choice; choice i draws from (its seed, i). Required, except in lines mode, where at "
         "most one entry gives every line's settings."))
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED)
+    label: Optional[StrictStr] = Field(None, max_length=MAX_LABEL_LENGTH, description=LABEL + " A sample's own "
+                                       "label takes its place. Not in lines mode.")
     logprobs: Optional[int] = Field(None, ge=0, le=5)
     stream: bool = False
     lines: Optional[StrictInt] = Field(None, ge=1, description=(
