@@ -109,7 +109,7 @@ def browser():
 # numpy step writes text, streams and checked exports, not only unit results); the tests of
 # the compiled step itself are left to the first leg.
 NUMPY_LEG_SLOW = ("test_sample_cli.py", "test_api.py", "test_serve_api.py", "test_serve_batching.py", "test_export_onnx.py",
-                  "test_export_html.py", "test_session.py", "test_sampling.py")
+                  "test_export_html.py", "test_session.py", "test_sampling.py", "test_serve_labels.py")
 COMPILED_ONLY = ("test_kernel.py", "test_kernel_build.py", "test_the_compiled_step_leaves_numpys_blas_alone")
 
 
