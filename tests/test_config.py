@@ -114,7 +114,7 @@ def test_resume_may_change_the_free_options():
 @pytest.mark.parametrize("key", FIXED_ON_RESUME)
 def test_resume_refuses_fixed_training_options(key):
     changed = {"seq_len": 11, "batch_size": 7, "seed": 5, "val_fraction": 0.2, "state_reset": 3,
-               "precision": "mixed_float16"}[key]
+               "precision": "mixed_float16", "average": 0.5}[key]
     with pytest.raises(ConfigError, match=rf"Run 'r' was trained with {key}=.*cannot change on --resume. "
                                           rf"Received: {key}="):
         resumed_configs("r", run_info(), list("abc"), {}, {key: changed})

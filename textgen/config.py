@@ -27,7 +27,7 @@ DEFAULT_PRESET = "medium"
 
 # Training options that must stay fixed for a run: resuming with others would not continue it.
 # (Every model option is fixed too.)
-FIXED_ON_RESUME = ("seq_len", "batch_size", "seed", "val_fraction", "state_reset", "precision")
+FIXED_ON_RESUME = ("seq_len", "batch_size", "seed", "val_fraction", "state_reset", "precision", "average")
 
 
 @dataclass
@@ -38,18 +38,25 @@ class ModelConfig:
     embedding_dim: int = 64
     units: int = 256
     num_layers: int = 2
-    dropout: float = 0.0
+    dropout: float = 0.0  # after each LSTM layer
+    input_dropout: float = 0.0  # on the embedded characters
+    weight_drop: float = 0.0  # DropConnect on each LSTM's hidden-to-hidden kernel, one mask per batch
+    locked_dropout: bool = False  # dropout masks shared by every time step of a stream (variational)
 
     def validate(self) -> ModelConfig:
         for name in ("vocab_size", "embedding_dim", "units", "num_layers"):
             positive_int(name, getattr(self, name))
+        if not isinstance(self.locked_dropout, bool):
+            raise ConfigError(f"locked_dropout must be true or false. Received: locked_dropout={self.locked_dropout!r}")
         if self.vocab_size < 2:
             raise ConfigError(
                 "The corpus has a one-character vocabulary; there is nothing to predict. "
                 f"Received: vocab_size={self.vocab_size}"
             )
-        if not (0.0 <= self.dropout < 1.0):
-            raise ConfigError(f"dropout must be in [0, 1). Received: dropout={self.dropout}")
+        for name in ("dropout", "input_dropout", "weight_drop"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+                raise ConfigError(f"{name} must be in [0, 1). Received: {name}={value}")
         return self
 
     def to_dict(self) -> dict:
@@ -102,6 +109,7 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warm-up from 0 (constant and cosine)
     decay_steps: int | None = None  # cosine: steps to decay over; None = fitted to time_limit, else epochs x steps/epoch
     min_lr_fraction: float = 0.1  # cosine ends (and plateau stops halving) at this share of learning_rate
+    average: float = 0.0  # momentum of the weights' moving average used to evaluate and save (0 = none)
     patience: int | None = None  # early stopping: evaluations without a new best validation loss
     sample_every: int | None = None  # steps between samples (besides the one after each evaluation)
     sample_chars: int = 200  # sample printed after each evaluation (0 = none)
@@ -124,6 +132,8 @@ class TrainConfig:
             raise ConfigError(f"warmup_steps must be an integer >= 0. Received: warmup_steps={self.warmup_steps!r}")
         if self.warmup_steps and self.lr_schedule == "plateau":
             raise ConfigError("--warmup-steps works with --lr-schedule constant or cosine, not plateau.")
+        if not (isinstance(self.average, (int, float)) and 0.0 <= self.average < 1.0):
+            raise ConfigError(f"average must be in [0, 1) (0: no averaged weights). Received: average={self.average}")
         if not (0.0 <= self.min_lr_fraction <= 1.0):
             raise ConfigError(f"min_lr_fraction must be in [0, 1]. Received: min_lr_fraction={self.min_lr_fraction}")
         positive_number("checkpoint_seconds", self.checkpoint_seconds)

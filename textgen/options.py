@@ -11,12 +11,13 @@ from textgen.config import preset
 from textgen.errors import ConfigError
 
 # The model options as the user names them -> ModelConfig's field names.
-MODEL_OPTIONS = {"layers": "num_layers", "units": "units", "embedding_dim": "embedding_dim", "dropout": "dropout"}
+MODEL_OPTIONS = {"layers": "num_layers", "units": "units", "embedding_dim": "embedding_dim", "dropout": "dropout",
+                 "input_dropout": "input_dropout", "weight_drop": "weight_drop", "locked_dropout": "locked_dropout"}
 # Options handed to TrainConfig under their own names.
 TRAIN_OPTIONS = ("seq_len", "batch_size", "epochs", "time_limit", "learning_rate", "clip_norm", "val_fraction",
                  "eval_every", "eval_chars", "seed", "lr_schedule", "warmup_steps", "decay_steps", "patience",
                  "sample_every", "sample_temperature", "state_reset", "tensorboard", "checkpoint_seconds",
-                 "jit", "strategy")
+                 "jit", "strategy", "average")
 # Everything `run_options` accepts: the two above, the size preset and the precision flags.
 OPTION_NAMES = ("size", *MODEL_OPTIONS, *TRAIN_OPTIONS, "precision", "mixed_precision")
 

@@ -97,8 +97,11 @@ def check_run_info(info, path) -> dict:
         value = model.get(name)
         if not _is_int(value) or not 1 <= value <= limit:
             raise damaged(path, f"model.{name} must be an integer in [1, {limit}]. Received: {shown(value)}")
-    if "dropout" in model and not _is_number(model["dropout"]):
-        raise damaged(path, f"model.dropout must be a number. Received: {shown(model['dropout'])}")
+    for name in ("dropout", "input_dropout", "weight_drop"):
+        if name in model and not _is_number(model[name]):
+            raise damaged(path, f"model.{name} must be a number. Received: {shown(model[name])}")
+    if "locked_dropout" in model and not isinstance(model["locked_dropout"], bool):
+        raise damaged(path, f"model.locked_dropout must be true or false. Received: {shown(model['locked_dropout'])}")
     vocab = info.get("vocab")
     if not isinstance(vocab, list) or len(vocab) != model["vocab_size"]:
         raise damaged(path, f"'vocab' must be a list of model.vocab_size={model['vocab_size']} characters. "

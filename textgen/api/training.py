@@ -127,7 +127,7 @@ def train(corpus=None, *, run: str | None = None, checkpoints=None, time_limit: 
 
     `corpus`: a path, a named corpus ("shakespeare", the default) or a str of text (see
     `resolve_corpus`). `options` are ``textgen train``'s options by their Python names (size,
-    layers, units, embedding_dim, dropout, epochs, learning_rate, seed, patience, ...); what is
+    layers, units, embedding_dim, dropout, weight_drop, locked_dropout, average, epochs, seed, ...); what is
     not given textgen chooses and records in the run (`Run.chosen`). `progress`: True shows it
     (Rich on stderr; a line in a notebook), False shows nothing, None (default) shows it in a
     terminal or a notebook only. `lines=True` is ``--lines`` (each non-empty line a document).

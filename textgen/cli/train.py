@@ -12,7 +12,14 @@ import typer
 from textgen.cli import common
 from textgen.cli.common import CheckpointsOption, JsonOption, emit_json, err, out
 from textgen.config import DEFAULT_PRESET, PRESETS, ModelConfig, TrainConfig, defaults
-from textgen.defaults import CORPUS_RULES, MANY_PASSES, MANY_PASSES_MIN_DROPOUT, NO_BUDGET_PATIENCE, PASS_RULES
+from textgen.defaults import (
+    CORPUS_RULES,
+    MANY_PASSES,
+    MANY_PASSES_MIN_DROPOUT,
+    NO_BUDGET_PATIENCE,
+    PASS_RULES,
+    RECIPE_MAX_CHARS,
+)
 from textgen.options import run_options
 
 MODEL = defaults(ModelConfig)
@@ -109,6 +116,10 @@ def train(
     units: Annotated[Optional[int], typer.Option(help=f"Units per LSTM layer. {default(MODEL['units'])}")] = None,
     embedding_dim: Annotated[Optional[int], typer.Option(help=f"Size of the character embedding. {default(MODEL['embedding_dim'])}")] = None,
     dropout: Annotated[Optional[float], typer.Option(help=f"Dropout after each LSTM layer, in [0, 1); textgen picks it by corpus size: {', '.join(f'{d:g} up to {n:,} characters' for n, d, _ in CORPUS_RULES[:-1])}, {CORPUS_RULES[-1][1]:g} above; with --time-limit on a CPU, by the passes over the text the budget buys at this CPU's measured speed: {', '.join(f'{d:g} up to {p:g} passes' for p, d in PASS_RULES)}; over {MANY_PASSES:g} passes, by corpus size but at least {MANY_PASSES_MIN_DROPOUT:g}, and the run stops on a plateau as without a budget (what was chosen is printed and kept in run.json).")] = None,
+    weight_drop: Annotated[Optional[float], typer.Option(help=f"Weight-drop in [0, 1): DropConnect on each LSTM's hidden-to-hidden weights, one mask per batch (keeps the fused cuDNN kernel). (default: 0.5 for a text of up to {RECIPE_MAX_CHARS:,} characters trained to its plateau, else 0; off when you give a dropout option; what was chosen is printed and kept in run.json)")] = None,
+    input_dropout: Annotated[Optional[float], typer.Option(help="Dropout on the embedded input characters, in [0, 1). (default: 0.1 with --weight-drop's recipe, else 0)")] = None,
+    locked_dropout: Annotated[Optional[bool], typer.Option("--locked-dropout/--no-locked-dropout", help="Locked (variational) dropout: one mask per text stream for every time step of a segment, instead of one per character. (default: on with --weight-drop's recipe, else off)")] = None,
+    average: Annotated[Optional[float], typer.Option(help="Momentum in [0, 1) of the moving average of the weights that evaluation, checkpoints and sampling use (0: the trained weights themselves). Fixed for the run. (default: 0, measured no better)")] = None,
     seq_len: Annotated[Optional[int], typer.Option(help=f"Characters per training segment (back-propagation length). {default(TRAINING['seq_len'])}")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help=f"Parallel text streams per step. {default(TRAINING['batch_size'])}")] = None,
     epochs: Annotated[Optional[int], typer.Option(help=f"Passes over the training text. Without --epochs and --time-limit, training stops by itself when validation stops improving (--patience {NO_BUDGET_PATIENCE} evaluations, best weights kept; learning rate halved on plateaus), after at most this many. {default(TRAINING['epochs'])}")] = None,
@@ -158,6 +169,7 @@ def train(
 
     model_options, train_options = run_options(
         size=size, layers=layers, units=units, embedding_dim=embedding_dim, dropout=dropout, seq_len=seq_len,
+        weight_drop=weight_drop, input_dropout=input_dropout, locked_dropout=locked_dropout, average=average,
         batch_size=batch_size, epochs=epochs, time_limit=time_limit, learning_rate=learning_rate,
         clip_norm=clip_norm, val_fraction=val_fraction, eval_every=eval_every, eval_chars=eval_chars, seed=seed,
         lr_schedule=lr_schedule, warmup_steps=warmup_steps, decay_steps=decay_steps, patience=patience,

@@ -36,9 +36,10 @@ from textgen.training.variables import (
     assign_model_arrays,
     assign_optimizer_arrays,
     assign_trainable_arrays,
-    model_arrays,
     optimizer_arrays,
-    trainable_arrays,
+    saved_model_arrays,
+    set_averages,
+    used_arrays,
 )
 
 keras = quiet_import_keras()
@@ -142,7 +143,7 @@ class Trainer:
 
     def _restore(self, ckpt: checkpoints.Checkpoint) -> None:
         assign_model_arrays(self.model, checkpoints.load_arrays(ckpt.path))
-        assign_optimizer_arrays(self.optimizer, checkpoints.load_arrays(ckpt.path, checkpoints.OPTIMIZER))
+        assign_optimizer_arrays(self.optimizer, checkpoints.load_arrays(ckpt.path, checkpoints.OPTIMIZER), self.model)
         state = ckpt.state
         self.step = int(state["step"])
         self.history = list(state.get("history", []))
@@ -174,8 +175,8 @@ class Trainer:
         if not self.distribution.is_chief:
             return self.run_dir  # multi-worker: only the chief writes checkpoints
         try:
-            path = checkpoints.save(self.run_dir, self.step, model_arrays(self.model),
-                                    optimizer_arrays(self.optimizer), self._state(), best=best)
+            path = checkpoints.save(self.run_dir, self.step, saved_model_arrays(self.model, self.optimizer),
+                                    optimizer_arrays(self.optimizer, self.model), self._state(), best=best)
         except OSError as e:
             previous = checkpoints.list_checkpoints(self.run_dir)
             kept = f"the previous checkpoint {previous[-1].name} is intact" if previous else "no earlier checkpoint exists"
@@ -199,10 +200,10 @@ class Trainer:
                 "eval_seconds": round(time.time() - start, 2)}
 
     def _copy_weights_to_scorer(self) -> None:
-        assign_trainable_arrays(self.scorer, trainable_arrays(self.model))
+        assign_trainable_arrays(self.scorer, used_arrays(self.model, self.optimizer))
 
     def sample_text(self, length: int, temperature: float) -> str:
-        engine = LSTMEngine(trainable_arrays(self.model), self.model_config.num_layers, threads=1)
+        engine = LSTMEngine(used_arrays(self.model, self.optimizer), self.model_config.num_layers, threads=1)
         ids = [int(i[0]) for i in generate(engine, [], length, temperature, seed=self.step,
                                            start_id=start_id(self.vocab))]
         return "".join(self.vocab[i] for i in ids)
@@ -215,6 +216,7 @@ class Trainer:
         if best is None or not self.distribution.is_chief:
             return
         assign_model_arrays(self.model, checkpoints.load_arrays(best.path))
+        set_averages(self.optimizer, self.model)  # the best averaged weights are now the run's
         self.restored_best_from = best.step
         self.save()
 
