@@ -40,6 +40,21 @@ MANY_PASSES = 16.0
 MANY_PASSES_MIN_DROPOUT = 0.2
 PASS_RULES = ((2.5, 0.0), (10.0, 0.1), (MANY_PASSES, 0.2))
 
+# The regularised recipe (AWD-LSTM, Merity et al. 2017: weight-drop on the hidden-to-hidden
+# weights, locked dropout, dropout on the input characters) for a small text seen many times
+# over: up to RECIPE_MAX_CHARS characters, trained to a plateau (no budget, or a CPU budget of
+# over MANY_PASSES passes). Measured on an AMD EPYC with AVX-512 BF16 (benchmarks/README.md): the
+# 100 KB slice of the plays at 300 s, 1.7919 nats against 1.8350 without it, at the same speed;
+# but on the 1 MB slice it learns far slower (1.6907 after 10 passes against 1.5754 at that point
+# and 1.5313 at the plateau without it; 1.6500 against 1.5436 at 300 s, ~9 passes).
+RECIPE = (("weight_drop", 0.5), ("input_dropout", 0.1), ("locked_dropout", True))
+RECIPE_MAX_CHARS = CORPUS_RULES[0][0]
+RECIPE_OFF = {"weight_drop": 0.0, "input_dropout": 0.0, "locked_dropout": False}
+REGULARISATION_OPTIONS = ("dropout", *RECIPE_OFF)
+# Averaged weights (an exponential moving average, `--average`) bought nothing measured: 1.8055
+# against 1.7919 on the 100 KB slice with the recipe (momentum 0.99), 1.4897 against 1.4876 on the
+# whole plays at 300 s. Off unless asked for (`TrainConfig.average` is 0): not a choice by corpus.
+
 
 def passes_rule(passes: float) -> tuple[float, str]:
     """(dropout, why) for a run expected to pass over its training text `passes` times (at most
@@ -137,6 +152,23 @@ def choose_defaults(given_model: dict, given_train: dict, corpus_chars: int,
             why = (f"{budget}; for {span} passes "
                    + ("dropout keeps the text from being memorised" if dropout else "dropout would only slow learning"))
     choose(model, "dropout", dropout, why)
+    given_regularisation = [name for name in REGULARISATION_OPTIONS if name in given_model]
+    many_passes = passes is None or passes > MANY_PASSES
+    for name, value in RECIPE:
+        if given_regularisation:
+            choose(model, name, RECIPE_OFF[name], f"--{given_regularisation[0].replace('_', '-')} was given: "
+                   "the regularisation is the user's (add this option to combine them)")
+        elif model["dropout"] > 0 and many_passes and corpus_chars <= RECIPE_MAX_CHARS:
+            choose(model, name, value, f"a text of up to {RECIPE_MAX_CHARS:,} characters seen many times over: the "
+                   "regularised recipe (weight-drop, locked dropout) goes on improving where dropout alone stops "
+                   "(benchmarks/README.md)")
+        elif model["dropout"] == 0:
+            choose(model, name, RECIPE_OFF[name], "no dropout: the text is not seen often enough to need regularisation")
+        elif not many_passes:
+            choose(model, name, RECIPE_OFF[name], "few passes over the text: more regularisation would only slow learning")
+        else:
+            choose(model, name, RECIPE_OFF[name], f"over {RECIPE_MAX_CHARS:,} characters the recipe learns too slowly "
+                   "to pay within hours on a CPU: dropout alone (benchmarks/README.md)")
 
     if "epochs" in train:
         return model, train, chosen  # the user's epochs: no early stopping unless --patience
