@@ -166,13 +166,19 @@ def test_the_recipe_is_chosen_for_many_passes_and_a_given_option_wins_over_every
     assert all(chosen[name]["value"] == value and "many times" in chosen[name]["reason"]
                for name, value in recipe.items())
     # A 1 MB text trained to its plateau: dropout alone, and why.
-    mid, _, chosen = choose_defaults({}, {}, 1_000_000, None)
+    mid, mid_train, mid_chosen = choose_defaults({}, {}, 1_000_000, None)
     assert mid["dropout"] > 0 and {name: mid[name] for name in recipe} == RECIPE_OFF
-    assert "learns too slowly" in chosen["weight_drop"]["reason"]
+    assert "learns too slowly" in mid_chosen["weight_drop"]["reason"] and "seq_len" not in mid_train
     assert "average" not in train, "no averaged weights unless asked for (measured no better)"
+    # Longer back-propagation through time with it, at the same characters per step.
+    assert (train["seq_len"], train["batch_size"]) == (100, 32) and "back-propagation" in chosen["seq_len"]["reason"]
+    assert train["eval_every"] == int(90_000 // (100 * 32)), "one evaluation per pass at the chosen shape"
+    _, given_shape, chosen = choose_defaults({}, {"seq_len": 50}, 100_000, None)
+    assert given_shape["seq_len"] == 50 and "batch_size" not in given_shape and "seq_len" not in chosen
     # A budget that buys few passes (measured speed) or a large corpus: no recipe, and why.
-    few, _, chosen = choose_defaults({}, {}, 1_000_000, 60.0, cpu_only=True, speed=lambda m, t: 10_000.0)
+    few, few_train, chosen = choose_defaults({}, {}, 1_000_000, 60.0, cpu_only=True, speed=lambda m, t: 10_000.0)
     assert {name: few[name] for name in recipe} == RECIPE_OFF and chosen["weight_drop"]["reason"]
+    assert "seq_len" not in few_train and "batch_size" not in few_train
     large, _, _ = choose_defaults({}, {}, 100_000_000, None)
     assert {name: large[name] for name in recipe} == RECIPE_OFF
     # Each option given wins, and is not recorded as textgen's choice.

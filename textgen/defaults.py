@@ -50,6 +50,10 @@ PASS_RULES = ((2.5, 0.0), (10.0, 0.1), (MANY_PASSES, 0.2))
 RECIPE = (("weight_drop", 0.5), ("input_dropout", 0.1), ("locked_dropout", True))
 RECIPE_MAX_CHARS = CORPUS_RULES[0][0]
 RECIPE_OFF = {"weight_drop": 0.0, "input_dropout": 0.0, "locked_dropout": False}
+# With the recipe, longer back-propagation through time (AWD-LSTM's character models use 150-200
+# steps): 32 streams of 100 characters, the same characters per step as 128 x 25. Measured with the
+# recipe on the 100 KB slice at 300 s: 1.7760 against 1.7919, though 20% slower per character.
+RECIPE_SHAPE = (("seq_len", 100), ("batch_size", 32))
 REGULARISATION_OPTIONS = ("dropout", *RECIPE_OFF)
 # Averaged weights (an exponential moving average, `--average`) bought nothing measured: 1.8055
 # against 1.7919 on the 100 KB slice with the recipe (momentum 0.99), 1.4897 against 1.4876 on the
@@ -154,6 +158,7 @@ def choose_defaults(given_model: dict, given_train: dict, corpus_chars: int,
     choose(model, "dropout", dropout, why)
     given_regularisation = [name for name in REGULARISATION_OPTIONS if name in given_model]
     many_passes = passes is None or passes > MANY_PASSES
+    recipe = False
     for name, value in RECIPE:
         if given_regularisation:
             choose(model, name, RECIPE_OFF[name], f"--{given_regularisation[0].replace('_', '-')} was given: "
@@ -162,6 +167,7 @@ def choose_defaults(given_model: dict, given_train: dict, corpus_chars: int,
             choose(model, name, value, f"a text of up to {RECIPE_MAX_CHARS:,} characters seen many times over: the "
                    "regularised recipe (weight-drop, locked dropout) goes on improving where dropout alone stops "
                    "(benchmarks/README.md)")
+            recipe = True
         elif model["dropout"] == 0:
             choose(model, name, RECIPE_OFF[name], "no dropout: the text is not seen often enough to need regularisation")
         elif not many_passes:
@@ -169,6 +175,11 @@ def choose_defaults(given_model: dict, given_train: dict, corpus_chars: int,
         else:
             choose(model, name, RECIPE_OFF[name], f"over {RECIPE_MAX_CHARS:,} characters the recipe learns too slowly "
                    "to pay within hours on a CPU: dropout alone (benchmarks/README.md)")
+    if recipe and not {"seq_len", "batch_size"} & set(train):
+        for name, value in RECIPE_SHAPE:
+            choose(train, name, value, "with the regularised recipe, longer back-propagation through time: "
+                   f"{dict(RECIPE_SHAPE)['batch_size']} streams of {dict(RECIPE_SHAPE)['seq_len']} characters, as many "
+                   "characters per step as 128 x 25 (benchmarks/README.md)")
 
     if "epochs" in train:
         return model, train, chosen  # the user's epochs: no early stopping unless --patience
