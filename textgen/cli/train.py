@@ -19,6 +19,7 @@ from textgen.defaults import (
     NO_BUDGET_PATIENCE,
     PASS_RULES,
     RECIPE_MAX_CHARS,
+    RECIPE_SHAPE,
 )
 from textgen.options import run_options
 
@@ -119,9 +120,9 @@ def train(
     weight_drop: Annotated[Optional[float], typer.Option(help=f"Weight-drop in [0, 1): DropConnect on each LSTM's hidden-to-hidden weights, one mask per batch (keeps the fused cuDNN kernel). (default: 0.5 for a text of up to {RECIPE_MAX_CHARS:,} characters trained to its plateau, else 0; off when you give a dropout option; what was chosen is printed and kept in run.json)")] = None,
     input_dropout: Annotated[Optional[float], typer.Option(help="Dropout on the embedded input characters, in [0, 1). (default: 0.1 with --weight-drop's recipe, else 0)")] = None,
     locked_dropout: Annotated[Optional[bool], typer.Option("--locked-dropout/--no-locked-dropout", help="Locked (variational) dropout: one mask per text stream for every time step of a segment, instead of one per character. (default: on with --weight-drop's recipe, else off)")] = None,
-    average: Annotated[Optional[float], typer.Option(help="Momentum in [0, 1) of the moving average of the weights that evaluation, checkpoints and sampling use (0: the trained weights themselves). Fixed for the run. (default: 0, measured no better)")] = None,
-    seq_len: Annotated[Optional[int], typer.Option(help=f"Characters per training segment (back-propagation length). {default(TRAINING['seq_len'])}")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help=f"Parallel text streams per step. {default(TRAINING['batch_size'])}")] = None,
+    average: Annotated[Optional[float], typer.Option(help=f"Momentum in [0, 1) of the moving average of the weights that evaluation, checkpoints and sampling use (0: the trained weights themselves). Fixed for the run; measured no better. {default(TRAINING['average'])}")] = None,
+    seq_len: Annotated[Optional[int], typer.Option(help=f"Characters per training segment (back-propagation length). {default(TRAINING['seq_len'])}; {dict(RECIPE_SHAPE)['seq_len']} with --weight-drop's recipe")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=f"Parallel text streams per step. {default(TRAINING['batch_size'])}; {dict(RECIPE_SHAPE)['batch_size']} with --weight-drop's recipe")] = None,
     epochs: Annotated[Optional[int], typer.Option(help=f"Passes over the training text. Without --epochs and --time-limit, training stops by itself when validation stops improving (--patience {NO_BUDGET_PATIENCE} evaluations, best weights kept; learning rate halved on plateaus), after at most this many. {default(TRAINING['epochs'])}")] = None,
     time_limit: Annotated[Optional[float], typer.Option(help=f"Stop after this many seconds of training, then evaluate and checkpoint; the cosine decay is fitted to it and no epoch cap applies (add --patience to stop earlier on a plateau). On a CPU, a limit that buys over {MANY_PASSES:g} passes over the text is a cap instead: the run halves its learning rate on plateaus and stops when validation is done (--patience {NO_BUDGET_PATIENCE}).")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help=f"Adam learning rate. {default(TRAINING['learning_rate'])}")] = None,
