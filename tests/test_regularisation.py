@@ -179,6 +179,12 @@ def test_the_recipe_is_chosen_for_many_passes_and_a_given_option_wins_over_every
     few, few_train, chosen = choose_defaults({}, {}, 1_000_000, 60.0, cpu_only=True, speed=lambda m, t: 10_000.0)
     assert {name: few[name] for name in recipe} == RECIPE_OFF and chosen["weight_drop"]["reason"]
     assert "seq_len" not in few_train and "batch_size" not in few_train
+    # Few epochs, or a GPU's budget (passes unknown): no recipe either.
+    for given_train, budget in (({"epochs": 3}, None), ({"time_limit": 60.0}, 60.0)):
+        few, few_train, _ = choose_defaults({}, given_train, 100_000, budget)
+        assert {name: few[name] for name in recipe} == RECIPE_OFF and "seq_len" not in few_train
+    many, _, _ = choose_defaults({}, {"epochs": 50}, 100_000, None)
+    assert {name: many[name] for name in recipe} == recipe
     large, _, _ = choose_defaults({}, {}, 100_000_000, None)
     assert {name: large[name] for name in recipe} == RECIPE_OFF
     # Each option given wins, and is not recorded as textgen's choice.

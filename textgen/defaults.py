@@ -157,7 +157,10 @@ def choose_defaults(given_model: dict, given_train: dict, corpus_chars: int,
                    + ("dropout keeps the text from being memorised" if dropout else "dropout would only slow learning"))
     choose(model, "dropout", dropout, why)
     given_regularisation = [name for name in REGULARISATION_OPTIONS if name in given_model]
-    many_passes = passes is None or passes > MANY_PASSES
+    # Known to see its text many times over: the passes measured for a CPU budget, else the epochs
+    # given, else (no budget) trained to its plateau. A GPU's budget buys an unknown number: no recipe.
+    many_passes = (passes > MANY_PASSES if passes is not None else
+                   train["epochs"] > MANY_PASSES if "epochs" in train else time_budget is None)
     recipe = False
     for name, value in RECIPE:
         if given_regularisation:
