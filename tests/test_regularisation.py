@@ -221,3 +221,15 @@ def test_the_cli_takes_the_recipe_options_and_refuses_bad_values(tiny_corpus, tm
     # The average is fixed for the run: resuming with another is refused.
     result = invoke("train", "--checkpoints", str(root), "--run", "r", "--resume", "--average", "0.5")
     assert_one_line_error(result, "average")
+
+
+def test_options_chosen_for_one_reason_are_printed_on_one_line():
+    from textgen.cli.train import chosen_lines
+
+    chosen = {"dropout": {"value": 0.1, "reason": "few passes"},
+              "weight_drop": {"value": 0.0, "reason": "few passes: no recipe"},
+              "input_dropout": {"value": 0.0, "reason": "few passes: no recipe"},
+              "epochs": {"value": 9, "reason": "a cap"}}
+    assert chosen_lines(chosen) == [("few passes", "dropout = 0.1"),
+                                    ("few passes: no recipe", "weight_drop = 0.0, input_dropout = 0.0"),
+                                    ("a cap", "epochs = 9")]

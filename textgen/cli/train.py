@@ -32,6 +32,18 @@ def default(value) -> str:
     return f"(default: {value:g})" if isinstance(value, float) else f"(default: {value})"
 
 
+def chosen_lines(chosen: dict) -> list:
+    """(reason, "name = value, ...") per line: options chosen one after another for one reason share it."""
+    lines = []
+    for name, choice in chosen.items():
+        shown = f"{name} = {choice['value']}"
+        if lines and lines[-1][0] == choice["reason"]:
+            lines[-1] = (choice["reason"], f"{lines[-1][1]}, {shown}")
+        else:
+            lines.append((choice["reason"], shown))
+    return lines
+
+
 class RichProgress:
     """Draws training progress on stderr; the trainer calls these hooks."""
 
@@ -61,8 +73,8 @@ class RichProgress:
             err.print(f"[dim]{info['parameters']:,} parameters · {info['train_chars']:,} training / "
                       f"{info['val_chars']:,} validation characters · {info['steps_per_epoch']:,} steps per "
                       f"epoch · starting at step {info['step']:,}{limit}[/]")
-            for name, choice in info.get("chosen", {}).items():
-                err.print(f"[dim]chosen: {name} = {choice['value']} ({choice['reason']})[/]")
+            for reason, values in chosen_lines(info.get("chosen", {})):
+                err.print(f"[dim]chosen: {values} ({reason})[/]")
         self.progress.start()
         self.task = self.progress.add_task("train", total=info["total_steps"], completed=info["step"],
                                            status="compiling…", eta="?")
