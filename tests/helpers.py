@@ -136,6 +136,16 @@ def assert_one_line_error(result, *fragments, code=1) -> str:
     return lines[0]
 
 
+def openai_error(answer, param: str, *fragments: str, status: int = 400) -> dict:
+    """An HTTP answer that is the OpenAI error envelope: `status`, exactly its four fields, `param`,
+    and a one-line message holding every fragment; returns the error object."""
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["param"] == param, error
+    assert "\n" not in error["message"] and all(f in error["message"] for f in fragments), error
+    return error
+
+
 def wait_until(probe, until=bool, *, what: str | None = None, timeout: float = 60.0, interval: float = 0.05,
                process=None, details=None):
     """Call `probe()` until `until(value)` holds, and return that value: tests wait on a signal

@@ -12,7 +12,7 @@ import random
 import httpx
 import openai
 import pytest
-from helpers import TINY_SIZE, Server, client, invoke, random_weights, sse_events
+from helpers import TINY_SIZE, Server, client, invoke, openai_error, random_weights, sse_events
 
 from textgen.documents import BOUNDARY
 from textgen.tables import LABEL_END, label_lead
@@ -49,14 +49,6 @@ def server(runs):
 
 def _post(server, body, path=NATIVE):
     return httpx.post(server.url + path, json=body, timeout=60)
-
-
-def _error(answer: httpx.Response, param: str, *fragments: str) -> str:
-    assert answer.status_code == 400, answer.text
-    error = answer.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"} and error["param"] == param, error
-    assert "\n" not in error["message"] and all(f in error["message"] for f in fragments), error
-    return error["message"]
 
 
 @pytest.mark.slow
@@ -113,12 +105,12 @@ def test_seeded_text_is_the_clis_and_the_apis(server, runs):
 @pytest.mark.slow
 def test_an_unknown_label_lists_the_known_ones(server, runs):
     cli = invoke("sample", "--checkpoints", runs, "--run", "answers", "--label", "meh")
-    message = _error(_post(server, {"model": "answers", "prompt": "", "max_tokens": 4, "label": "meh"},
-                           "/v1/completions"), "label", "Unknown label: run 'answers' knows")
+    message = openai_error(_post(server, {"model": "answers", "prompt": "", "max_tokens": 4, "label": "meh"},
+                                 "/v1/completions"), "label", "Unknown label: run 'answers' knows")["message"]
     assert "Error: " + message in cli.stderr  # the CLI's words
     assert "'bad'" in message and "'good'" in message and message.endswith("Received: label='meh'")
-    _error(_post(server, {"model": "answers", "label": "meh", "samples": [{}]}), "label", "Unknown label")
-    _error(_post(server, {"model": "answers", "samples": [{"label": "good"}, {"label": "meh"}]}), "samples[1].label",
+    openai_error(_post(server, {"model": "answers", "label": "meh", "samples": [{}]}), "label", "Unknown label")
+    openai_error(_post(server, {"model": "answers", "samples": [{"label": "good"}, {"label": "meh"}]}), "samples[1].label",
            "Unknown label: run 'answers' knows", "Received: samples[1].label='meh'")
     with pytest.raises(openai.BadRequestError) as caught:
         client(server).completions.create(model="answers", prompt="", max_tokens=4, extra_body={"label": ""})
@@ -127,11 +119,11 @@ def test_an_unknown_label_lists_the_known_ones(server, runs):
 
 @pytest.mark.slow
 def test_a_run_without_labels_takes_none(server):
-    _error(_post(server, {"model": "tiny", "prompt": "O", "label": "good"}, "/v1/completions"), "label",
+    openai_error(_post(server, {"model": "tiny", "prompt": "O", "label": "good"}, "/v1/completions"), "label",
            "label needs a run trained with --label-field or --label-column; run 'tiny' has no labels",
            "Received: label='good'")
-    _error(_post(server, {"model": "tiny", "samples": [{"label": "good"}]}), "samples[0].label", "has no labels")
-    _error(_post(server, {"model": "tiny", "lines": 2, "label": "good"}), "label", "label writes records")
+    openai_error(_post(server, {"model": "tiny", "samples": [{"label": "good"}]}), "samples[0].label", "has no labels")
+    openai_error(_post(server, {"model": "tiny", "lines": 2, "label": "good"}), "label", "label writes records")
     assert _post(server, {"model": "tiny", "prompt": "O", "max_tokens": 3}, "/v1/completions").status_code == 200
 
 
@@ -144,7 +136,7 @@ def test_a_run_without_labels_takes_none(server):
     ("/v1/chat/completions", {"label": "good", "messages": [{"role": "user", "content": "x"}]}, "label"),
 ])
 def test_a_label_that_is_not_text_is_refused(server, path, body, param):
-    _error(_post(server, {"model": "answers", **body}, path), param)
+    openai_error(_post(server, {"model": "answers", **body}, path), param)
 
 
 def test_a_streams_own_lead_is_the_sessions_lead():

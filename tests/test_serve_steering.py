@@ -10,7 +10,7 @@ import threading
 
 import httpx
 import pytest
-from helpers import Server, client, invoke, sse_events
+from helpers import Server, client, invoke, openai_error, sse_events
 
 pytestmark = pytest.mark.slow
 PATTERN = "[A-Z][a-z]+ [a-z]+[.?]"
@@ -34,14 +34,6 @@ def names_server(names_run):
 
 def _post(server, body, path=NATIVE):
     return httpx.post(server.url + path, json=body, timeout=60)
-
-
-def _error(answer: httpx.Response, param: str, *fragments: str) -> dict:
-    assert answer.status_code == 400, answer.text
-    error = answer.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"} and error["param"] == param, error
-    assert "\n" not in error["message"] and all(f in error["message"] for f in fragments), error
-    return error
 
 
 def test_every_completion_matches_whole_or_streamed(server):
@@ -133,10 +125,10 @@ def test_constraints_that_cannot_be_kept_are_400_naming_the_field(server, body, 
         answer = _post(server, {"model": "tiny", "prompt": "O", "max_tokens": 40, "stream": stream, **body},
                        "/v1/completions")
         assert answer.headers["content-type"].startswith("application/json")
-        _error(answer, param, *fragments)
+        openai_error(answer, param, *fragments)
     native = {key: value for key, value in body.items() if key != "stream"}
     answer = _post(server, {"model": "tiny", "prompt": "O", "samples": [{}, {"max_tokens": 40, **native}]})
-    _error(answer, f"samples[1].{param}", *fragments)
+    openai_error(answer, f"samples[1].{param}", *fragments)
 
 
 def test_lines_mode_gives_the_lines_of_textgen_sample(names_server, names_run):
@@ -168,17 +160,17 @@ def test_lines_mode_gives_the_lines_of_textgen_sample(names_server, names_run):
 
 
 def test_lines_mode_refuses_what_it_cannot_do(names_server):
-    _error(_post(names_server, {"model": "names", "lines": 3, "stream": True}), "stream", "Lines mode")
-    _error(_post(names_server, {"model": "names", "lines": 3, "samples": [{}, {}]}), "samples", "Lines mode")
-    _error(_post(names_server, {"model": "names", "lines": 3, "samples": [{"stop": "a"}]}), "samples[0].stop")
-    _error(_post(names_server, {"model": "names", "lines": 17}), "lines", "at most 16")
-    _error(_post(names_server, {"model": "names", "samples": [{}], "novel": True}), "novel", "give lines")
-    _error(_post(names_server, {"model": "names"}), "samples", "Missing required parameter")
-    _error(_post(names_server, {"model": "names", "lines": 2, "samples": [{"regex": "[0-9]+"}]}), "samples[0].regex")
-    _error(_post(names_server, {"model": "names", "samples": [{}], "must_include": ["a"]}), "must_include", "give lines")
-    _error(_post(names_server, {"model": "names", "lines": 2, "must_include": ["José"]}), "must_include", "never saw")
-    _error(_post(names_server, {"model": "names", "lines": 2, "must_include": [""]}), "must_include", "must not be empty")
-    _error(_post(names_server, {"model": "names", "lines": 2, "must_include": ["abcdef"], "samples": [{"max_tokens": 3}]}),
+    openai_error(_post(names_server, {"model": "names", "lines": 3, "stream": True}), "stream", "Lines mode")
+    openai_error(_post(names_server, {"model": "names", "lines": 3, "samples": [{}, {}]}), "samples", "Lines mode")
+    openai_error(_post(names_server, {"model": "names", "lines": 3, "samples": [{"stop": "a"}]}), "samples[0].stop")
+    openai_error(_post(names_server, {"model": "names", "lines": 17}), "lines", "at most 16")
+    openai_error(_post(names_server, {"model": "names", "samples": [{}], "novel": True}), "novel", "give lines")
+    openai_error(_post(names_server, {"model": "names"}), "samples", "Missing required parameter")
+    openai_error(_post(names_server, {"model": "names", "lines": 2, "samples": [{"regex": "[0-9]+"}]}), "samples[0].regex")
+    openai_error(_post(names_server, {"model": "names", "samples": [{}], "must_include": ["a"]}), "must_include", "give lines")
+    openai_error(_post(names_server, {"model": "names", "lines": 2, "must_include": ["José"]}), "must_include", "never saw")
+    openai_error(_post(names_server, {"model": "names", "lines": 2, "must_include": [""]}), "must_include", "must not be empty")
+    openai_error(_post(names_server, {"model": "names", "lines": 2, "must_include": ["abcdef"], "samples": [{"max_tokens": 3}]}),
            "must_include", "longer than a sample")
 
 
@@ -208,12 +200,12 @@ def test_lines_mode_refuses_unsatisfiable_and_loose_requests(names_server, serve
     error = none.json()["error"]
     assert error["param"] == "lines" and error["code"] == "no_line_kept" and "No line was kept" in error["message"]
     assert "without a must_include word" in error["message"] and "--" not in error["message"], error
-    _error(_post(server, {"model": "tiny", "lines": 2}), "lines", "lines needs a run trained on lines")
-    _error(_post(names_server, {"model": "names", "lines": 2, "prompt": "Jo\n"}), "prompt", "cannot hold a line end")
-    two = _error(_post(names_server, {"model": "names", "lines": 3, "samples": [{}, {}]}), "samples",
-                 "Received: samples=2 entries")
+    openai_error(_post(server, {"model": "tiny", "lines": 2}), "lines", "lines needs a run trained on lines")
+    openai_error(_post(names_server, {"model": "names", "lines": 2, "prompt": "Jo\n"}), "prompt", "cannot hold a line end")
+    two = openai_error(_post(names_server, {"model": "names", "lines": 3, "samples": [{}, {}]}), "samples",
+                       "Received: samples=2 entries")
     assert "SampleSpec" not in two["message"]
-    _error(_post(names_server, {"model": "names", "lines": 2, "must_include": ["Jo"],
+    openai_error(_post(names_server, {"model": "names", "lines": 2, "must_include": ["Jo"],
                                 "samples": [{"ban": ["Jo"]}]}), "must_include", "opposite")
     for loose in ("3", True, 2.0):
         answer = _post(names_server, {"model": "names", "lines": loose})

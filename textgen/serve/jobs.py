@@ -97,7 +97,9 @@ class Job:
         self.paused = False                           # its streams are out of the batch (engine thread)
         self.paused_at = 0.0
         self._released = False
-        self.prompt_chars = sum(len(p) for p in dict.fromkeys(s.prime for s in self.specs))
+        # Characters admission will feed: each distinct (label lead, prompt) once, the lead counted too.
+        self.prompt_chars = sum(len(lead) + len(prime) for lead, prime in
+                                dict.fromkeys((tuple(s.lead), s.prime) for s in self.specs))
 
     @property
     def done(self) -> bool:
