@@ -163,7 +163,7 @@ def compile_model(model, learning_rate: float = TrainConfig.learning_rate,
     Adam with a global gradient-norm clip, and the sparse categorical cross-entropy from
     logits; `average` > 0 keeps an exponential moving average of the weights with that
     momentum (Keras' `use_ema`, never written over the weights being trained: evaluation and
-    checkpoints read it, `training.variables.averaged_arrays`). Returns the model's optimizer
+    checkpoints read it, `training.variables.used_arrays` / `saved_model_arrays`). Returns the model's optimizer
     (under mixed_float16 Keras wraps Adam in a LossScaleOptimizer: that is the one a
     checkpoint saves and restores).
     """

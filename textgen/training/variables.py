@@ -82,10 +82,8 @@ def _averages(optimizer) -> list | None:
 def saved_model_arrays(model, optimizer) -> dict:
     """The model arrays a checkpoint holds: `model_arrays`, with the averaged weights where kept."""
     arrays = model_arrays(model)
-    averages = _averages(optimizer)
-    if averages is not None:
-        for v, average in zip(model.trainable_variables, averages, strict=True):
-            arrays[v.path] = np.asarray(average.numpy()).astype(arrays[v.path].dtype)
+    if _averages(optimizer) is not None:
+        arrays.update({path: value.astype(arrays[path].dtype) for path, value in used_arrays(model, optimizer).items()})
     return arrays
 
 
