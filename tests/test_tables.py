@@ -14,6 +14,7 @@ from helpers import TINY_SIZE, assert_one_line_error, invoke
 
 from textgen import tables
 from textgen.documents import BOUNDARY
+from textgen.errors import ConfigError
 from textgen.tables import LABEL_END, Table
 
 REVIEWS = {"good": ["I loved this film.", "A wonderful story.", "Great acting, happy ending."],
@@ -177,3 +178,16 @@ def test_the_api_trains_on_a_table_and_resumes_it(tmp_path):
     assert run.resume(epochs=2, progress=False).corpus["documents"]["count"] == 12  # the same file, read again
     with pytest.raises(textgen.TextgenError, match="--jsonl needs --text-field"):
         textgen.train(jsonl=path, progress=False)
+
+
+@pytest.mark.parametrize("documents, fragment", [
+    ({"labels": "good"}, "must map each label"),            # a string, where `in` would match substrings
+    ({"labels": ["good"]}, "must map each label"),
+    ({"labels": {"g\u00e9od": 1}}, "not in its vocabulary"),  # a label its vocabulary cannot write
+    ("not an object", "has no labels"),
+])
+def test_a_crafted_label_record_is_one_clear_error(documents, fragment):
+    info = {"name": "crafted", "corpus": {"documents": documents}}
+    label = "g\u00e9od" if "vocabulary" in fragment else "good"
+    with pytest.raises(ConfigError, match=fragment):
+        tables.label_lead(info, [BOUNDARY, LABEL_END, *"godb"], label)

@@ -188,7 +188,11 @@ def label_lead(info: dict, chars: Sequence[str], label: str | None) -> list[int]
     no label). A run without labels, or a label it does not know, is one ConfigError."""
     if label is None:
         return []
-    known = ((info.get("corpus") or {}).get("documents") or {}).get("labels")
+    documents = (info.get("corpus") or {}).get("documents")
+    known = documents.get("labels") if isinstance(documents, dict) else None
+    if known is not None and not (isinstance(known, dict) and all(isinstance(k, str) for k in known)):
+        raise ConfigError(f"Run {info.get('name')!r} is damaged: its run.json's corpus.documents.labels must map "
+                          f"each label to its count. Received: label={label!r}")
     if known is None:
         raise ConfigError(f"--label needs a run trained with --label-field or --label-column; run "
                           f"{info.get('name')!r} has no labels. Received: label={label!r}")
@@ -197,7 +201,12 @@ def label_lead(info: dict, chars: Sequence[str], label: str | None) -> list[int]
         more = f" and {len(known) - SHOWN_LABELS} more" if len(known) > SHOWN_LABELS else ""
         raise ConfigError(f"Unknown label: run {info.get('name')!r} knows {shown}{more}. Received: label={label!r}")
     index = {c: i for i, c in enumerate(chars)}
-    return [index[c] for c in BOUNDARY + label + LABEL_END]
+    lead = BOUNDARY + label + LABEL_END
+    unseen = [c for c in lead if c not in index]
+    if unseen:  # a run.json listing a label its vocabulary cannot write
+        raise ConfigError(f"Run {info.get('name')!r} is damaged: label {label!r} holds {unseen[0]!r}, which is not in "
+                          f"its vocabulary. Received: label={label!r}")
+    return [index[c] for c in lead]
 
 
 def describe(table: Table) -> str:
