@@ -7,8 +7,9 @@ What it does, in one run:
 1. (lines) takes the census first names (tests/data/first_names.txt: the list PyPI's `names`
    0.3.0 ships, 5,163 names) and trains the same 2x128 LSTM on it twice with `textgen train`
    for --seconds each: once with `--lines`, once without (one stream, as before). From the first,
-   `textgen sample --lines N --novel` writes N lines; from the second (which `--lines` refuses),
-   64 samples of running text cut at their newlines give the first N lines, judged alike. It
+   `textgen sample --lines N --novel` writes N lines at temperatures 0.8 and 1.0; from the second
+   (which `--lines` refuses), 64 samples of running text cut at their newlines give the first N
+   lines, judged alike. It
    reports the share of sampled lines kept
    (dropped: already in the list, empty, too long), whether every kept line is well formed (one
    line, only the list's alphabet), and how many have a name's shape (`[A-Z][a-z]+`).
@@ -20,9 +21,10 @@ What it does, in one run:
    `patterns` (a simple pattern, banned words, a counted pattern, an alternation of 300 names, a
    pattern with bans), the median of --repeats runs of --length characters, and the ratio
    constrained/unconstrained (the target: <= 1.5x for the simple pattern). An unconstrained
-   temperature-only batch runs up to 16 steps per call of the compiled step; a constrained one
-   goes step by step, its rows drawn from their masked logits in numpy: the ratio is that
-   difference plus the mask, so it falls as the model's own step grows.
+   temperature-only batch runs up to 16 steps per call of the compiled step, and so does a
+   constrained one (tg_run masks each row by its automaton in C; the stream's cursor follows in
+   Python): the ratio is the mask's cost plus that bookkeeping, so it falls as the model's own
+   step grows.
 
 --quick: 3 s of training each, 100 lines and samples, 2 repeats of 60 characters (a smoke run
 of under a minute on a quiet machine; its figures say nothing about the targets). Timings are this machine's
@@ -48,6 +50,7 @@ MODEL = ["--layers", "2", "--units", "128", "--embedding-dim", "32", "--seq-len"
 BIG = ["--layers", "2", "--units", "512", "--embedding-dim", "64", "--seq-len", "32", "--batch-size", "32",
        "--seed", "0"]
 SIMPLE = "[A-Z][a-z]{2,8}"
+TEMPERATURES = (0.8, 1.0)  # lines are judged at each: the share already in the list falls as T rises
 
 
 def patterns(names: list) -> dict:
@@ -85,9 +88,9 @@ def sample_json(env: dict, *args) -> tuple[dict, str]:
     return json.loads(result.stdout), result.stderr.strip()
 
 
-def lines_figures(run: str, count: int, alphabet: set, env: dict) -> dict:
-    data, report = sample_json(env, "--run", run, "--lines", count, "--novel", "--length", 40, "--temperature", 0.8,
-                               "--seed", 1)
+def lines_figures(run: str, count: int, alphabet: set, env: dict, temperature: float) -> dict:
+    data, report = sample_json(env, "--run", run, "--lines", count, "--novel", "--length", 40, "--temperature",
+                               temperature, "--seed", 1)
     lines = data["lines"]
     well_formed = [line for line in lines if line and "\n" not in line and set(line) <= alphabet]
     return {"kept": len(lines), "sampled": data["sampled"], "kept_pct": 100 * len(lines) / max(1, data["sampled"]),
@@ -96,12 +99,12 @@ def lines_figures(run: str, count: int, alphabet: set, env: dict) -> dict:
             "first": lines[:8], "report": report}
 
 
-def running_text_figures(run: str, count: int, names: list, alphabet: set, env: dict) -> dict:
+def running_text_figures(run: str, count: int, names: list, alphabet: set, env: dict, temperature: float) -> dict:
     """The same judgment for a run trained without --lines (which `sample --lines` refuses): running
     text from the start of a line, cut at its newlines (each sample's unfinished last line left
     out), the first `count` lines judged as --novel would: empty or already a name is dropped."""
     data, _ = sample_json(env, "--run", run, "--num-samples", 64, "--length", max(200, 40 * count // 32),
-                          "--temperature", 0.8, "--seed", 1)
+                          "--temperature", temperature, "--seed", 1)
     judged = [line.strip() for s in data["samples"] for line in s["text"].split("\n")[:-1]][:count]
     known = set(names)
     dropped = {"empty": sum(not x for x in judged), "in_training": sum(bool(x) and x in known for x in judged)}
@@ -197,9 +200,11 @@ def main() -> None:
                    "model": " ".join(MODEL), "runs": {}}
         for run, lines in (("names-lines", True), ("names-plain", False)):
             trained = train(corpus, run, args.seconds, lines, env)
-            judge = (lines_figures(run, args.lines, alphabet, env) if lines
-                     else running_text_figures(run, args.lines, names, alphabet, env))
-            figures["runs"][run] = {"steps": trained.get("step"), "val_bpc": trained.get("val_bpc"), **judge}
+            for temperature in TEMPERATURES:
+                judge = (lines_figures(run, args.lines, alphabet, env, temperature) if lines
+                         else running_text_figures(run, args.lines, names, alphabet, env, temperature))
+                figures["runs"][f"{run} {temperature:g}"] = {"steps": trained.get("step"),
+                                                             "val_bpc": trained.get("val_bpc"), **judge}
         figures["match"] = match_figures("names-lines", args.samples, env)
         train(corpus, "cost-2x512", 1.0 if args.quick else 2.0, False, env, BIG)
         figures["cost"] = [*cost_curve(workdir / "checkpoints" / "names-lines", names, args.length, args.repeats, "2x128"),
@@ -213,14 +218,14 @@ def main() -> None:
 def report(f: dict) -> None:
     print(f"CPU: {f['cpu']}; sampling step: {f['sampling_step']}; {f['names']:,} names; model {f['model']}; "
           f"{f['seconds']:g} s of training per run")
-    print("\n1. lines: textgen sample --lines N --novel (length 40, temperature 0.8, seed 1)")
-    print(f"{'run':<12} {'steps':>6} {'val bpc':>8} {'kept':>6} {'sampled':>8} {'kept %':>7} {'well-formed %':>14} "
+    print("\n1. lines: textgen sample --lines N --novel (length 40, seed 1) at each temperature T")
+    print(f"{'run, T':<16} {'steps':>6} {'val bpc':>8} {'kept':>6} {'sampled':>8} {'kept %':>7} {'well-formed %':>14} "
           f"{'[A-Z][a-z]+ %':>14}  dropped")
     for run, r in f["runs"].items():
         bpc = "-" if r["val_bpc"] is None else f"{r['val_bpc']:.3f}"
-        print(f"{run:<12} {r['steps'] or 0:>6} {bpc:>8} {r['kept']:>6} {r['sampled']:>8} {r['kept_pct']:>7.1f} "
+        print(f"{run:<16} {r['steps'] or 0:>6} {bpc:>8} {r['kept']:>6} {r['sampled']:>8} {r['kept_pct']:>7.1f} "
               f"{r['well_formed_pct']:>14.1f} {r['name_shaped_pct']:>14.1f}  {r['dropped']}")
-        print(f"{'':<12} first: {', '.join(r['first'])}")
+        print(f"{'':<16} first: {', '.join(r['first'])}")
     m = f["match"]
     print(f"\n2. match: --regex '{m['pattern']}': {m['matching']}/{m['samples']} samples match in full; "
           f"with --lines: {m['lines_matching']}/{m['lines']} lines; first: {', '.join(m['first'])}")

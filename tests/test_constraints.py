@@ -135,6 +135,53 @@ def test_same_seed_same_text_alone_or_among_other_rows(engine):
     assert texts(engine, [spec(3)], max_steps=1) == alone
 
 
+def test_the_compiled_run_steers_as_the_one_step_draw_does(engine):
+    # Several steps per call (tg_run masks each steered row in C) and one step per call (the
+    # numpy masked draw) write the same text, for every kind of steering, mixed with a plain row.
+    cases = [steering(CHARS, regex="[a-f]+g"), steering(CHARS, ban=["ab", "ca", "ddd"]),
+             steering(CHARS, regex="(ab|c{2,3})*e", ban=["cc"]), steering(CHARS, regex="[abc]{3}")]
+    specs = [StreamSpec(length=40, temperature=t, seed=5, index=i, steering=steer)
+             for i, (steer, t) in enumerate([(c, t) for c in cases for t in (0.0, 0.7, 2.0)])]
+    specs += [StreamSpec(length=40, temperature=1.0, seed=5, index=100)]  # a plain row among them
+    many = texts(engine, specs)
+    assert many == texts(engine, specs, max_steps=1)
+    assert many[-1] == texts(engine, [specs[-1]])[0]
+    if engine.compiled is not None:  # the steered rows did run several steps per call
+        session = SamplingSession(engine, CHARS)
+        session.add(StreamSpec(length=40, temperature=1.0, seed=5, steering=cases[1]))
+        session.step(16)
+        assert session.steps_done == 16
+        session.close()
+    # line mode: the end of a line is open only where the line matches, and ends the stream
+    chars = [*CHARS, "\n"]
+    lines = steering(chars, regex="[a-c]+d?", end="\n")
+    engine8 = LSTMEngine(random_weights(units=16, scale=1.0, vocab=8), 2)
+    written = []
+    for max_steps in (16, 1):
+        session = SamplingSession(engine8, chars)
+        streams = [session.add(StreamSpec(length=30, temperature=1.0, seed=2, index=i, steering=lines))
+                   for i in range(4)]
+        while any(s.finish_reason is None for s in streams):
+            session.step(max_steps)
+        session.close()
+        written.append([s.text for s in streams])
+    assert written[0] == written[1]
+    assert all(re.fullmatch("[a-c]+d?\n?", t) for t in written[0]), written[0]
+
+
+def test_the_compiled_step_refuses_an_automaton_that_leaves_itself():
+    from textgen.generation.kernel import SteerTables, steer_rows
+
+    automaton = compile_regex("[ab]c", CHARS)
+    tables = automaton.kernel_tables
+    assert tables.table.dtype == np.int32 and tables.states == automaton.states
+    with pytest.raises(ValueError, match="own states"):
+        SteerTables(automaton.table + 1, automaton.distance, automaton.nearest, automaton.accepting)
+    with pytest.raises(ValueError, match="state must be in"):
+        steer_rows([None, (tables, -1, automaton.states, 5)])
+    assert steer_rows([None, (tables, -1, 0, 5)])["left"].tolist() == [0, 5]
+
+
 # A small grammar of patterns over the vocabulary and one character it lacks ("x").
 ATOMS = st.sampled_from(["a", "b", "c", "x", "[a-c]", "[^ab]", ".", "(a|bc)", "g"])
 
@@ -154,9 +201,11 @@ def test_property_every_sample_matches_or_the_pattern_is_refused(engine, pattern
         # refused up front: only when no text of 1 to 12 characters over the vocabulary matches
         assert not any(re.fullmatch(pattern, w) for w in _words(12, pattern))
         return
-    for text in texts(engine, [StreamSpec(length=12, temperature=temperature, seed=seed, index=i, steering=steered)
-                               for i in range(3)]):
+    specs = [StreamSpec(length=12, temperature=temperature, seed=seed, index=i, steering=steered) for i in range(3)]
+    written = texts(engine, specs)
+    for text in written:
         assert re.fullmatch(pattern, text), (pattern, text)
+    assert texts(engine, specs, max_steps=1) == written  # the compiled run and the one-step draw agree
 
 
 def _words(limit, pattern):

@@ -312,7 +312,7 @@ def test_the_c_side_checks_what_it_can(lib):
     assert lib.tg_step(runner.handle, 3) == -1
     runner.ids[:3] = [0, 6, 1]
     assert lib.tg_step(runner.handle, 4) == -1 and lib.tg_step(runner.handle, 3) == 0
-    assert lib.tg_run(runner.handle, 4, 1, None, None, 1, None, None, None, None) == -1  # 4 rows > capacity 3
+    assert lib.tg_run(runner.handle, 4, 1, None, None, 1, None, None, None, None, None) == -1  # 4 rows > capacity 3
     assert lib.tg_runner_create(engine.compiled.handle, 0, 0) is None
     model, weights = engine.compiled, (ctypes.c_void_p * 2)(*[w.ctypes.data for w in engine.compiled.weights])
     tables = model.table.ctypes.data, ctypes.addressof(weights), ctypes.addressof(weights)

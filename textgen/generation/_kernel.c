@@ -494,9 +494,43 @@ TG_API void *tg_model_create(int layers, int units, int padded, int vocab, int o
 
 TG_API void tg_model_destroy(void *m) { free(m); }
 
-/* Draw one id per row from p ∝ exp(logits / T), as textgen/generation/draw.py's `sample` does without
- * top-k or top-p (in float64: z = l / T - max, e = exp(z), cdf = cumsum(e); the id is the
- * number of cdf entries <= u * cdf[V-1]); T = 0 is argmax (first maximum). Row r's uniform is
+/* One id from p ∝ exp(l / t) over the ids `allow` admits (all when it is NULL), as
+ * textgen/generation/draw.py's `sample` does without top-k or top-p (in float64: z = l / t - max,
+ * e = exp(z), cdf = cumsum(e); the id is the number of cdf entries <= u * cdf[V-1]; an id
+ * `allow` refuses adds nothing to the cdf, as numpy's exp(-inf) = 0); t = 0 is argmax (the first
+ * maximum). Should rounding put u * cdf[V-1] past every entry, the id is the last admitted one
+ * (V - 1 when all are). `cdf` is V doubles of scratch. */
+static int draw_one(const float *l, int V, double t, double u, const uint8_t *allow, double *cdf) {
+    int first = 0, last = V - 1;
+    if (allow) {
+        while (first < V && !allow[first]) first++;
+        while (last > first && !allow[last]) last--;
+    }
+    if (first >= V) return 0; /* nothing admitted: the caller never asks (a steered row always has an id) */
+    if (t == 0.0) {
+        int best = first;
+        for (int j = first + 1; j <= last; j++)
+            if ((!allow || allow[j]) && l[j] > l[best]) best = j;
+        return best;
+    }
+    double top = -INFINITY;
+    for (int j = 0; j < V; j++) {
+        double z = (double)l[j] / t;
+        cdf[j] = z;
+        if ((!allow || allow[j]) && z > top) top = z;
+    }
+    double total = 0.0;
+    for (int j = 0; j < V; j++) {
+        if (!allow || allow[j]) total += exp(cdf[j] - top);
+        cdf[j] = total;
+    }
+    double target = u * total;
+    int id = 0;
+    while (id < V && cdf[id] <= target) id++;
+    return id <= last ? id : last;
+}
+
+/* Draw one id per row (draw_one, every id admitted). Row r's uniform is
  * uniforms[r * block + used[r]], and used[r] advances; the uniform is also written to u_out[r].
  * Returns how many rows used the last uniform of their block (the caller refills them), or -1
  * when a row has no uniform left, the sizes are impossible, or the buffer cannot be had. */
@@ -507,7 +541,6 @@ static int sample_rows(const float *logits, int n, int V, const double *temps, c
     double *cdf = malloc((size_t)V * sizeof(double));
     if (!cdf) return -1;
     for (int r = 0; r < n; r++) {
-        const float *l = logits + (size_t)r * V;
         if (used[r] < 0 || used[r] >= block) { /* the caller refills a used block before the next draw */
             free(cdf);
             return -1;
@@ -515,29 +548,7 @@ static int sample_rows(const float *logits, int n, int V, const double *temps, c
         double u = uniforms[(size_t)r * block + used[r]];
         u_out[r] = u;
         if (++used[r] >= block) empty++;
-        double t = temps[r];
-        int best = 0;
-        if (t == 0.0) {
-            for (int j = 1; j < V; j++)
-                if (l[j] > l[best]) best = j;
-            ids[r] = best;
-            continue;
-        }
-        double top = -INFINITY;
-        for (int j = 0; j < V; j++) {
-            double z = (double)l[j] / t;
-            cdf[j] = z;
-            if (z > top) top = z;
-        }
-        double total = 0.0;
-        for (int j = 0; j < V; j++) {
-            total += exp(cdf[j] - top);
-            cdf[j] = total;
-        }
-        double target = u * total;
-        int id = 0;
-        while (id < V && cdf[id] <= target) id++;
-        ids[r] = id < V - 1 ? id : V - 1;
+        ids[r] = draw_one(logits + (size_t)r * V, V, temps[r], u, NULL, cdf);
     }
     free(cdf);
     return empty;
@@ -548,26 +559,105 @@ TG_API int tg_sample(const float *logits, int n, int V, const double *temps, con
     return sample_rows(logits, n, V, temps, uniforms, block, used, u_out, ids);
 }
 
+/* A steered row (textgen/generation/constraints.py): its automaton over the vocabulary —
+ * table[s * V + id] the next state, distance[s] the fewest characters from s to acceptance
+ * (UNREACHABLE clamped to INT32_MAX), nearest[s] the least distance one move on, accepting[s] —
+ * `states` its size, `end` the id that ends a line (-1: none), and where the row stands: `state`
+ * and `left`, the characters its length still allows. tg_run moves state and left as the row
+ * draws; `finished` is set to the step (1-based) whose character completed the row's text, and
+ * from then on the row is drawn unsteered (the caller drops what follows). `table` NULL: the row
+ * is not steered. The same rules as constraints.Cursor, which the caller replays to check. */
+typedef struct {
+    const int32_t *table, *distance, *nearest;
+    const uint8_t *accepting;
+    int64_t states, end, state, left, finished;
+} Steer;
+
+/* The ids row `st` may draw next (constraints.Cursor.allowed); 0 when its state is out of range. */
+static int steer_mask(const Steer *st, int V, uint8_t *allow) {
+    if (st->state < 0 || st->state >= st->states) return 0;
+    const int32_t *next = st->table + (size_t)st->state * V;
+    int any = 0;
+    for (int j = 0; j < V; j++) {
+        int32_t s = next[j];
+        allow[j] = s >= 0 && s < st->states && (int64_t)st->distance[s] < st->left;
+        any |= allow[j];
+    }
+    if (st->end >= 0 && st->end < V) {
+        allow[st->end] = st->accepting[st->state] != 0;
+        any |= allow[st->end];
+    }
+    return any;
+}
+
 /* Up to `steps` steps of draw-then-advance for rows [0, n), every row temperature-only: each
- * step draws an id per row from the state's logits (as tg_sample), writes them to
- * ids_out[s * n + r], and advances the state with them. Stops after the step in which a row
- * used the last uniform of its block (the caller refills it), or after any step once another
+ * step draws an id per row from the state's logits (as tg_sample; a steered row, `steer[r].table`
+ * set, from the ids its automaton admits), writes them to ids_out[s * n + r], and advances the
+ * state with them. Stops after the step in which a row used the last uniform of its block (the
+ * caller refills it), or a steered row finished its text, or after any step once another
  * thread has set *interrupt (a request waits to join, a client left); returns the steps
  * done. A row whose stream finished during these steps has advanced further for nothing:
- * rows do not affect each other, so the caller just drops it. Returns -1 when n is not in
- * [1, capacity] or a draw or step fails. */
+ * rows do not affect each other, so the caller just drops it. `steer` may be NULL (no row is
+ * steered). Returns -1 when n is not in [1, capacity], a draw or step fails, or a steered
+ * row's state leaves its automaton. */
 TG_API int tg_run(Runner *run, int n, int steps, const double *temps, const double *uniforms, int block, int64_t *used,
-           double *u_out, int64_t *ids_out, const int32_t *interrupt) {
+           double *u_out, int64_t *ids_out, const int32_t *interrupt, Steer *steer) {
     const int V = run->model->vocab;
-    if (n < 1 || n > run->capacity || steps < 1 || !run->logits || !run->ids) return -1;
-    for (int s = 0; s < steps; s++) {
-        int empty = sample_rows(run->logits, n, V, temps, uniforms, block, used, u_out, run->ids);
-        if (empty < 0) return -1;
+    if (n < 1 || n > run->capacity || steps < 1 || block < 1 || !run->logits || !run->ids) return -1;
+    double *cdf = malloc((size_t)V * sizeof(double));
+    uint8_t *allow = malloc((size_t)V);
+    int result = steps;
+    if (!cdf || !allow) result = -1;
+    for (int s = 0; s < steps && result == steps; s++) {
+        int empty = 0, finished = 0;
+        for (int r = 0; r < n; r++) {
+            if (used[r] < 0 || used[r] >= block) {
+                result = -1;
+                break;
+            }
+            double u = uniforms[(size_t)r * block + used[r]];
+            u_out[r] = u;
+            if (++used[r] >= block) empty++;
+            Steer *st = steer && steer[r].table && !steer[r].finished ? &steer[r] : NULL;
+            const float *l = run->logits + (size_t)r * V;
+            if (!st) {
+                run->ids[r] = draw_one(l, V, temps[r], u, NULL, cdf);
+                continue;
+            }
+            if (!steer_mask(st, V, allow)) {
+                result = -1;
+                break;
+            }
+            int64_t id = draw_one(l, V, temps[r], u, allow, cdf);
+            run->ids[r] = id;
+            st->left--;
+            int complete = id == st->end;
+            if (!complete) {
+                st->state = st->table[(size_t)st->state * V + id];
+                if (st->state < 0 || st->state >= st->states) {
+                    result = -1;
+                    break;
+                }
+                int may_go_on = (int64_t)st->nearest[st->state] < st->left ||
+                                (st->end >= 0 && st->accepting[st->state]);
+                complete = st->left > 0 && !may_go_on;
+            }
+            if (complete || st->left <= 0) {
+                st->finished = s + 1;
+                finished++;
+            }
+        }
+        if (result != steps) break;
         memcpy(ids_out + (size_t)s * n, run->ids, (size_t)n * sizeof(int64_t));
-        if (step_rows(run, n) < 0) return -1;
-        if (empty || (interrupt && __atomic_load_n(interrupt, __ATOMIC_ACQUIRE))) return s + 1;
+        if (step_rows(run, n) < 0) {
+            result = -1;
+            break;
+        }
+        if (empty || finished || (interrupt && __atomic_load_n(interrupt, __ATOMIC_ACQUIRE))) result = s + 1;
     }
-    return steps;
+    free(cdf);
+    free(allow);
+    return result;
 }
 
 /* What this library is: the hash of the _kernel.c it was built from, and the variant it was

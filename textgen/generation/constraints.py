@@ -50,6 +50,16 @@ class Automaton:
         return len(self.table)
 
     @property
+    def kernel_tables(self):
+        """This automaton's arrays as the compiled step reads them (made once, then kept)."""
+        tables = self.__dict__.get("_kernel_tables")
+        if tables is None:
+            from textgen.generation.kernel import SteerTables
+
+            tables = self._kernel_tables = SteerTables(self.table, self.distance, self.nearest, self.accepting)
+        return tables
+
+    @property
     def dead(self) -> int:
         return len(self.table) - 1
 
@@ -370,3 +380,16 @@ def checked_steering(chars: Sequence[str], regex: str | None, ban: Sequence[str]
 def masked_logits(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """`logits` with the ids not `allowed` at -inf (a copy, float64)."""
     return np.where(allowed, np.asarray(logits, dtype=np.float64), -np.inf)
+
+
+def masked_sample(logits: np.ndarray, allowed: np.ndarray, temperature: float, uniforms: np.ndarray,
+                  top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
+    """`draw.sample` over the `allowed` ids of each row. Where rounding would carry a draw past
+    the last id (`sample` then gives V - 1), it is the last allowed id, as _kernel.c's draw_one."""
+    from textgen.generation.draw import sample
+
+    ids = sample(masked_logits(logits, allowed), temperature, uniforms, top_k, top_p)
+    outside = ~allowed[np.arange(len(ids)), ids]
+    if outside.any():
+        ids[outside] = allowed.shape[1] - 1 - np.argmax(allowed[outside, ::-1], axis=1)
+    return ids

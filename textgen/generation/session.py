@@ -25,7 +25,10 @@ The draw: temperature-only streams are drawn by the compiled `tg_sample` when th
 compiled (the same arithmetic as `sampling.sample`, in C); streams with top-k or top-p, and
 every stream of a numpy engine, by `sampling.sample`; steered streams (`spec.steering`) from their
 masked logits (one `sample` call per set of sampling options: each row is drawn on its own, so
-the batch changes no row's draw), with the uniforms the compiled draw took for them.
+the batch changes no row's draw), with the uniforms the compiled draw took for them. A compiled
+run of several steps (`step(max_steps)`) draws temperature-only steered streams in C as well
+(tg_run masks each row by its automaton, with the same arithmetic), and each stream's cursor
+then follows the ids it drew.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import numpy as np
 from textgen.corpus import Vocabulary
 from textgen.errors import ConfigError
 from textgen.generation import kernel
-from textgen.generation.constraints import allowed_rows, masked_logits
+from textgen.generation.constraints import allowed_rows, masked_sample
 from textgen.generation.draw import log_softmax, sample
 from textgen.generation.engine import LSTMEngine
 from textgen.generation.priming import Priming, Scores
@@ -260,7 +263,7 @@ class SamplingSession:
             for (temperature, top_k, top_p), rows in steered.items():
                 streams = [self.streams[r] for r in rows]
                 allowed = allowed_rows([s._cursor for s in streams], [s.spec.length - s.generated for s in streams])
-                ids[rows] = sample(masked_logits(logits[rows], allowed), temperature, u[rows], top_k, top_p)
+                ids[rows] = masked_sample(logits[rows], allowed, temperature, u[rows], top_k, top_p)
             for (temperature, top_k, top_p), rows in groups.items():
                 if len(rows) == n:
                     ids[:] = sample(logits, temperature, u, top_k, top_p)
@@ -312,7 +315,8 @@ class SamplingSession:
     def _runs_alone(self) -> bool:
         """Whether the compiled engine can draw and step on its own: temperature-only streams
         whose logprobs nobody asked for, on a state stepped by the compiled step."""
-        return (not self._filtered and getattr(self.state, "runner", None) is not None
+        return ((not self._filtered or (not self.ids_only and all(s._plain or s._steerable for s in self.streams)))
+                and getattr(self.state, "runner", None) is not None
                 and self.logits is self.state.logits
                 and all(s.spec.logprobs is None for s in self.streams))
 
@@ -322,7 +326,13 @@ class SamplingSession:
         steps = max(1, min(max_steps, left))
         if len(self._chunk) < steps * n:
             self._chunk = np.zeros(steps * n, dtype=np.int64)
-        done = self.state.runner.run(n, steps, self._draw, self._chunk, self.interrupt)
+        steer = None
+        if self._filtered:  # steered rows: tg_run draws them from the ids their automaton admits
+            steer = kernel.steer_rows([None if s._cursor is None else (
+                s._cursor.steering.automaton.kernel_tables,
+                -1 if s._cursor.steering.end_id is None else s._cursor.steering.end_id,
+                s._cursor.state, s.spec.length - s.generated) for s in self.streams])
+        done = self.state.runner.run(n, steps, self._draw, self._chunk, self.interrupt, steer)
         self.steps_done = done
         columns = self._chunk[: done * n].reshape(done, n).T.tolist()
         self._refill(n)
@@ -347,8 +357,8 @@ class SamplingSession:
                     s.finish_reason = "length"
             else:
                 shown = []
-                for i in ids:
-                    shown.append(s._push(chars[i], None)[0])
+                for i in ids:  # a steered stream's cursor follows the same moves tg_run made
+                    shown.append(s._push(chars[i], None, i)[0])
                     if s.finish_reason is not None:
                         break
                 text = "".join(shown)

@@ -93,9 +93,11 @@ class Stream:
         self._filter = StopFilter(spec.stops)
         self._pending: list = []  # logprobs of characters held back by the stop filter
         self._rng = np.random.default_rng([spec.seed, spec.index, *([spec.attempt] if spec.attempt else [])])
-        # a steered stream is drawn in numpy from its masked logits (constraints.py)
+        # a steered stream is drawn from its masked logits (constraints.py; in C by tg_run when it can)
         self._cursor = None if spec.steering is None else spec.steering.cursor(prime_ids, spec.length)
-        self._plain = spec.top_k is None and (spec.top_p is None or spec.top_p >= 1.0) and self._cursor is None
+        temperature_only = spec.top_k is None and (spec.top_p is None or spec.top_p >= 1.0)
+        self._plain = temperature_only and self._cursor is None
+        self._steerable = temperature_only and self._cursor is not None  # the compiled run steers it (tg_run)
         self._fast = not spec.stops and spec.logprobs is None and self._cursor is None
 
     @property
