@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 
 import httpx
 import openai
 import pytest
-from helpers import TINY_SIZE, Server, client, invoke, openai_error, random_weights, sse_events
+from helpers import TINY_SIZE, Server, client, invoke, openai_error, random_weights, sse_events, wait_js
 
 from textgen.documents import BOUNDARY
 from textgen.tables import LABEL_END, label_lead
@@ -62,6 +63,33 @@ def test_the_label_decides_the_text_on_both_endpoints(server):
         {"temperature": 0, "max_tokens": 4, "stop": BOUNDARY, "label": "bad"}]})  # its own
     assert native.status_code == 200, native.text
     assert [s["text"] for s in native.json()["samples"]] == ["yes!", "no."]
+    # usage counts what the model read: each distinct label's lead (its two marks too) with the prompt
+    assert greedy.usage.prompt_tokens == len(BOUNDARY + "bad" + LABEL_END)
+    assert native.json()["usage"]["prompt_tokens"] == len(BOUNDARY + "good" + LABEL_END + BOUNDARY + "bad" + LABEL_END)
+    plain = client(server).completions.create(model="tiny", prompt="To be", max_tokens=2, temperature=0)
+    assert plain.usage.prompt_tokens == len("To be")
+
+
+@pytest.mark.slow
+def test_chat_takes_a_label_before_its_rendered_messages(runs):
+    # a template of the content alone: the labelled run's vocabulary has no roles' letters
+    s = Server(runs, "--run", "answers", "--chat-template", "{content}")
+    try:
+        c = client(s)
+        messages = [{"role": "user", "content": "n"}]
+        chat = c.chat.completions.create(model="answers", messages=messages, max_tokens=12, temperature=0.5, seed=3,
+                                         stop=[BOUNDARY], extra_body={"label": "bad"})
+        same = c.completions.create(model="answers", prompt="n", max_tokens=12, temperature=0.5, seed=3,
+                                    stop=[BOUNDARY], extra_body={"label": "bad"})
+        assert chat.choices[0].message.content == same.choices[0].text
+        assert chat.usage.prompt_tokens == len(BOUNDARY + "bad" + LABEL_END + "n")
+        good = c.chat.completions.create(model="answers", messages=[{"role": "user", "content": ""}], max_tokens=4,
+                                         temperature=0, stop=[BOUNDARY], extra_body={"label": "good"})
+        assert good.choices[0].message.content == ANSWERS["good"]  # the label reached the model
+        unknown = _post(s, {"model": "answers", "messages": messages, "label": "pyhton"}, "/v1/chat/completions")
+        openai_error(unknown, "label", "Unknown label", "'good'", "Received: label='pyhton'")
+    finally:
+        assert s.stop() == 0, s.log()
 
 
 @pytest.mark.slow
@@ -133,7 +161,7 @@ def test_a_run_without_labels_takes_none(server):
     ("/v1/completions", {"label": ["good"]}, "label"),
     (NATIVE, {"label": True, "samples": [{}]}, "label"),
     (NATIVE, {"samples": [{"label": {"mood": "good"}}]}, "samples[0].label"),
-    ("/v1/chat/completions", {"label": "good", "messages": [{"role": "user", "content": "x"}]}, "label"),
+    ("/v1/chat/completions", {"label": 5, "messages": [{"role": "user", "content": "x"}]}, "label"),
 ])
 def test_a_label_that_is_not_text_is_refused(server, path, body, param):
     openai_error(_post(server, {"model": "answers", **body}, path), param)
@@ -179,3 +207,40 @@ def test_a_primes_scores_leave_out_its_lead():
             got, want = after.scores[j], whole.scores[len(lead) + j]
             assert got.char == want.char and got.logprob == pytest.approx(want.logprob, abs=1e-6), (budget, j)
             assert [c for c, _ in got.top] == [c for c, _ in want.top]
+
+
+@pytest.mark.slow
+def test_the_playground_offers_a_runs_labels_and_a_pattern(server, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(server.url + "/")
+    wait_js(page, "document.querySelector('#model').options.length == 2")
+    texts = ("Array.from(document.querySelectorAll('.sample .text')).map("
+             "e => e.textContent.slice(e.querySelector('.prefix').textContent.length))")
+    page.select_option("#model", "answers")
+    wait_js(page, "!document.querySelector('#label-field').hidden")
+    assert page.eval_on_selector_all("#label option", "os => os.map(o => o.value)") == ["", "good", "bad"]
+    page.eval_on_selector("#temperature", "e => { e.value = '0'; }")
+    page.fill("#length", "3")
+    page.fill("#n", "1")
+    for label, answer in ANSWERS.items():  # greedy after each label: the answer the run learnt for it
+        page.select_option("#label", label)
+        page.click("#generate")
+        wait_js(page, "document.querySelector('#status').textContent.startsWith('Done')")
+        assert page.evaluate(texts) == [answer[:3]]
+    page.select_option("#model", "tiny")  # no labels: no label field, and none is sent
+    wait_js(page, "document.querySelector('#label-field').hidden")
+    page.eval_on_selector("#temperature", "e => { e.value = '1'; }")
+    page.fill("#regex", "[a-z]+( [a-z]+)*")
+    page.fill("#length", "40")
+    page.fill("#n", "3")
+    page.click("#generate")
+    wait_js(page, "document.querySelector('#status').textContent.startsWith('Done')")
+    written = page.evaluate(texts)
+    assert len(written) == 3 and all(re.fullmatch("[a-z]+( [a-z]+)*", t) for t in written), written
+    page.click("#copy-python")
+    assert 'extra_body={"regex":"[a-z]+( [a-z]+)*"}' in page.inner_text("#snippet")
+    page.fill("#regex", "[")  # a pattern the server refuses: its one line, in the status
+    page.click("#generate")
+    wait_js(page, "document.querySelector('#status').classList.contains('error')")
+    assert "regex" in page.inner_text("#status")
+    page.close()

@@ -183,29 +183,31 @@ def prepare_table(table: Table, encoding: str = "utf-8", cache_dir: Path | None 
                                 ". Received: 0 documents")
 
 
-def label_lead(info: dict, chars: Sequence[str], label: str | None) -> list[int]:
+def label_lead(info: dict, chars: Sequence[str], label: str | None, option: str = "--label",
+               received: str = "label") -> list[int]:
     """The ids `textgen sample --label X` feeds before the prime: BOUNDARY, X, LABEL_END ([] for
-    no label). A run without labels, or a label it does not know, is one ConfigError."""
+    no label). A run without labels, or a label it does not know, is one ConfigError naming
+    `option` (the server's field is `label`) and the value as `received` (`samples[0].label`)."""
     if label is None:
         return []
     documents = (info.get("corpus") or {}).get("documents")
     known = documents.get("labels") if isinstance(documents, dict) else None
     if known is not None and not (isinstance(known, dict) and all(isinstance(k, str) for k in known)):
         raise ConfigError(f"Run {info.get('name')!r} is damaged: its run.json's corpus.documents.labels must map "
-                          f"each label to its count. Received: label={label!r}")
+                          f"each label to its count. Received: {received}={label!r}")
     if known is None:
-        raise ConfigError(f"--label needs a run trained with --label-field or --label-column; run "
-                          f"{info.get('name')!r} has no labels. Received: label={label!r}")
+        raise ConfigError(f"{option} needs a run trained with --label-field or --label-column; run "
+                          f"{info.get('name')!r} has no labels. Received: {received}={label!r}")
     if label not in known:
         shown = ", ".join(map(repr, list(known)[:SHOWN_LABELS]))
         more = f" and {len(known) - SHOWN_LABELS} more" if len(known) > SHOWN_LABELS else ""
-        raise ConfigError(f"Unknown label: run {info.get('name')!r} knows {shown}{more}. Received: label={label!r}")
+        raise ConfigError(f"Unknown label: run {info.get('name')!r} knows {shown}{more}. Received: {received}={label!r}")
     index = {c: i for i, c in enumerate(chars)}
     lead = BOUNDARY + label + LABEL_END
     unseen = [c for c in lead if c not in index]
     if unseen:  # a run.json listing a label its vocabulary cannot write
         raise ConfigError(f"Run {info.get('name')!r} is damaged: label {label!r} holds {unseen[0]!r}, which is not in "
-                          f"its vocabulary. Received: label={label!r}")
+                          f"its vocabulary. Received: {received}={label!r}")
     return [index[c] for c in lead]
 
 

@@ -29,7 +29,7 @@ class Plan:
     specs: list
     seed: int
     prompts: list          # the prompt text of each choice (echo, usage)
-    prompt_chars: int      # characters of distinct prompts (usage.prompt_tokens)
+    prompt_chars: int      # characters of distinct prompts, each with its label's lead (usage.prompt_tokens)
 
 
 def _bad(param: str, message: str, received) -> APIError:
@@ -129,10 +129,9 @@ def label_ids(served, label: str | None, param: str = "label") -> tuple:
     from textgen.tables import label_lead
 
     try:
-        return tuple(label_lead(served.info, served.info["vocab"], label))
+        return tuple(label_lead(served.info, served.info["vocab"], label, option="label", received=param))
     except ConfigError as e:
-        message = str(e).replace("--label needs", "label needs").replace("Received: label=", f"Received: {param}=")
-        raise APIError(400, message, param=param, code="invalid_value") from None
+        raise APIError(400, str(e), param=param, code="invalid_value") from None
 
 
 def new_seed() -> int:
@@ -168,7 +167,7 @@ def plan_completion(body, served, settings, prompts: list[str], max_tokens: int,
             texts.append(prompt)
     for spec in specs:
         spec.validate()
-    return Plan(specs, seed, texts, sum(len(p) for p in dict.fromkeys(prompts)))
+    return Plan(specs, seed, texts, sum(len(lead) + len(p) for p in dict.fromkeys(prompts)))
 
 
 def plan_native(body, served, settings) -> Plan:
@@ -195,7 +194,8 @@ def plan_native(body, served, settings) -> Plan:
                                 top_k=sample.top_k, top_p=sample.top_p, stops=list(sample.stop or []),
                                 seed=seed if sample.seed is None else sample.seed, index=index,
                                 logprobs=body.logprobs, steering=steered, lead=leads[sample.label]).validate())
-    return Plan(specs, seed, [body.prompt] * len(specs), len(body.prompt))
+    read = sum(len(lead) + len(body.prompt) for lead in dict.fromkeys(spec.lead for spec in specs))
+    return Plan(specs, seed, [body.prompt] * len(specs), read)
 
 
 @dataclass

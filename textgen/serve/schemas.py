@@ -107,6 +107,7 @@ class Sampling(Steered):
     presence_penalty: Optional[float] = Field(None, description="Only 0 is accepted.")
     frequency_penalty: Optional[float] = Field(None, description="Only 0 is accepted.")
     logit_bias: Optional[dict[str, float]] = Field(None, description="Only an empty map is accepted.")
+    label: Optional[StrictStr] = Field(None, max_length=MAX_LABEL_LENGTH, description="Extension: " + LABEL)
 
     _stop_list = field_validator("stop")(lambda cls, v: _stops(v))
 
@@ -126,7 +127,6 @@ class CompletionRequest(Sampling):
     logprobs: Optional[int] = Field(None, ge=0, le=5, description="Each character's log-probability and this many top alternatives.")
     echo: bool = Field(False, description="Return the prompt before the completion (with its log-probabilities when asked).")
     best_of: Optional[int] = Field(None, description="Only 1 (or equal to n) is accepted.")
-    label: Optional[StrictStr] = Field(None, max_length=MAX_LABEL_LENGTH, description="Extension: " + LABEL)
     suffix: Optional[str] = Field(None, description="Not supported; must be null.")
 
     @field_validator("prompt")

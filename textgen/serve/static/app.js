@@ -39,8 +39,13 @@ function settings() {
   if (number("top-k")) body.top_k = number("top-k");
   if (number("seed") !== null) body.seed = number("seed");
   if (stops.length) body.stop = stops;
+  if ($("regex").value) body.regex = $("regex").value;
+  if (!$("label-field").hidden && $("label").value) body.label = $("label").value;
   return body;
 }
+
+// The extension fields (not in OpenAI's API): the Python snippet passes them in extra_body.
+const EXTRA = ["top_k", "regex", "label"];
 
 function unescape(text) { return text.replace(/\\n/g, "\n").replace(/\\t/g, "\t"); }
 
@@ -289,7 +294,8 @@ function snippet(kind) {
       `max_tokens=${body.max_tokens}`, `temperature=${body.temperature}`, `top_p=${body.top_p}`, `n=${body.n}`];
     if (body.seed !== undefined) args.push(`seed=${body.seed}`);
     if (body.stop) args.push(`stop=${JSON.stringify(body.stop)}`);
-    if (body.top_k) args.push(`extra_body={"top_k": ${body.top_k}}`);
+    const extra = Object.fromEntries(EXTRA.filter((k) => body[k] !== undefined).map((k) => [k, body[k]]));
+    if (Object.keys(extra).length) args.push(`extra_body=${JSON.stringify(extra)}`);
     const key = apiKey() ? `os.environ["TEXTGEN_API_KEY"]` : `"unused"`;
     text = `import os\nfrom openai import OpenAI\n\nclient = OpenAI(base_url="${location.origin}/v1", api_key=${key})\n` +
       `for chunk in client.completions.create(${args.join(", ")}, stream=True):\n` +
@@ -318,6 +324,22 @@ async function showRuns() {
 
 // ---------------------------------------------------------------------------- start
 
+// The labels of a run trained on a labelled table (its corpus.documents.labels: label -> records).
+async function showLabels(model) {
+  let labels = [];
+  try {
+    const run = (await getJSON("/v1/textgen/runs")).data.find((r) => r.id === model);
+    const known = run && run.config.corpus && run.config.corpus.documents && run.config.corpus.documents.labels;
+    if (known && typeof known === "object" && !Array.isArray(known)) labels = Object.keys(known);
+  } catch (error) {
+    labels = [];  // the runs view is optional here: no labels to offer
+  }
+  if (model !== $("model").value) return;  // the pick changed while the runs were fetched
+  $("label").replaceChildren(el("option", { value: "" }, "(none)"),
+    ...labels.map((label) => el("option", { value: label }, label)));
+  $("label-field").hidden = labels.length === 0;
+}
+
 async function loadModels() {
   try {
     const { data } = await getJSON("/v1/models");
@@ -325,6 +347,7 @@ async function loadModels() {
     const pick = () => {
       const m = data.find((d) => d.id === $("model").value);
       if (m) $("step").textContent = figure(m.checkpoint_step);
+      showLabels($("model").value);
     };
     $("model").onchange = pick;
     pick();
