@@ -159,8 +159,34 @@ def test_lines_mode_gives_the_lines_of_textgen_sample(names_server, names_run):
     assert all(re.fullmatch("Ma[a-z]{2,4}", s["text"]) for s in steered["samples"]), steered
 
 
+def test_lines_mode_streams_each_rounds_kept_lines(names_server):
+    body = {"model": "names", "lines": 12, "novel": True, "unique": True, "seed": 3,
+            "samples": [{"temperature": 0.8, "max_tokens": 40}]}
+    whole = _post(names_server, body).json()
+    answer = _post(names_server, {**body, "stream": True})
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(answer.content)
+    assert events[-1] == "[DONE]"
+    kept = [sample for event in events[:-2] for sample in event["samples"]]
+    assert [s["index"] for s in kept] == list(range(12))  # the kept lines' places, in order
+    assert [s["text"] for s in kept] == [s["text"] for s in whole["samples"]]  # the same lines as the whole answer
+    assert all(s["finish_reason"] == "stop" and s["seed"] == 3 for s in kept)
+    closing = events[-2]
+    assert closing["id"] == events[0]["id"] and closing["lines"] == whole["lines"] and closing["usage"] == whole["usage"]
+    # no line kept: the 422's error object as the stream's last event
+    none = sse_events(_post(names_server, {"model": "names", "lines": 4, "must_include": ["zqz"], "seed": 1,
+                                           "samples": [{"max_tokens": 20}], "stream": True}).content)
+    assert none[-1] == "[DONE]" and none[-2]["error"]["code"] == "no_line_kept", none
+    # a client that leaves after the first event: the server goes on serving, with nothing left in its batch
+    with httpx.stream("POST", names_server.url + NATIVE, json={"model": "names", "lines": 16, "stream": True,
+                                                                "must_include": ["zq"], "seed": 5}, timeout=60) as r:
+        assert r.status_code == 200 and next(r.iter_lines()).startswith("data: ")
+    names_server.wait_streams(0, timeout=10)
+    assert _post(names_server, {**body, "lines": 2}).status_code == 200
+
+
 def test_lines_mode_refuses_what_it_cannot_do(names_server):
-    openai_error(_post(names_server, {"model": "names", "lines": 3, "stream": True}), "stream", "Lines mode")
+    openai_error(_post(names_server, {"model": "names", "lines": 3, "logprobs": 2}), "logprobs", "Lines mode")
     openai_error(_post(names_server, {"model": "names", "lines": 3, "samples": [{}, {}]}), "samples", "Lines mode")
     openai_error(_post(names_server, {"model": "names", "lines": 3, "samples": [{"stop": "a"}]}), "samples[0].stop")
     openai_error(_post(names_server, {"model": "names", "lines": 17}), "lines", "at most 16")

@@ -326,12 +326,13 @@ class SamplingSession:
         steps = max(1, min(max_steps, left))
         if len(self._chunk) < steps * n:
             self._chunk = np.zeros(steps * n, dtype=np.int64)
-        steer = None
+        steer, records = None, []
         if self._filtered:  # steered rows: tg_run draws them from the ids their automaton admits
-            steer = kernel.steer_rows([None if s._cursor is None else (
+            records = [None if s._cursor is None else (  # held until the run returns: C reads their arrays
                 s._cursor.steering.automaton.kernel_tables,
                 -1 if s._cursor.steering.end_id is None else s._cursor.steering.end_id,
-                s._cursor.state, s.spec.length - s.generated) for s in self.streams])
+                s._cursor.state, s.spec.length - s.generated) for s in self.streams]
+            steer = kernel.steer_rows(records)
         done = self.state.runner.run(n, steps, self._draw, self._chunk, self.interrupt, steer)
         self.steps_done = done
         columns = self._chunk[: done * n].reshape(done, n).T.tolist()

@@ -7,15 +7,14 @@ scheduler, and streams or gathers what comes back. Nothing here touches numpy.
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from textgen.serve import chat, failures, sse
-from textgen.serve.envelopes import APIError
+from textgen.serve import chat, failures, line_rounds, sse
 from textgen.serve.jobs import Job
+from textgen.serve.line_rounds import LineRounds
 from textgen.serve.requests import plan_completion, plan_lines, plan_native, steers
 from textgen.serve.schemas import (
     ChatCompletion,
@@ -142,7 +141,8 @@ async def generate(body: NativeRequest, request: Request):
     (a run trained on a labelled table; the request's `label` is every sample's default).
     Streams as SSE events `{"id", "samples": [{"index", "text", "finish_reason", "seed"}]}`,
     then one with `usage`. With `lines: N` (a run trained with --lines): N complete lines, as
-    `textgen sample --lines N` writes them, and `lines` saying what was dropped and why."""
+    `textgen sample --lines N` writes them, and `lines` saying what was dropped and why; streamed,
+    each round's kept lines as soon as they are judged."""
     state = _state(request)
     served = state.registry.get(body.model)
     if body.lines is not None:
@@ -153,47 +153,26 @@ async def generate(body: NativeRequest, request: Request):
 
 
 async def _lines(request: Request, served, body: NativeRequest):
-    """Lines mode: rounds of one job each, every line judged as `textgen sample --lines` does
-    (generation/lines.py), until `lines` are kept or the rounds run out."""
+    """Lines mode: rounds of one job each, every line judged as `textgen sample --lines` does,
+    until `lines` are kept or the rounds run out; streamed (serve/line_rounds.py) or answered whole."""
     state = _state(request)
     plan = await _plan(body, plan_lines, served, state.settings)
-    sample, picker = plan.sample, plan.picker
-    generated, step = 0, served.scheduler.version.step
-    while specs := picker.round_specs(sample.max_tokens, sample.temperature, plan.seed, sample.top_k, sample.top_p,
-                                      most=state.settings.max_n):
-        job = Job([spec.validate() for spec in specs], asyncio.get_running_loop(), streamed=False)
-        served.scheduler.submit(job)
+    rounds = LineRounds(served, plan, state.settings.max_n)
+    if body.stream:
+        return line_rounds.stream(rounds, body.prompt, state.settings, state.metrics)
+    kept = []
+    while (job := rounds.next_job()) is not None:
         try:
             updates = await _until_done(request, job, served.scheduler, state.metrics)
         finally:
             job.release()
         if updates is None:
             return Response(status_code=499)
-        if job.error is not None:
-            raise job.error
-        if any(u.finish_reason == "shutdown" for u in updates):
-            raise failures.ShuttingDown()
-        texts, finish = [""] * len(specs), [None] * len(specs)
-        for update in updates:
-            texts[update.index] += update.text
-            finish[update.index] = update.finish_reason if update.finished else finish[update.index]
-        generated += sum(map(len, texts))
-        for text, reason in zip(texts, finish):
-            picker.judge(text, reason)
-        step = job.checkpoint_step
-    result = picker.result
-    if result.kept == 0:  # valid, but nothing could be kept: as textgen sample --lines, an error
-        message = result.report().replace("lines: kept 0", "No line was kept: kept 0")
-        message = message.replace("--must-include", "must_include").replace("--length", "max_tokens")
-        raise APIError(422, message, param="lines", code="no_line_kept")
-    samples = [{"index": i, "text": line, "finish_reason": "stop", "seed": plan.seed, "logprobs": None}
-               for i, line in enumerate(result.lines)]
-    report = {"kept": len(result.lines), "sampled": result.sampled, "dropped": dict(result.dropped),
-              "report": result.report()}
-    usage = {"prompt_tokens": len(body.prompt), "completion_tokens": generated,
-             "total_tokens": len(body.prompt) + generated}
-    return JSONResponse({"id": f"gen-{uuid.uuid4().hex[:24]}", "model": served.name, "checkpoint_step": step,
-                         "samples": samples, "usage": usage, "lines": report})
+        kept += rounds.judge(job, updates)
+    closing = rounds.closing(body.prompt)
+    return JSONResponse({"id": rounds.id, "model": served.name, "samples": [rounds.sample(i, line)
+                                                                             for i, line in enumerate(kept)],
+                         **closing})
 
 
 @router.get("/v1/textgen/runs", summary="Native: the served runs' configuration and validation curves")

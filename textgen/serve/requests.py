@@ -213,13 +213,11 @@ def plan_lines(body, served, settings) -> LinesPlan:
     from textgen.generation.writers import check_words
     from textgen.serve.schemas import SampleSpec
 
-    for name, given in (("stream", body.stream), ("logprobs", body.logprobs is not None),
-                        ("samples", len(body.samples or []) > 1)):
+    for name, given in (("logprobs", body.logprobs is not None), ("samples", len(body.samples or []) > 1)):
         if given:
             received = f"{len(body.samples)} entries" if name == "samples" else getattr(body, name)
-            raise APIError(400, "Lines mode answers once every line is judged, with one entry of samples at most "
-                           f"(every line's settings) and no logprobs or stream. Received: {name}={received}",
-                           param=name, code="invalid_value")
+            raise APIError(400, "Lines mode takes one entry of samples at most (every line's settings) and no "
+                           f"logprobs. Received: {name}={received}", param=name, code="invalid_value")
     sample = body.samples[0] if body.samples else SampleSpec()
     prefix = "samples[0]." if body.samples else ""
     if body.label is not None or sample.label is not None:

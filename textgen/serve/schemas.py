@@ -198,8 +198,9 @@ class NativeRequest(_Body):
     lines: Optional[StrictInt] = Field(None, ge=1, description=(
         "Lines mode, for a run trained with --lines: this many complete lines (an integer, at most --max-n), "
         "each begun from the start of a line with the prompt (no line end in it) as its start; max_tokens "
-        "caps a line. Line i draws from (seed, i): the lines of textgen sample --lines for the same seed. Not "
-        "streamed. Fewer kept than asked: 200 with the kept lines and `lines.report`; none kept: 422."))
+        "caps a line. Line i draws from (seed, i): the lines of textgen sample --lines for the same seed. "
+        "Streamed: each round's kept lines as soon as they are judged, then `lines` and `usage`. Fewer kept "
+        "than asked: 200 with the kept lines and `lines.report`; none kept: 422 (streamed: an error event)."))
     novel: StrictBool = Field(False, description="Lines mode: drop lines of the training text (whitespace stripped).")
     unique: StrictBool = Field(False, description="Lines mode: drop repeated lines (whitespace stripped).")
     must_include: Optional[list[str]] = Field(None, max_length=MAX_BANS, description=(

@@ -71,13 +71,13 @@ async def _within(seconds: float, awaitable) -> None:
         await asyncio.wait_for(awaitable, seconds)
 
 
-class EventStream(StreamingResponse):
-    """The SSE response: its writes time out after `settings.send_timeout` seconds."""
+class TimedStream(StreamingResponse):
+    """An SSE response whose writes time out after `send_timeout` seconds: then `cancel()` frees
+    what the response was waiting for, and the response ends there."""
 
-    def __init__(self, job, view, scheduler, settings, metrics):
-        super().__init__(_events(job, view, scheduler, settings, metrics), media_type="text/event-stream",
-                         headers=HEADERS)
-        self.job, self.scheduler, self.metrics, self.send_timeout = job, scheduler, metrics, settings.send_timeout
+    def __init__(self, content, cancel, send_timeout: float, metrics):
+        super().__init__(content, media_type="text/event-stream", headers=HEADERS)
+        self.cancel, self.metrics, self.send_timeout = cancel, metrics, send_timeout
 
     async def stream_response(self, send) -> None:
         async def timed(message) -> None:
@@ -86,11 +86,20 @@ class EventStream(StreamingResponse):
         try:
             await super().stream_response(timed)
         except asyncio.TimeoutError:  # the client stopped reading: free its streams, end the response
-            self.scheduler.cancel(self.job)
+            self.cancel()
             self.metrics.send_timed_out()
             log.warning("A client did not read its stream for %g s (the send timeout): its request was cancelled",
                         self.send_timeout)
             await self.body_iterator.aclose()
+
+
+class EventStream(TimedStream):
+    """The SSE response of one job."""
+
+    def __init__(self, job, view, scheduler, settings, metrics):
+        super().__init__(_events(job, view, scheduler, settings, metrics), lambda: scheduler.cancel(job),
+                         settings.send_timeout, metrics)
+        self.job, self.scheduler = job, scheduler
 
 
 def stream(job, view, scheduler, settings, metrics) -> StreamingResponse:
