@@ -121,8 +121,9 @@ def checkpoint_for(run_dir: Path, which: str = "latest", use_previous: bool = Fa
 
 
 def evaluate_file(run_dir: Path, text_path: Path, encoding: str = "utf-8", which: str = "latest",
-                  streams: int = 32, use_previous: bool = False) -> dict:
-    """Mean -log p(next char) over the text from `which` checkpoint, scored as `score_ids` does."""
+                  streams: int = 32, use_previous: bool = False, adapt: float | None = None) -> dict:
+    """Mean -log p(next char) over the text from `which` checkpoint, scored as `score_ids` does;
+    `adapt`: also the dynamic evaluation's figure with this SGD rate (textgen/adapt.py), as "adapted"."""
     from textgen.config import ModelConfig
     from textgen.training.variables import assign_trainable_arrays
 
@@ -139,7 +140,12 @@ def evaluate_file(run_dir: Path, text_path: Path, encoding: str = "utf-8", which
     start = time.time()
     total, count = score_ids(scorer, ids)
     nats = total / count
-    return {"run": run_dir.name, "checkpoint": ckpt.path.name, "step": ckpt.step,
-            "file": str(text_path), "characters": int(len(ids)), "scored": count,
-            "nats_per_char": nats, "bits_per_char": nats / LN2,
-            "seconds": round(time.time() - start, 2)}
+    result = {"run": run_dir.name, "checkpoint": ckpt.path.name, "step": ckpt.step,
+              "file": str(text_path), "characters": int(len(ids)), "scored": count,
+              "nats_per_char": nats, "bits_per_char": nats / LN2,
+              "seconds": round(time.time() - start, 2)}
+    if adapt is not None:
+        from textgen.adapt import adapted_score
+
+        result["adapted"] = adapted_score(ModelConfig(**info["model"]), arrays, ids, adapt)
+    return result
