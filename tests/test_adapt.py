@@ -13,6 +13,7 @@ from textgen import checkpoints
 from textgen.adapt import adapted_score
 from textgen.config import ModelConfig
 from textgen.corpus import Vocabulary
+from textgen.errors import ConfigError
 from textgen.generation.loading import load_run
 from textgen.scoring import score_with_engine
 
@@ -67,3 +68,17 @@ def test_bad_adapt_options_are_one_line(tiny_run, tmp_path, args, fragments):
     text = tmp_path / "held.txt"
     text.write_text(_text(tiny_run), encoding="utf-8")
     assert_one_line_error(invoke("evaluate", text, "--checkpoints", tiny_run.checkpoints, *args), *fragments)
+
+
+def test_the_python_api_scores_adapted_too(tiny_run):
+    import textgen
+
+    model = textgen.load("tiny", checkpoints=tiny_run.checkpoints)
+    text = _text(tiny_run)
+    plain = model.score(text)
+    both = model.score(text, adapt=0.8)
+    assert both["nats_per_char"] == plain["nats_per_char"] and "adapted" not in plain
+    assert both["adapted"]["nats_per_char"] < plain["nats_per_char"]
+    assert model.score(text) == plain  # the model it holds did not learn
+    with pytest.raises(ConfigError, match="adapt_rate"):
+        model.score(text, adapt="fast")

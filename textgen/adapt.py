@@ -23,6 +23,8 @@ SEGMENT = 100
 
 
 def check_rate(rate: float) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        raise ConfigError(f"--adapt-rate must be a number. Received: adapt_rate={rate!r}")
     r = float(rate)
     if math.isnan(r) or math.isinf(r) or r < 0:
         raise ConfigError(f"--adapt-rate must be a finite number >= 0. Received: adapt_rate={rate}")

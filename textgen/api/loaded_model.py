@@ -316,10 +316,12 @@ class Model:
         order = sorted(range(len(probs)), key=lambda i: -probs[i])[:top]
         return {self.info["vocab"][i]: float(probs[i]) for i in order}
 
-    def score(self, text: str) -> dict:
+    def score(self, text: str, adapt: float | None = None) -> dict:
         """Cross-entropy of `text` under the model, scored in ``textgen evaluate``'s windows:
         {"nats_per_char", "bits_per_char", "characters", "scored"}. Uses the sampling engine (no
-        TensorFlow); it agrees with ``textgen evaluate`` (Keras) within float rounding.
+        TensorFlow); it agrees with ``textgen evaluate`` (Keras) within float rounding. `adapt`:
+        also "adapted", dynamic evaluation with this SGD rate (``textgen evaluate --adapt``, e.g.
+        0.8; TensorFlow, about 400 characters a second); the model itself is not changed.
 
         Example:
             >>> model.score("ROMEO: What light through yonder window breaks?")["bits_per_char"]
@@ -338,7 +340,16 @@ class Model:
         streams = max(1, min(SCORE_STREAMS, len(ids) // 2048 + 1))
         total, count = score_with_engine(self._engine, ids, streams=streams)
         nats = total / count
-        return {"nats_per_char": nats, "bits_per_char": nats / LN2, "characters": int(len(ids)), "scored": count}
+        result = {"nats_per_char": nats, "bits_per_char": nats / LN2, "characters": int(len(ids)), "scored": count}
+        if adapt is not None:
+            from textgen import checkpoints
+            from textgen.adapt import adapted_score, check_rate
+            from textgen.config import ModelConfig
+
+            rate = check_rate(adapt)
+            arrays = checkpoints.load_arrays(self._checkpoint.path)
+            result["adapted"] = adapted_score(ModelConfig(**self.info["model"]), arrays, ids, rate)
+        return result
 
     def export(self, format: str, path, precision: str = "float32", force: bool = False) -> dict:
         """Export this checkpoint as ``textgen export`` does (html, onnx, savedmodel, tflite) to
