@@ -190,6 +190,15 @@ def wait_js(page, expression: str, timeout: float = 60.0):
     return wait_until(lambda: page.evaluate(expression), what=expression, timeout=timeout)
 
 
+def page_generate(page, **fields) -> None:
+    """In the playground: fill each field (`length=600` fills #length), click Generate and wait
+    until the status says Done."""
+    for name, value in fields.items():
+        page.fill(f"#{name}", str(value))
+    page.click("#generate")
+    wait_js(page, "document.querySelector('#status').textContent.startsWith('Done')")
+
+
 def shown_character(page, n: int):
     """The `n`-th generated character of the playground that takes room on the page (a sampled
     newline's span has no box, so Playwright cannot hover it; which characters are newlines

@@ -13,7 +13,7 @@ import re
 import httpx
 import openai
 import pytest
-from helpers import TINY_SIZE, Server, client, invoke, openai_error, random_weights, sse_events, wait_js
+from helpers import TINY_SIZE, Server, client, invoke, openai_error, page_generate, random_weights, sse_events, wait_js
 
 from textgen.documents import BOUNDARY
 from textgen.tables import LABEL_END, label_lead
@@ -230,11 +230,7 @@ def test_the_playground_offers_a_runs_labels_and_a_pattern(server, browser):
     page.select_option("#model", "tiny")  # no labels: no label field, and none is sent
     wait_js(page, "document.querySelector('#label-field').hidden")
     page.eval_on_selector("#temperature", "e => { e.value = '1'; }")
-    page.fill("#regex", "[a-z]+( [a-z]+)*")
-    page.fill("#length", "40")
-    page.fill("#n", "3")
-    page.click("#generate")
-    wait_js(page, "document.querySelector('#status').textContent.startsWith('Done')")
+    page_generate(page, regex="[a-z]+( [a-z]+)*", length=40, n=3)
     written = page.evaluate(texts)
     assert len(written) == 3 and all(re.fullmatch("[a-z]+( [a-z]+)*", t) for t in written), written
     page.click("#copy-python")

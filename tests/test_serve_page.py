@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import REPO, Server, shown_character, wait_js, wait_until
+from helpers import REPO, Server, page_generate, shown_character, wait_js, wait_until
 
 pytestmark = pytest.mark.slow
 LONG = 1_000_000  # never reached: the test stops the generation
@@ -71,13 +71,7 @@ def test_probabilities_alternatives_copy_and_screenshots(browser, server, tmp_pa
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     page.goto(server.url + "/")
     wait_js(page, "document.querySelector('#model').options.length > 0")
-    page.fill("#prompt", "ROMEO:\n")
-    page.fill("#length", "600")
-    page.fill("#n", "2")
-    page.fill("#seed", "7")
-    page.fill("#stops", "")
-    page.click("#generate")
-    wait_js(page, "document.querySelector('#status').textContent.startsWith('Done')")
+    page_generate(page, prompt="ROMEO:\n", length=600, n=2, seed=7, stops="")
     assert page.locator(".sample").count() == 2
     assert page.locator(".sample .finish").first.inner_text() == "length"
     shaded = page.locator(".sample .text span[data-p]")
@@ -109,11 +103,7 @@ def test_phone_width(browser, server, tmp_path):
     page = browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
     page.goto(server.url + "/")
     wait_js(page, "document.querySelector('#model').options.length > 0")
-    page.fill("#prompt", "JULIET:\n")
-    page.fill("#length", "300")
-    page.fill("#n", "1")
-    page.click("#generate")
-    wait_js(page, "document.querySelector('#status').textContent.startsWith('Done')")
+    page_generate(page, prompt="JULIET:\n", length=300, n=1)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the phone
     _shot(page, tmp_path, "playground-phone.png")
     page.close()
