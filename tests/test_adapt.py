@@ -53,7 +53,7 @@ def test_evaluate_adapt_is_a_separate_figure_and_leaves_the_run(tiny_run, tmp_pa
     assert result.exit_code == 0, result.output
     adapted = json.loads(result.stdout)
     assert adapted["nats_per_char"] == plain["nats_per_char"]  # the usual figure is unchanged beside it
-    assert adapted["adapted"]["learning_rate"] == 0.8 and adapted["adapted"]["nats_per_char"] < plain["nats_per_char"]
+    assert adapted["adapted"]["learning_rate"] == 0.2 and adapted["adapted"]["nats_per_char"] < plain["nats_per_char"]
     assert _files(tiny_run.run) == before  # nothing of the run was written
     shown = invoke("evaluate", text, "--checkpoints", tiny_run.checkpoints, "--adapt", "--adapt-rate", 0.1)
     assert shown.exit_code == 0 and "adapted (dynamic evaluation" in shown.stdout and "0.1" in shown.stdout

@@ -21,7 +21,7 @@ def evaluate(
         "--adapt", help="Also score with dynamic evaluation: the model keeps learning as it reads the text "
                         "(a separate figure; the run is not changed).")] = False,
     adapt_rate: Annotated[Optional[float], typer.Option(
-        help="The SGD step of --adapt. (default: 0.8)", show_default=False)] = None,
+        help="The SGD step of --adapt. (default: 0.2)", show_default=False)] = None,
     as_json: JsonOption = False,
 ):
     """Bits per character of a text under a trained model (scored in windows, each after a burn-in of context).
