@@ -170,7 +170,7 @@ def test_the_compiled_run_steers_as_the_one_step_draw_does(engine):
 
 
 def test_the_compiled_step_refuses_an_automaton_that_leaves_itself():
-    from textgen.generation.kernel import SteerTables, steer_rows
+    from textgen.generation.kernel_steer import SteerTables, steer_rows
 
     automaton = compile_regex("[ab]c", CHARS)
     tables = automaton.kernel_tables

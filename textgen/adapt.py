@@ -34,21 +34,20 @@ def check_rate(rate: float) -> float:
 def adapted_score(model_config, arrays: dict, ids: np.ndarray, rate: float = RATE,
                   segment: int = SEGMENT) -> dict:
     """Sum and mean of -log p(next char) over `ids[1:]`, read as one stream that learns as it
-    goes (see the module docstring)."""
+    goes (see the module docstring); a rate that is not a finite number >= 0 is a ConfigError
+    before anything is built."""
+    rate = check_rate(rate)
     import tensorflow as tf
 
     from textgen.training.model import build_model, reset_states
     from textgen.training.variables import assign_trainable_arrays
 
-    check_rate(rate)
     model = build_model(model_config, batch_size=1, seq_len=None)
     assign_trainable_arrays(model, arrays)
     reset_states(model)
     weights = model.trainable_variables
-    step_size = tf.constant(rate, tf.float32)
 
-    @tf.function(input_signature=[tf.TensorSpec((1, None), tf.int32), tf.TensorSpec((1, None), tf.int32)],
-                 reduce_retracing=True)
+    @tf.function(input_signature=[tf.TensorSpec((1, None), tf.int32), tf.TensorSpec((1, None), tf.int32)])
     def read(inputs, targets):
         with tf.GradientTape() as tape:
             logits = tf.cast(model(inputs, training=False), tf.float32)
@@ -56,7 +55,7 @@ def adapted_score(model_config, arrays: dict, ids: np.ndarray, rate: float = RAT
             mean = tf.reduce_mean(losses)
         if rate > 0:  # after the segment is scored: one step on its mean loss
             for weight, grad in zip(weights, tape.gradient(mean, weights)):
-                weight.assign_sub(tf.cast(step_size * tf.convert_to_tensor(grad), weight.dtype))
+                weight.assign_sub(tf.cast(rate * tf.convert_to_tensor(grad), weight.dtype))
         return tf.reduce_sum(losses)
 
     ids = np.asarray(ids, dtype=np.int32)

@@ -320,8 +320,8 @@ class Model:
         """Cross-entropy of `text` under the model, scored in ``textgen evaluate``'s windows:
         {"nats_per_char", "bits_per_char", "characters", "scored"}. Uses the sampling engine (no
         TensorFlow); it agrees with ``textgen evaluate`` (Keras) within float rounding. `adapt`:
-        also "adapted", dynamic evaluation with this SGD rate (``textgen evaluate --adapt``, e.g.
-        0.8; TensorFlow, about 400 characters a second); the model itself is not changed.
+        also "adapted", dynamic evaluation with this SGD rate (``textgen evaluate --adapt``, whose
+        default is 0.2; TensorFlow, a few hundred characters a second); the model is not changed.
 
         Example:
             >>> model.score("ROMEO: What light through yonder window breaks?")["bits_per_char"]
@@ -343,12 +343,11 @@ class Model:
         result = {"nats_per_char": nats, "bits_per_char": nats / LN2, "characters": int(len(ids)), "scored": count}
         if adapt is not None:
             from textgen import checkpoints
-            from textgen.adapt import adapted_score, check_rate
+            from textgen.adapt import adapted_score
             from textgen.config import ModelConfig
 
-            rate = check_rate(adapt)
             arrays = checkpoints.load_arrays(self._checkpoint.path)
-            result["adapted"] = adapted_score(ModelConfig(**self.info["model"]), arrays, ids, rate)
+            result["adapted"] = adapted_score(ModelConfig(**self.info["model"]), arrays, ids, adapt)
         return result
 
     def export(self, format: str, path, precision: str = "float32", force: bool = False) -> dict:

@@ -530,35 +530,6 @@ static int draw_one(const float *l, int V, double t, double u, const uint8_t *al
     return id <= last ? id : last;
 }
 
-/* Draw one id per row (draw_one, every id admitted). Row r's uniform is
- * uniforms[r * block + used[r]], and used[r] advances; the uniform is also written to u_out[r].
- * Returns how many rows used the last uniform of their block (the caller refills them), or -1
- * when a row has no uniform left, the sizes are impossible, or the buffer cannot be had. */
-static int sample_rows(const float *logits, int n, int V, const double *temps, const double *uniforms, int block,
-                       int64_t *used, double *u_out, int64_t *ids) {
-    int empty = 0;
-    if (n < 0 || V < 1 || block < 1) return -1;
-    double *cdf = malloc((size_t)V * sizeof(double));
-    if (!cdf) return -1;
-    for (int r = 0; r < n; r++) {
-        if (used[r] < 0 || used[r] >= block) { /* the caller refills a used block before the next draw */
-            free(cdf);
-            return -1;
-        }
-        double u = uniforms[(size_t)r * block + used[r]];
-        u_out[r] = u;
-        if (++used[r] >= block) empty++;
-        ids[r] = draw_one(logits + (size_t)r * V, V, temps[r], u, NULL, cdf);
-    }
-    free(cdf);
-    return empty;
-}
-
-TG_API int tg_sample(const float *logits, int n, int V, const double *temps, const double *uniforms, int block,
-                     int64_t *used, double *u_out, int64_t *ids) {
-    return sample_rows(logits, n, V, temps, uniforms, block, used, u_out, ids);
-}
-
 /* A steered row (textgen/generation/constraints.py): its automaton over the vocabulary —
  * table[s * V + id] the next state, distance[s] the fewest characters from s to acceptance
  * (UNREACHABLE clamped to INT32_MAX), nearest[s] the least distance one move on, accepting[s] —
@@ -566,14 +537,15 @@ TG_API int tg_sample(const float *logits, int n, int V, const double *temps, con
  * and `left`, the characters its length still allows. tg_run moves state and left as the row
  * draws; `finished` is set to the step (1-based) whose character completed the row's text, and
  * from then on the row is drawn unsteered (the caller drops what follows). `table` NULL: the row
- * is not steered. The same rules as constraints.Cursor, which the caller replays to check. */
+ * is not steered. The rules are constraints.Cursor's, whose cursor follows the same ids. */
 typedef struct {
     const int32_t *table, *distance, *nearest;
     const uint8_t *accepting;
     int64_t states, end, state, left, finished;
 } Steer;
 
-/* The ids row `st` may draw next (constraints.Cursor.allowed); 0 when its state is out of range. */
+/* The ids row `st` may draw next (constraints.Cursor.allowed); 0 when none is, or its state is
+ * out of range. */
 static int steer_mask(const Steer *st, int V, uint8_t *allow) {
     if (st->state < 0 || st->state >= st->states) return 0;
     const int32_t *next = st->table + (size_t)st->state * V;
@@ -590,6 +562,59 @@ static int steer_mask(const Steer *st, int V, uint8_t *allow) {
     return any;
 }
 
+/* Move row `st` past `id` (constraints.Cursor.advance): 1 when its text is complete (the end of a
+ * line was drawn, its length is used up, or nothing may follow), 0 when it goes on, -1 when its
+ * state leaves the automaton. */
+static int steer_advance(Steer *st, int64_t id, int V) {
+    st->left--;
+    if (id == st->end) return 1;
+    st->state = st->table[(size_t)st->state * V + id];
+    if (st->state < 0 || st->state >= st->states) return -1;
+    int may_go_on = (int64_t)st->nearest[st->state] < st->left || (st->end >= 0 && st->accepting[st->state]);
+    return st->left <= 0 || !may_go_on;
+}
+
+/* Draw one id per row with draw_one: every id admitted, except for a steered row (`steer` not
+ * NULL, its `table` set and not finished), which draws from the ids its automaton admits. Row r's
+ * uniform is uniforms[r * block + used[r]], and used[r] advances; the uniform is also written to
+ * u_out[r]. Returns how many rows used the last uniform of their block (the caller refills them),
+ * or -1 when a row has no uniform left, a steered row has no id to draw, the sizes are
+ * impossible, or the buffers cannot be had. */
+static int sample_rows(const float *logits, int n, int V, const double *temps, const double *uniforms, int block,
+                       int64_t *used, double *u_out, int64_t *ids, const Steer *steer) {
+    int empty = 0;
+    if (n < 0 || V < 1 || block < 1) return -1;
+    double *cdf = malloc((size_t)V * sizeof(double));
+    uint8_t *allow = steer ? malloc((size_t)V) : NULL;
+    if (!cdf || (steer && !allow)) empty = -1;
+    for (int r = 0; r < n && empty >= 0; r++) {
+        if (used[r] < 0 || used[r] >= block) { /* the caller refills a used block before the next draw */
+            empty = -1;
+            break;
+        }
+        double u = uniforms[(size_t)r * block + used[r]];
+        u_out[r] = u;
+        if (++used[r] >= block) empty++;
+        const uint8_t *mask = NULL;
+        if (steer && steer[r].table && !steer[r].finished) {
+            if (!steer_mask(&steer[r], V, allow)) {
+                empty = -1;
+                break;
+            }
+            mask = allow;
+        }
+        ids[r] = draw_one(logits + (size_t)r * V, V, temps[r], u, mask, cdf);
+    }
+    free(cdf);
+    free(allow);
+    return empty;
+}
+
+TG_API int tg_sample(const float *logits, int n, int V, const double *temps, const double *uniforms, int block,
+                     int64_t *used, double *u_out, int64_t *ids) {
+    return sample_rows(logits, n, V, temps, uniforms, block, used, u_out, ids, NULL);
+}
+
 /* Up to `steps` steps of draw-then-advance for rows [0, n), every row temperature-only: each
  * step draws an id per row from the state's logits (as tg_sample; a steered row, `steer[r].table`
  * set, from the ids its automaton admits), writes them to ids_out[s * n + r], and advances the
@@ -603,61 +628,25 @@ static int steer_mask(const Steer *st, int V, uint8_t *allow) {
 TG_API int tg_run(Runner *run, int n, int steps, const double *temps, const double *uniforms, int block, int64_t *used,
            double *u_out, int64_t *ids_out, const int32_t *interrupt, Steer *steer) {
     const int V = run->model->vocab;
-    if (n < 1 || n > run->capacity || steps < 1 || block < 1 || !run->logits || !run->ids) return -1;
-    double *cdf = malloc((size_t)V * sizeof(double));
-    uint8_t *allow = malloc((size_t)V);
-    int result = steps;
-    if (!cdf || !allow) result = -1;
-    for (int s = 0; s < steps && result == steps; s++) {
-        int empty = 0, finished = 0;
-        for (int r = 0; r < n; r++) {
-            if (used[r] < 0 || used[r] >= block) {
-                result = -1;
-                break;
-            }
-            double u = uniforms[(size_t)r * block + used[r]];
-            u_out[r] = u;
-            if (++used[r] >= block) empty++;
-            Steer *st = steer && steer[r].table && !steer[r].finished ? &steer[r] : NULL;
-            const float *l = run->logits + (size_t)r * V;
-            if (!st) {
-                run->ids[r] = draw_one(l, V, temps[r], u, NULL, cdf);
-                continue;
-            }
-            if (!steer_mask(st, V, allow)) {
-                result = -1;
-                break;
-            }
-            int64_t id = draw_one(l, V, temps[r], u, allow, cdf);
-            run->ids[r] = id;
-            st->left--;
-            int complete = id == st->end;
-            if (!complete) {
-                st->state = st->table[(size_t)st->state * V + id];
-                if (st->state < 0 || st->state >= st->states) {
-                    result = -1;
-                    break;
-                }
-                int may_go_on = (int64_t)st->nearest[st->state] < st->left ||
-                                (st->end >= 0 && st->accepting[st->state]);
-                complete = st->left > 0 && !may_go_on;
-            }
-            if (complete || st->left <= 0) {
-                st->finished = s + 1;
+    if (n < 1 || n > run->capacity || steps < 1 || !run->logits || !run->ids) return -1;
+    for (int s = 0; s < steps; s++) {
+        int empty = sample_rows(run->logits, n, V, temps, uniforms, block, used, u_out, run->ids, steer);
+        if (empty < 0) return -1;
+        int finished = 0;
+        for (int r = 0; steer && r < n; r++) {
+            if (!steer[r].table || steer[r].finished) continue;
+            int complete = steer_advance(&steer[r], run->ids[r], V);
+            if (complete < 0) return -1;
+            if (complete) {
+                steer[r].finished = s + 1;
                 finished++;
             }
         }
-        if (result != steps) break;
         memcpy(ids_out + (size_t)s * n, run->ids, (size_t)n * sizeof(int64_t));
-        if (step_rows(run, n) < 0) {
-            result = -1;
-            break;
-        }
-        if (empty || finished || (interrupt && __atomic_load_n(interrupt, __ATOMIC_ACQUIRE))) result = s + 1;
+        if (step_rows(run, n) < 0) return -1;
+        if (empty || finished || (interrupt && __atomic_load_n(interrupt, __ATOMIC_ACQUIRE))) return s + 1;
     }
-    free(cdf);
-    free(allow);
-    return result;
+    return steps;
 }
 
 /* What this library is: the hash of the _kernel.c it was built from, and the variant it was

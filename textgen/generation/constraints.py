@@ -54,7 +54,7 @@ class Automaton:
         """This automaton's arrays as the compiled step reads them (made once, then kept)."""
         tables = self.__dict__.get("_kernel_tables")
         if tables is None:
-            from textgen.generation.kernel import SteerTables
+            from textgen.generation.kernel_steer import SteerTables
 
             tables = self._kernel_tables = SteerTables(self.table, self.distance, self.nearest, self.accepting)
         return tables

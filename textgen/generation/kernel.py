@@ -1,18 +1,21 @@
 """The one door to the compiled step (textgen/generation/_kernel.c): nothing else in textgen
 calls into C.
 
-Every array is checked (dtype, shape, C-contiguity, writeability) before its address crosses,
-so a mistake is a Python exception and never a write into memory nobody owns: once, when
-buffers are bound (`CompiledModel`, `Runner`, `Draw`, a steering automaton's `SteerTables`); a
-call per step then passes only counts and states, which both sides check against what was bound.
+Every array is checked (dtype, shape, C-contiguity, writeability) before its address
+crosses, so a mistake is a Python exception and never a write into memory nobody owns. The
+checks are made once, when buffers are bound (`CompiledModel`, `Runner`, `Draw`); a call
+per step then passes only counts, which both sides check against the bound capacity. A steered
+row's automaton is checked once in kernel_steer.py (`SteerTables`), its state per call.
 
 Which library: setup.py builds the one source as several plain shared libraries,
 `_kernel.<variant>.so` (on x86-64 the psABI levels x86-64, x86-64-v3: AVX2 + FMA, and
 x86-64-v4: AVX-512; elsewhere one "generic" build). `load()` asks the baseline build which level
-the CPU runs (CPUID) and loads the best variant it may; TEXTGEN_KERNEL_VARIANT=<variant> asks for
-another (one the CPU lacks is refused); a build whose stamp (TG_SOURCE_HASH) is not the hash of
-the _kernel.c beside it is stale and refused. `load()` gives the library or None (not built,
-stale, refused, TEXTGEN_KERNEL=0); `status()` says which and why, for `textgen info`."""
+the CPU runs (CPUID) and loads the best variant it may; TEXTGEN_KERNEL_VARIANT=<variant> asks
+for another (one the CPU lacks is refused). A build whose stamp (TG_SOURCE_HASH) is not the
+hash of the _kernel.c beside it is stale and refused. `load()` gives the library or None (not
+built, stale, refused, switched off with TEXTGEN_KERNEL=0); `status()` says which and why,
+for `textgen info`.
+"""
 
 from __future__ import annotations
 
@@ -58,14 +61,21 @@ class Status:
 
 def _declare(lib) -> None:
     p, i = ctypes.c_void_p, ctypes.c_int
-    signatures = {  # name: (return type, argument types)
-        "tg_model_create": (p, [i, i, i, i, i, p, p, p, p, p]), "tg_model_destroy": (None, [p]),
-        "tg_runner_create": (p, [p, i, i]), "tg_runner_set": (i, [p, i, p, p, p]),
-        "tg_runner_outputs": (None, [p, p, p]), "tg_step": (i, [p, i]), "tg_runner_destroy": (None, [p]),
-        "tg_sample": (i, [p, i, i, p, p, i, p, p, p]), "tg_run": (i, [p, i, i, p, p, i, p, p, p, p, p])}
-    for name, (returns, arguments) in signatures.items():
-        function = getattr(lib, name)
-        function.restype, function.argtypes = returns, arguments
+    lib.tg_model_create.restype = p
+    lib.tg_model_create.argtypes = [i, i, i, i, i, p, p, p, p, p]
+    lib.tg_model_destroy.argtypes = [p]
+    lib.tg_runner_create.restype = p
+    lib.tg_runner_create.argtypes = [p, i, i]
+    lib.tg_runner_set.restype = i
+    lib.tg_runner_set.argtypes = [p, i, p, p, p]
+    lib.tg_runner_outputs.argtypes = [p, p, p]
+    lib.tg_step.restype = i
+    lib.tg_step.argtypes = [p, i]
+    lib.tg_runner_destroy.argtypes = [p]
+    lib.tg_sample.restype = i
+    lib.tg_sample.argtypes = [p, i, i, p, p, i, p, p, p]
+    lib.tg_run.restype = i
+    lib.tg_run.argtypes = [p, i, i, p, p, i, p, p, p, p, p]
 
 
 def source_hash(source: Path) -> str:
@@ -159,15 +169,17 @@ def open_library(directory: Path = HERE, variant: str | None = None) -> tuple:
 @functools.cache
 def _loaded() -> tuple:
     """(library or None, Status) for this process."""
-    return _numpy("TEXTGEN_KERNEL=0 selects it") if switched_off() else \
-        open_library(HERE, os.environ.get(FORCE, "").strip() or None)
+    if switched_off():
+        return _numpy("TEXTGEN_KERNEL=0 selects it")
+    return open_library(HERE, os.environ.get(FORCE, "").strip() or None)
 
 
-def load():  # the compiled step's library, or None where it cannot be used (see `status`)
+def load():
+    """The compiled step's library, or None where it cannot be used (see `status`)."""
     return _loaded()[0]
 
 
-def status() -> Status:  # which step, and why
+def status() -> Status:
     return _loaded()[1]
 
 
@@ -260,7 +272,7 @@ class CompiledModel:
         weakref.finalize(self, lib.tg_model_destroy, self.handle)
 
 
-def _destroy_runner(model: CompiledModel, handle: int) -> None:  # the finalizer holds the model: it outlives the runner
+def _destroy_runner(model: CompiledModel, handle: int) -> None:
     model.lib.tg_runner_destroy(handle)
 
 
@@ -295,6 +307,7 @@ class Runner:
                 raise ValueError(f"layer must be in [0, {self.model.layers}). Received: layer={layer}")
         lib.tg_runner_outputs(handle, address(self.logits), address(self.ids))
         self.handle, self.threaded = handle, threaded
+        # The finalizer holds the model, so the C model outlives every runner that points at it.
         self._finalizer = weakref.finalize(self, _destroy_runner, self.model, handle)
 
     def close(self) -> None:
@@ -322,7 +335,7 @@ class Runner:
             raise ValueError(f"ids_out must be a writeable contiguous int64 array of at least {rows * steps} ids")
         check("interrupt", interrupt, np.int32, (1,))
         if steer is not None:
-            check("steer", steer, STEER, (rows,), writeable=True)
+            check("steer", steer, STEER, (rows,), writeable=True)  # made by steer_rows
         done = self.model.lib.tg_run(self.handle, rows, steps, draw.pointers[1], draw.pointers[2], draw.block,
                                      draw.pointers[3], draw.pointers[4], address(ids_out), address(interrupt),
                                      None if steer is None else address(steer))
@@ -331,43 +344,10 @@ class Runner:
         return done
 
 
-# _kernel.c's Steer: a row's automaton (its arrays' addresses, `SteerTables`; 0: not steered), where it stands.
+# _kernel.c's Steer: a row's automaton (its arrays' addresses, kernel_steer.SteerTables; 0: not steered), where it stands.
 STEER = np.dtype([("table", np.uint64), ("distance", np.uint64), ("nearest", np.uint64), ("accepting", np.uint64),
                   ("states", np.int64), ("end", np.int64), ("state", np.int64), ("left", np.int64),
                   ("finished", np.int64)])
-
-
-class SteerTables:
-    """An automaton's arrays as _kernel.c reads them (int32 tables, uint8 accepting), checked
-    once: every next state is one of its states, so C can follow the table without bounds."""
-
-    def __init__(self, table: np.ndarray, distance: np.ndarray, nearest: np.ndarray, accepting: np.ndarray):
-        states = len(table)
-        top = np.iinfo(np.int32).max
-        self.table = np.ascontiguousarray(table, dtype=np.int32)
-        if states < 1 or self.table.ndim != 2 or self.table.min() < 0 or self.table.max() >= states:
-            raise ValueError("an automaton's table must name only its own states")
-        self.distance = np.ascontiguousarray(np.minimum(distance, top), dtype=np.int32)
-        self.nearest = np.ascontiguousarray(np.minimum(nearest, top), dtype=np.int32)
-        self.accepting = np.ascontiguousarray(accepting, dtype=np.uint8)
-        for name, dtype in (("distance", np.int32), ("nearest", np.int32), ("accepting", np.uint8)):
-            check(name, getattr(self, name), dtype, (states,))
-        self.states = states
-        self.addresses = (address(self.table), address(self.distance), address(self.nearest), address(self.accepting))
-
-
-def steer_rows(records: list) -> np.ndarray:
-    """The `STEER` array of a run: per row None (not steered) or (SteerTables, end id or -1, state,
-    characters left); the SteerTables must outlive the run."""
-    steer = np.zeros(len(records), STEER)
-    for r, record in enumerate(records):
-        if record is None:
-            continue
-        tables, end, state, left = record
-        if not (0 <= state < tables.states):
-            raise ValueError(f"state must be in [0, {tables.states}). Received: state={state}")
-        steer[r] = (*tables.addresses, tables.states, end, state, left, 0)
-    return steer
 
 
 class Draw:

@@ -26,9 +26,10 @@ BOUNDARY = "\n"
 MAX_ROUNDS = 20  # rounds in a row that keep no line before drawing gives up
 ROUND_LINES = 256  # a round draws at most this many lines
 GROWTH = 8  # and at most this many times the lines it still wants
-DROP_REASONS = {"too_long": "too long (no end of line within --length)", "empty": "empty",
+DROP_REASONS = {"too_long": "too long (no end of line within {length})", "empty": "empty",
                 "in_training": "already in the training text", "repeat": "repeats",
-                "missing_word": "without a --must-include word"}
+                "missing_word": "without a {must_include} word"}
+CLI_WORDS = {"length": "--length", "must_include": "--must-include"}  # the options DROP_REASONS name
 ADVICE = {"too_long": "a longer --length", "empty": "another --prime or --temperature",
           "in_training": "leaving out --novel", "repeat": "leaving out --unique or a higher --temperature",
           "missing_word": "a --must-include word the model writes more often"}
@@ -45,9 +46,11 @@ class Lines:
     asked: int = 0
     kept: int = 0
 
-    def report(self) -> str:
-        """One line for stderr: how many were kept of how many, and why the others were dropped."""
-        why = ", ".join(f"{n} {DROP_REASONS[k]}" for k, n in sorted(self.dropped.items()))
+    def report(self, **words: str) -> str:
+        """One line for stderr: how many were kept of how many, and why the others were dropped;
+        `words` names the options as the caller's user knows them (`length="max_tokens"`)."""
+        named = {**CLI_WORDS, **words}
+        why = ", ".join(f"{n} {DROP_REASONS[k].format(**named)}" for k, n in sorted(self.dropped.items()))
         short = (f" ({self.asked} asked: {MAX_ROUNDS} rounds in a row found none)"
                  if self.kept < self.asked else "")
         return f"lines: kept {self.kept} of {self.sampled} sampled" + (f"; dropped {why}" if why else "") + short
@@ -55,7 +58,7 @@ class Lines:
     def check(self) -> Lines:
         """Itself, unless no line was kept: then one ConfigError that says why and what to change."""
         if self.kept == 0:
-            why = ", ".join(f"{n} {DROP_REASONS[k]}" for k, n in sorted(self.dropped.items())) or "none"
+            why = ", ".join(f"{n} {DROP_REASONS[k].format(**CLI_WORDS)}" for k, n in sorted(self.dropped.items())) or "none"
             advice = " or ".join(ADVICE[k] for k, _ in self.dropped.most_common(2)) or ADVICE["empty"]
             raise ConfigError(f"No line was kept: all {self.sampled} lines sampled were dropped ({why}); try {advice}.")
         return self

@@ -43,6 +43,7 @@ from textgen.generation import kernel
 from textgen.generation.constraints import allowed_rows, masked_sample
 from textgen.generation.draw import log_softmax, sample
 from textgen.generation.engine import LSTMEngine
+from textgen.generation.kernel_steer import steer_rows
 from textgen.generation.priming import Priming, Scores
 from textgen.generation.streams import (  # noqa: F401  (the session's public names live in streams.py)
     MAX_LOGPROBS,
@@ -332,7 +333,7 @@ class SamplingSession:
                 s._cursor.steering.automaton.kernel_tables,
                 -1 if s._cursor.steering.end_id is None else s._cursor.steering.end_id,
                 s._cursor.state, s.spec.length - s.generated) for s in self.streams]
-            steer = kernel.steer_rows(records)
+            steer = steer_rows(records)
         done = self.state.runner.run(n, steps, self._draw, self._chunk, self.interrupt, steer)
         self.steps_done = done
         columns = self._chunk[: done * n].reshape(done, n).T.tolist()

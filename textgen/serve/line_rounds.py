@@ -75,9 +75,8 @@ class LineRounds:
         """`checkpoint_step`, `usage` and the `lines` report; no line kept is a 422."""
         result = self.plan.picker.result
         if result.kept == 0:  # valid, but nothing could be kept: as textgen sample --lines, an error
-            message = result.report().replace("lines: kept 0", "No line was kept: kept 0")
-            message = message.replace("--must-include", "must_include").replace("--length", "max_tokens")
-            raise APIError(422, message, param="lines", code="no_line_kept")
+            said = result.report(length="max_tokens", must_include="must_include").removeprefix("lines: ")
+            raise APIError(422, f"No line was kept: {said}", param="lines", code="no_line_kept")
         return {"checkpoint_step": self.step,
                 "usage": {"prompt_tokens": len(prompt), "completion_tokens": self.generated,
                           "total_tokens": len(prompt) + self.generated},

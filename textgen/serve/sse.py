@@ -93,14 +93,7 @@ class TimedStream(StreamingResponse):
             await self.body_iterator.aclose()
 
 
-class EventStream(TimedStream):
-    """The SSE response of one job."""
-
-    def __init__(self, job, view, scheduler, settings, metrics):
-        super().__init__(_events(job, view, scheduler, settings, metrics), lambda: scheduler.cancel(job),
-                         settings.send_timeout, metrics)
-        self.job, self.scheduler = job, scheduler
-
-
 def stream(job, view, scheduler, settings, metrics) -> StreamingResponse:
-    return EventStream(job, view, scheduler, settings, metrics)
+    """The SSE response of one job: a client that stops reading cancels it."""
+    return TimedStream(_events(job, view, scheduler, settings, metrics), lambda: scheduler.cancel(job),
+                       settings.send_timeout, metrics)

@@ -40,9 +40,16 @@ function settings() {
   if (number("seed") !== null) body.seed = number("seed");
   if (stops.length) body.stop = stops;
   if ($("regex").value) body.regex = $("regex").value;
-  if (!$("label-field").hidden && $("label").value) body.label = $("label").value;
+  if (!$("label-field").hidden && $("label").value) {
+    body.label = $("label").value;
+    // One record of that label: it ends where the next record would begin (U+001E), as
+    // `textgen sample --label X --stop $'\x1e'`; a pattern decides the end itself.
+    if (!body.regex && stops.length < 4) body.stop = [...stops, RECORD_END];
+  }
   return body;
 }
+
+const RECORD_END = "\u001e";  // what begins a record of a labelled table (textgen/tables.py)
 
 // The extension fields (not in OpenAI's API): the Python snippet passes them in extra_body.
 const EXTRA = ["top_k", "regex", "label"];
