@@ -222,6 +222,9 @@ def test_the_playground_offers_a_runs_labels_and_a_pattern(server, browser):
     page.eval_on_selector("#temperature", "e => { e.value = '0'; }")
     for label, answer in ANSWERS.items():  # greedy after each label: one record, the answer the run learnt for it
         page.select_option("#label", label)
+        page.dispatch_event("#model", "change")  # the run's labels fetched again: the picked one stays picked
+        page.wait_for_load_state("networkidle")
+        assert page.input_value("#label") == label
         page_generate(page, length=12, n=1)
         assert page.evaluate(texts) == [answer]  # it stops where the next record would begin
         assert page.inner_text(".sample .finish") == "stopped at a stop string"

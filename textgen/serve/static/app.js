@@ -342,8 +342,10 @@ async function showLabels(model) {
     labels = [];  // the runs view is optional here: no labels to offer
   }
   if (model !== $("model").value) return;  // the pick changed while the runs were fetched
+  const picked = $("label").value;  // a label picked meanwhile stays picked (the same run asked twice)
   $("label").replaceChildren(el("option", { value: "" }, "(none)"),
     ...labels.map((label) => el("option", { value: label }, label)));
+  if (labels.includes(picked)) $("label").value = picked;
   $("label-field").hidden = labels.length === 0;
 }
 
